@@ -1,0 +1,62 @@
+"""What the accounts API reads and writes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Password = Annotated[str, Meta(min_length=8, max_length=256)]
+DisplayName = Annotated[str, Meta(min_length=1, max_length=80, pattern=r"\S")]
+SelfServiceRole = Literal["member", "organizer", "driver"]
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    display_name: DisplayName
+    #: Roles a user may take on themselves; `admin` is only granted by an operator.
+    roles: Annotated[list[SelfServiceRole], Meta(max_length=3)] = msgspec.field(
+        default_factory=lambda: ["member"]
+    )
+
+
+class RegisterOut(msgspec.Struct):
+    user_id: UUID
+    token: str
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Annotated[str, Meta(min_length=1, max_length=254)]
+    password: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class TokenOut(msgspec.Struct):
+    token: str
+    token_type: str = "bearer"
+
+
+class ReputationOut(msgspec.Struct):
+    score: float | None
+    rating_average: float | None
+    rating_count: int
+    completed_count: int
+
+
+class WalletSummaryOut(msgspec.Struct):
+    currency: str
+    available_minor: int
+    held_minor: int
+    balance_minor: int
+
+
+class MeOut(msgspec.Struct):
+    user_id: UUID
+    email: str
+    display_name: str
+    roles: list[str]
+    reputation: ReputationOut
+    wallet: WalletSummaryOut | None

@@ -1,0 +1,177 @@
+"""The `copool` command: serve, worker, migrate, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from app.settings import STATE_DIR, Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        click.echo(f"copool: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run(coro_fn: Callable[[Settings], Any]) -> Any:
+    settings = _settings()
+    try:
+        return asyncio.run(coro_fn(settings))
+    except OSError as exc:
+        click.echo(f"copool: cannot reach the database: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _migrate(settings: Settings) -> str | None:
+    from app.db import create_engine
+    from app.migrate import current_revision, upgrade
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        await upgrade(engine)
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """copool: the backend of the collaborative-consumption app.
+
+    Every command reads the same COPOOL_* environment variables (see the README).
+    """
+
+
+@main.command()
+def migrate() -> None:
+    """Apply every database migration (idempotent)."""
+    revision = _run(_migrate)
+    click.echo(f"database at revision {revision}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Web worker processes.")  # fmt: skip
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API.
+
+    In dev (COPOOL_ENV unset or dev) migrations are applied first. With COPOOL_REDIS_URL unset,
+    copool uses the Redis on 127.0.0.1:6379 if one listens, else starts a private redis-server
+    for this process, and runs the arq worker inside the server. With COPOOL_REDIS_URL set it
+    starts nothing: run `copool worker` beside it.
+    """
+    import uvicorn
+
+    from app.embedded import EmbeddedRedis, EmbeddedRedisError, tcp_listening
+    from app.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings)
+    log = _log()
+    if settings.env != "prod":
+        revision = _run(_migrate)
+        log.info("migrations applied", revision=revision)
+    embedded: EmbeddedRedis | None = None
+    if not settings.redis_url_explicit:
+        os.environ["COPOOL_INLINE_WORKER"] = "1"
+        if not tcp_listening(settings.redis_url):
+            embedded = EmbeddedRedis(STATE_DIR / "redis")
+            try:
+                url = embedded.start()
+            except EmbeddedRedisError as exc:
+                click.echo(f"copool: cannot start the embedded Redis: {exc}", err=True)
+                sys.exit(1)
+            # Children (uvicorn workers) read it as set; they must not start Redis again.
+            os.environ["COPOOL_REDIS_URL"] = url
+            log.info("no Redis listening: started an embedded redis-server", url=url)
+        log.info("running the arq worker inside the web process")
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@main.command()
+def worker() -> None:
+    """Run the arq worker (jobs and periodic sweeps) against COPOOL_REDIS_URL."""
+    from arq.worker import Worker
+
+    from app.logging import configure_logging
+    from workers.settings import worker_options
+
+    settings = _settings()
+    configure_logging(settings)
+    Worker(**worker_options(settings)).run()
+
+
+@main.group()
+def admin() -> None:
+    """Operator commands."""
+
+
+@admin.command("create-user")
+@click.option("--email", required=True)
+@click.option("--display-name", default="Administrator", show_default=True)
+@click.option("--role", "roles", multiple=True, default=["admin"], show_default=True,
+              type=click.Choice(["member", "organizer", "driver", "admin"]),
+              help="Repeat for several roles.")  # fmt: skip
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="COPOOL_ADMIN_PASSWORD", help="Prompted for when not given.")  # fmt: skip
+def create_user(email: str, display_name: str, roles: tuple[str, ...], password: str) -> None:
+    """Create an account with the given roles (admin by default)."""
+    from app.accounts import service
+    from app.accounts.models import Role
+
+    if len(password) < 8:
+        click.echo("copool: the password must have at least 8 characters", err=True)
+        sys.exit(2)
+
+    async def create(settings: Settings) -> Any:
+        from app.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await service.register_user(
+                    session,
+                    email=email,
+                    password=password,
+                    display_name=display_name,
+                    roles=[Role(r) for r in roles],
+                    now=datetime.now(UTC),
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        user = _run(create)
+    except service.EmailTaken as exc:
+        click.echo(f"copool: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"created user {user.id} ({user.email}) with roles {user.roles}")
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("copool.cli")

@@ -1,0 +1,36 @@
+"""Per-request dependencies every controller may ask for by name."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from app.auth import Principal, principal_of
+from app.db import AsyncSession, session_scope
+
+
+async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(state.sessionmaker):
+        yield session
+
+
+def provide_now(state: State) -> datetime:
+    """The one clock: services get `now` from here, never from the wall clock themselves."""
+    now: datetime = state.clock()
+    return now
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    return principal_of(request)
+
+
+DEPENDENCIES = {
+    "session": Provide(provide_session),
+    "now": Provide(provide_now, sync_to_thread=False),
+    "principal": Provide(provide_principal, sync_to_thread=False),
+}

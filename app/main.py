@@ -1,0 +1,106 @@
+"""The Litestar application: wires settings, database, Redis, auth, errors and every domain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import structlog
+from arq.connections import ArqRedis
+from arq.worker import Worker
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from redis.asyncio import ConnectionPool
+
+from app.accounts.api import AuthController, MeController
+from app.auth import RateLimiter, create_jwt_auth
+from app.db import create_engine, create_sessionmaker
+from app.deps import DEPENDENCIES
+from app.errors import exception_handlers
+from app.health import HealthController
+from app.logging import configure_logging, request_id_middleware
+from app.settings import Settings, load_settings
+from workers.settings import job_deserializer, job_serializer, worker_options
+
+log = structlog.get_logger("copool.app")
+
+REDIS_TIMEOUT_S = 2.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_redis(url: str) -> ArqRedis:
+    """One connection pool for the app's lifetime; ArqRedis is a Redis client that can enqueue."""
+    pool = ConnectionPool.from_url(
+        url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        health_check_interval=30,
+        max_connections=64,
+    )
+    return ArqRedis(
+        connection_pool=pool,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> Litestar:
+    """Build the app; engines and Redis clients are created in its lifespan, on its own loop."""
+    settings = settings or load_settings()
+    configure_logging(settings)
+    jwt_auth = create_jwt_auth(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        redis = create_redis(settings.redis_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.redis = redis
+        app.state.limiter = RateLimiter(redis)
+        worker_task: asyncio.Task[None] | None = None
+        if settings.inline_worker:
+            worker = Worker(**worker_options(settings), handle_signals=False)
+            worker_task = asyncio.create_task(worker.async_run())
+            log.info("arq worker running inside this process", redis=settings.redis_url)
+        try:
+            yield
+        finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker_task
+                await worker.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = Litestar(
+        route_handlers=[HealthController, AuthController, MeController],
+        dependencies=DEPENDENCIES,
+        exception_handlers=exception_handlers(),
+        on_app_init=[jwt_auth.on_app_init],
+        lifespan=[lifespan],
+        request_max_body_size=settings.request_max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="copool API",
+            version="1.0.0",
+            description="Group-buy pools, carpool matching, trust and a double-entry ledger.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        state=State({"settings": settings, "jwt_auth": jwt_auth, "clock": clock}),
+        logging_config=None,
+        debug=False,
+    )
+    # Wrap the whole handler, not just the routes: 404s and 405s get a request id and a log line.
+    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    return app

@@ -1,0 +1,144 @@
+"""Settings: read once from the environment into one typed, frozen struct."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+
+import msgspec
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./copool.db"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+STATE_DIR = Path(".copool")
+SECRET_FILE = STATE_DIR / "secret_key"
+MIN_SECRET_KEY_CHARS = 32
+
+
+class Env(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PROD = "prod"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    #: True when COPOOL_REDIS_URL was given: then copool never starts a Redis or worker itself.
+    redis_url_explicit: bool = False
+    secret_key: str
+    env: Env = Env.DEV
+    token_ttl_s: int = 24 * 3600
+    login_limit_per_ip: int = 20
+    login_limit_per_email: int = 5
+    login_window_s: int = 60
+    request_max_body_bytes: int = 64 * 1024
+    #: Run the arq worker inside the web process (the embedded default of `copool serve`).
+    inline_worker: bool = False
+    worker_heartbeat_s: int = 10
+    log_level: str = "INFO"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+def normalize_database_url(url: str) -> str:
+    """Map plain `postgresql://` (and `postgres://`) to asyncpg, plain `sqlite://` to aiosqlite."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise SettingsError(f"COPOOL_DATABASE_URL is not a database URL: {url!r}") from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in {"postgresql", "postgres"} and driver in {"", "asyncpg"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif backend == "sqlite" and driver in {"", "aiosqlite"}:
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    else:
+        raise SettingsError(
+            "COPOOL_DATABASE_URL must be postgresql+asyncpg://... or sqlite+aiosqlite:///..., "
+            f"got driver {parsed.drivername!r}"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def _redis_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            f"COPOOL_REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}"
+        )
+    return url
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _dev_secret_key() -> str:
+    """A dev secret generated once and kept in a local file, so tokens survive restarts."""
+    if SECRET_FILE.exists():
+        return SECRET_FILE.read_text().strip()
+    STATE_DIR.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    SECRET_FILE.write_text(key)
+    SECRET_FILE.chmod(0o600)
+    return key
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every COPOOL_* variable once; raise SettingsError with one clear line on a bad one."""
+    environ = os.environ if environ is None else environ
+    raw_env = environ.get("COPOOL_ENV", Env.DEV.value)
+    try:
+        env = Env(raw_env)
+    except ValueError:
+        raise SettingsError(f"COPOOL_ENV must be one of dev, test, prod; got {raw_env!r}") from None
+
+    secret_key = environ.get("COPOOL_SECRET_KEY", "")
+    if not secret_key:
+        if env is Env.PROD:
+            raise SettingsError("COPOOL_SECRET_KEY is required when COPOOL_ENV=prod")
+        secret_key = _dev_secret_key()
+    if len(secret_key) < MIN_SECRET_KEY_CHARS:
+        raise SettingsError(
+            f"COPOOL_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters long"
+        )
+
+    redis_raw = environ.get("COPOOL_REDIS_URL", "")
+    log_level = environ.get("COPOOL_LOG_LEVEL", "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"COPOOL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {log_level}")
+    return Settings(
+        database_url=normalize_database_url(
+            environ.get("COPOOL_DATABASE_URL") or DEFAULT_DATABASE_URL
+        ),
+        redis_url=_redis_url(redis_raw or DEFAULT_REDIS_URL),
+        redis_url_explicit=bool(redis_raw),
+        secret_key=secret_key,
+        env=env,
+        token_ttl_s=_int(environ, "COPOOL_TOKEN_TTL_S", 24 * 3600, 60, 30 * 24 * 3600),
+        login_limit_per_ip=_int(environ, "COPOOL_LOGIN_LIMIT_PER_IP", 20, 1, 100_000),
+        login_limit_per_email=_int(environ, "COPOOL_LOGIN_LIMIT_PER_EMAIL", 5, 1, 100_000),
+        login_window_s=_int(environ, "COPOOL_LOGIN_WINDOW_S", 60, 1, 86_400),
+        request_max_body_bytes=_int(environ, "COPOOL_MAX_BODY_BYTES", 64 * 1024, 1024, 1 << 24),
+        inline_worker=environ.get("COPOOL_INLINE_WORKER", "") == "1",
+        worker_heartbeat_s=_int(environ, "COPOOL_WORKER_HEARTBEAT_S", 10, 1, 3600),
+        log_level=log_level,
+    )

@@ -1,0 +1,1 @@
+"""groupbuy: see shared/DESIGN.md."""

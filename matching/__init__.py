@@ -1,0 +1,1 @@
+"""matching: see shared/DESIGN.md."""

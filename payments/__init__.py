@@ -1,0 +1,1 @@
+"""payments: see shared/DESIGN.md."""

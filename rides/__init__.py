@@ -1,0 +1,1 @@
+"""rides: see shared/DESIGN.md."""

@@ -1,0 +1,89 @@
+"""Fixtures shared by every integration test: a migrated database per backend, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.main import create_app
+from app.settings import Env, Settings
+from tests.services import PostgresDatabase, flushed_redis, migrate, sqlite_url, unavailable
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[PostgresDatabase | str]:
+    database = PostgresDatabase()
+    try:
+        asyncio.run(database.create())
+    except Exception as exc:
+        yield f"PostgreSQL at {database.dsn.rpartition('/')[0]}: {exc}"
+        return
+    asyncio.run(migrate(database.url))
+    yield database
+    asyncio.run(database.drop())
+
+
+@pytest.fixture(scope="session")
+def _sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = sqlite_url(str(tmp_path_factory.mktemp("sqlite")))
+    asyncio.run(migrate(url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a migrated database, once per backend."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("_sqlite_database")
+        return url
+    database = request.getfixturevalue("_postgres_database")
+    if isinstance(database, str):
+        unavailable(database)
+    return str(database.url)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """PostgreSQL only: for concurrency tests, where SQLite's single writer proves nothing."""
+    database = request.getfixturevalue("_postgres_database")
+    if isinstance(database, str):
+        unavailable(database)
+    return str(database.url)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return flushed_redis()
+
+
+def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "redis_url_explicit": True,
+        "secret_key": TEST_SECRET,
+        "env": Env.TEST,
+        "login_limit_per_ip": 10_000,
+        "login_limit_per_email": 10_000,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url, redis_url)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client

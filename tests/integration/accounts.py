@@ -1,0 +1,31 @@
+"""Helpers for tests that need a signed-up user."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import PASSWORD
+
+
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def sign_up(
+    client: AsyncTestClient[Any], *, roles: list[str] | None = None, email: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """Register a fresh user; return (user_id, auth headers)."""
+    body: dict[str, Any] = {
+        "email": email or unique_email(),
+        "password": PASSWORD,
+        "display_name": "Test User",
+    }
+    if roles is not None:
+        body["roles"] = roles
+    response = await client.post("/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()
+    return data["user_id"], {"Authorization": f"Bearer {data['token']}"}

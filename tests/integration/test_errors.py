@@ -1,0 +1,77 @@
+"""Whatever a client sends, the answer is a problem detail, never a 500 or a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import PASSWORD
+from tests.integration.accounts import unique_email
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["type"] == type_
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"email": "x@example.com", "password": ', None),  # malformed JSON
+        (b"[1, 2, 3]", None),  # not an object
+        (b'{"email": "x@example.com", "display_name": "X"}', "password"),  # missing field
+        (b'{"email": "x@example.com", "password": 12345678, "display_name": "X"}', "password"),
+        (b'{"email": "x@example.com", "password": "short", "display_name": "X"}', "password"),
+        (b'{"email": "not-an-email", "password": "longenough", "display_name": "X"}', "email"),
+        (b'{"email": "x@example.com", "password": "longenough", "display_name": ""}', None),
+    ],
+)
+async def test_invalid_bodies_are_422_problems(
+    client: AsyncTestClient[Any], raw: bytes, field: str | None
+) -> None:
+    response = await client.post(
+        "/v1/auth/register", content=raw, headers={"Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422, "validation-error")
+    if field is not None:
+        assert any(e["field"] == field for e in body["errors"]), body
+
+
+async def test_unknown_route_is_a_404_problem(client: AsyncTestClient[Any]) -> None:
+    assert_problem(await client.get("/v1/nothing-here"), 404, "not-found")
+
+
+async def test_wrong_method_is_a_405_problem(client: AsyncTestClient[Any]) -> None:
+    assert_problem(await client.delete("/v1/auth/login"), 405, "method-not-allowed")
+
+
+async def test_oversized_body_is_refused_with_413(client: AsyncTestClient[Any]) -> None:
+    huge = {"email": unique_email(), "password": PASSWORD, "display_name": "x" * 200_000}
+    assert_problem(await client.post("/v1/auth/register", json=huge), 413, "request-too-large")
+
+
+async def test_every_answer_carries_a_request_id(client: AsyncTestClient[Any]) -> None:
+    generated = await client.get("/v1/health")
+    assert len(generated.headers["x-request-id"]) == 32
+    echoed = await client.get("/v1/nothing", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+
+
+async def test_openapi_documents_routes_and_problems(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    login = spec["paths"]["/v1/auth/login"]["post"]
+    assert {"401", "422", "429"} <= set(login["responses"])
+    assert "/v1/me" in spec["paths"]

@@ -1,0 +1,1 @@
+"""trust: see shared/DESIGN.md."""

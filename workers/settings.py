@@ -1,0 +1,65 @@
+"""arq worker configuration: `copool worker` (or the embedded server) runs WorkerSettings."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+from arq.connections import RedisSettings
+from arq.cron import CronJob, cron
+
+from app.db import create_engine, create_sessionmaker
+from app.settings import Settings, load_settings
+from workers.jobs import heartbeat
+
+
+def job_serializer(obj: Any) -> bytes:
+    return msgspec.msgpack.encode(obj)
+
+
+def job_deserializer(data: bytes) -> Any:
+    return msgspec.msgpack.decode(data)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+def heartbeat_cron(interval_s: int) -> CronJob:
+    seconds = set(range(0, 60, max(1, min(interval_s, 60))))
+    return cron(heartbeat, second=seconds, run_at_startup=True, unique=True, timeout=10)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or load_settings()
+    ctx["settings"] = settings
+    ctx["engine"] = create_engine(settings.database_url, pool_size=5)
+    ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    engine = ctx.get("engine")
+    if engine is not None:
+        await engine.dispose()
+
+
+class WorkerSettings:
+    """Functions, schedules and hooks of the copool worker."""
+
+    functions: ClassVar[list[Any]] = [heartbeat]
+    cron_jobs: ClassVar[list[CronJob]] = [heartbeat_cron(10)]
+    on_startup = startup
+    on_shutdown = shutdown
+    job_serializer = job_serializer
+    job_deserializer = job_deserializer
+    keep_result = 60
+    max_jobs = 10
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """WorkerSettings as keyword arguments for arq's Worker, bound to these settings."""
+    options = {k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")}
+    options["cron_jobs"] = [heartbeat_cron(settings.worker_heartbeat_s)]
+    options["redis_settings"] = redis_settings(settings.redis_url)
+    options["ctx"] = {"settings": settings}
+    return options
