@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from app.accounts.service import EmailTaken, InvalidCredentials
+from payments import errors as pay
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -33,6 +34,16 @@ class Problem:
 DOMAIN_PROBLEMS: dict[type[Exception], Problem] = {
     EmailTaken: Problem(409, "email-taken", "Email already registered"),
     InvalidCredentials: Problem(401, "invalid-credentials", "Invalid credentials"),
+    pay.InsufficientFunds: Problem(402, "insufficient-funds", "Insufficient funds"),
+    pay.PaymentDeclined: Problem(402, "payment-declined", "Payment declined"),
+    pay.UnknownCurrency: Problem(422, "unknown-currency", "Unknown currency"),
+    pay.CurrencyMismatch: Problem(422, "currency-mismatch", "Currency mismatch"),
+    pay.InvalidAmount: Problem(422, "invalid-amount", "Invalid amount"),
+    pay.TransferIdConflict: Problem(409, "transfer-id-conflict", "Transfer id already used"),
+    pay.TransferNotFound: Problem(404, "not-found", "Not Found"),
+    pay.HoldNotPending: Problem(409, "hold-not-pending", "Hold is not pending"),
+    pay.HoldExpired: Problem(409, "hold-expired", "Hold expired"),
+    pay.RefundExceedsCaptured: Problem(409, "refund-exceeds-captured", "Refund too large"),
 }
 
 _STATUS_TYPES = {

@@ -22,8 +22,12 @@ from app.db import create_engine, create_sessionmaker
 from app.deps import DEPENDENCIES
 from app.errors import exception_handlers
 from app.health import HealthController
+from app.idempotency import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware
 from app.settings import Settings, load_settings
+from payments.api import LedgerController, WalletController
+from payments.funding import SandboxFundingProvider
+from payments.sequencer import run_sequencer
 from workers.settings import job_deserializer, job_serializer, worker_options
 
 log = structlog.get_logger("copool.app")
@@ -67,6 +71,9 @@ def create_app(
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
         app.state.limiter = RateLimiter(redis)
+        sequencer = asyncio.create_task(
+            run_sequencer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
+        )
         worker_task: asyncio.Task[None] | None = None
         if settings.inline_worker:
             worker = Worker(**worker_options(settings), handle_signals=False)
@@ -75,6 +82,9 @@ def create_app(
         try:
             yield
         finally:
+            sequencer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sequencer
             if worker_task is not None:
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -84,9 +94,17 @@ def create_app(
             await engine.dispose()
 
     app = Litestar(
-        route_handlers=[HealthController, AuthController, MeController],
+        route_handlers=[
+            HealthController,
+            AuthController,
+            MeController,
+            WalletController,
+            LedgerController,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
+        # After the auth middleware (JWTAuth inserts itself first), so keys are per caller.
+        middleware=[idempotency_middleware],
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[lifespan],
         request_max_body_size=settings.request_max_body_bytes,
@@ -97,7 +115,14 @@ def create_app(
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
-        state=State({"settings": settings, "jwt_auth": jwt_auth, "clock": clock}),
+        state=State(
+            {
+                "settings": settings,
+                "jwt_auth": jwt_auth,
+                "clock": clock,
+                "funding": SandboxFundingProvider(),
+            }
+        ),
         logging_config=None,
         debug=False,
     )

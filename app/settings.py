@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inline_worker: bool = False
     worker_heartbeat_s: int = 10
     log_level: str = "INFO"
+    default_currency: str = "EUR"
+    ledger_chain_interval_s: float = 0.2
 
     @property
     def is_postgres(self) -> bool:
@@ -76,6 +78,12 @@ def _redis_url(url: str) -> str:
             f"COPOOL_REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}"
         )
     return url
+
+
+def _currency(code: str) -> str:
+    if not (len(code) == 3 and code.isascii() and code.isupper()):
+        raise SettingsError(f"COPOOL_DEFAULT_CURRENCY must be an ISO 4217 code like EUR: {code!r}")
+    return code
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -141,4 +149,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         inline_worker=environ.get("COPOOL_INLINE_WORKER", "") == "1",
         worker_heartbeat_s=_int(environ, "COPOOL_WORKER_HEARTBEAT_S", 10, 1, 3600),
         log_level=log_level,
+        default_currency=_currency(environ.get("COPOOL_DEFAULT_CURRENCY", "EUR")),
     )

@@ -10,7 +10,7 @@ from arq.cron import CronJob, cron
 
 from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, load_settings
-from workers.jobs import heartbeat
+from workers.jobs import chain_ledger, expire_holds, heartbeat, purge_idempotency_keys
 
 
 def job_serializer(obj: Any) -> bytes:
@@ -30,6 +30,14 @@ def heartbeat_cron(interval_s: int) -> CronJob:
     return cron(heartbeat, second=seconds, run_at_startup=True, unique=True, timeout=10)
 
 
+#: Periodic sweeps, each idempotent: anything a crashed job missed is picked up next time.
+SWEEPS = [
+    cron(expire_holds, second={5, 35}, unique=True, timeout=120),
+    cron(chain_ledger, second=set(range(0, 60, 10)), unique=True, timeout=120),
+    cron(purge_idempotency_keys, minute={17}, second={0}, unique=True, timeout=300),
+]
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
@@ -46,8 +54,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """Functions, schedules and hooks of the copool worker."""
 
-    functions: ClassVar[list[Any]] = [heartbeat]
-    cron_jobs: ClassVar[list[CronJob]] = [heartbeat_cron(10)]
+    functions: ClassVar[list[Any]] = [heartbeat, expire_holds, chain_ledger, purge_idempotency_keys]
+    cron_jobs: ClassVar[list[CronJob]] = [heartbeat_cron(10), *SWEEPS]
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = job_serializer
@@ -59,7 +67,7 @@ class WorkerSettings:
 def worker_options(settings: Settings) -> dict[str, Any]:
     """WorkerSettings as keyword arguments for arq's Worker, bound to these settings."""
     options = {k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")}
-    options["cron_jobs"] = [heartbeat_cron(settings.worker_heartbeat_s)]
+    options["cron_jobs"] = [heartbeat_cron(settings.worker_heartbeat_s), *SWEEPS]
     options["redis_settings"] = redis_settings(settings.redis_url)
     options["ctx"] = {"settings": settings}
     return options

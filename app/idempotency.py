@@ -1,0 +1,244 @@
+"""Idempotency-Key for every POST that moves money, implemented once (Stripe semantics).
+
+A key is claimed atomically (INSERT ... ON CONFLICT DO NOTHING) together with a hash of the
+request. The first request runs and its answer is stored; a replay with the same key and body gets
+that answer byte for byte; the same key with another body is 409; a duplicate that arrives while
+the first still runs is 409 too. A server error releases the key so the client can retry. Keys
+are scoped to the caller and kept for 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar.enums import ScopeType
+from sqlalchemy import Column, Integer, LargeBinary, String, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Field, SQLModel, col, select
+
+from app.auth import Principal
+from app.db import UTCDateTime
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+
+    from app.db import SessionMaker
+
+HEADER = b"idempotency-key"
+KEY_TTL = timedelta(hours=24)
+_VALID_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PROBLEM_JSON = b"application/problem+json"
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    #: Whose key it is: the caller's user id (keys of different users never collide).
+    owner: str = Field(sa_column=Column(String(64), primary_key=True))
+    key: str = Field(sa_column=Column(String(128), primary_key=True))
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    #: NULL while the first request is still running.
+    status_code: int | None = Field(default=None, sa_column=Column(Integer))
+    content_type: str | None = Field(default=None, max_length=100)
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+TABLE = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+
+
+def _problem(status: int, type_: str, title: str, detail: str) -> tuple[int, bytes, bytes]:
+    body = msgspec.json.encode({"type": type_, "title": title, "status": status, "detail": detail})
+    return status, PROBLEM_JSON, body
+
+
+async def _send_answer(
+    send: Send, status: int, content_type: bytes, body: bytes, replayed: bool = False
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None if it is larger than `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class _Store:
+    def __init__(self, sessionmaker: SessionMaker) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def claim(self, owner: str, key: str, request_hash: str, now: datetime) -> bool:
+        async with self._sessionmaker() as session:
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            # Forget a key older than its time to live, so it may be used again.
+            await session.exec(
+                delete(TABLE).where(
+                    TABLE.c.owner == owner,
+                    TABLE.c.key == key,
+                    TABLE.c.created_at < now - KEY_TTL,
+                )
+            )
+            result = await session.exec(
+                insert(TABLE)
+                .values(owner=owner, key=key, request_hash=request_hash, created_at=now)
+                .on_conflict_do_nothing(index_elements=["owner", "key"])
+                .returning(TABLE.c.key)
+            )
+            claimed = result.first() is not None
+            await session.commit()
+            return claimed
+
+    async def find(self, owner: str, key: str) -> IdempotencyRecord | None:
+        async with self._sessionmaker() as session:
+            found = await session.exec(
+                select(IdempotencyRecord).where(
+                    col(IdempotencyRecord.owner) == owner, col(IdempotencyRecord.key) == key
+                )
+            )
+            return found.first()
+
+    async def finish(
+        self, owner: str, key: str, status: int, content_type: str, body: bytes
+    ) -> None:
+        async with self._sessionmaker() as session:
+            await session.exec(
+                update(TABLE)
+                .where(TABLE.c.owner == owner, TABLE.c.key == key)
+                .values(status_code=status, content_type=content_type, body=body)
+            )
+            await session.commit()
+
+    async def release(self, owner: str, key: str) -> None:
+        async with self._sessionmaker() as session:
+            await session.exec(delete(TABLE).where(TABLE.c.owner == owner, TABLE.c.key == key))
+            await session.commit()
+
+
+async def purge_expired_keys(sessionmaker: SessionMaker, now: datetime) -> int:
+    """Delete keys past their time to live (a worker job)."""
+    async with sessionmaker() as session:
+        result: Any = await session.exec(delete(TABLE).where(TABLE.c.created_at < now - KEY_TTL))
+        await session.commit()
+        return int(result.rowcount or 0)
+
+
+def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+    """Applies to POST routes whose handler sets `opt={"idempotent": True}`."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        key_raw = next((v for k, v in scope.get("headers", []) if k == HEADER), None)
+        if (
+            scope["type"] != ScopeType.HTTP
+            or scope.get("method") != "POST"
+            or key_raw is None
+            or handler is None
+            or not handler.opt.get("idempotent")
+        ):
+            await app(scope, receive, send)
+            return
+        key = key_raw.decode("latin-1")
+        if not _VALID_KEY.match(key):
+            await _send_answer(
+                send,
+                *_problem(
+                    422,
+                    "validation-error",
+                    "Unprocessable Entity",
+                    "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+                ),
+            )
+            return
+        state = scope["litestar_app"].state
+        body = await _read_body(receive, state.settings.request_max_body_bytes)
+        if body is None:
+            await _send_answer(
+                send,
+                *_problem(413, "request-too-large", "Request Entity Too Large", "body too large"),
+            )
+            return
+        user = scope.get("user")
+        owner = str(user.user_id) if isinstance(user, Principal) else "anonymous"
+        digest = hashlib.sha256()
+        for part in (scope["method"].encode(), scope["raw_path"], scope["query_string"], body):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        request_hash = digest.hexdigest()
+        store = _Store(state.sessionmaker)
+
+        if not await store.claim(owner, key, request_hash, state.clock()):
+            first = await store.find(owner, key)
+            if first is None or first.request_hash != request_hash:
+                answer = _problem(
+                    409,
+                    "idempotency-key-reused",
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used with a different request",
+                )
+            elif first.status_code is None:
+                answer = _problem(
+                    409,
+                    "idempotency-request-in-progress",
+                    "Request in progress",
+                    "a request with this Idempotency-Key is still being processed; retry later",
+                )
+            else:
+                stored_type = (first.content_type or "application/json").encode()
+                await _send_answer(send, first.status_code, stored_type, first.body or b"", True)
+                return
+            await _send_answer(send, *answer)
+            return
+
+        replayed_body = False
+
+        async def receive_body() -> ReceiveMessage:
+            nonlocal replayed_body
+            if not replayed_body:
+                replayed_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status, content_type, chunks = 500, "application/json", list[bytes]()
+
+        async def capture(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, receive_body, capture)
+        except BaseException:
+            await store.release(owner, key)
+            raise
+        if status >= 500:
+            await store.release(owner, key)
+        else:
+            await store.finish(owner, key, status, content_type, b"".join(chunks))
+
+    return middleware

@@ -1,0 +1,42 @@
+"""Cursor pages: `?limit=` (default 20, max 100) and an opaque `?cursor=`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Generic, TypeVar
+
+import msgspec
+from litestar.exceptions import ValidationException
+from msgspec import Meta
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The position a cursor points after; a malformed cursor is a 422."""
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, position = text.partition(":")
+        if version != "v1":
+            raise ValueError(version)
+        return int(position)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationException(
+            "cursor is not one this API gave out", extra=[{"key": "cursor", "message": "invalid"}]
+        ) from None

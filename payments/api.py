@@ -1,0 +1,167 @@
+"""Wallet and ledger endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody
+
+from app.auth import Principal
+from app.db import AsyncSession
+from app.errors import problem_responses
+from app.pagination import DEFAULT_LIMIT, Limit, Page, decode_cursor, encode_cursor
+from payments import service
+from payments.models import Transfer
+from payments.schemas import Currency, FundingIn, LedgerHeadOut, TransferOut, WalletOut
+
+IDEMPOTENT = {"idempotent": True}
+IDEMPOTENCY_DOC = (
+    " Send an `Idempotency-Key` header: a repeat with the same key and body returns the first "
+    "answer; the same key with another body is 409."
+)
+
+
+def transfer_out(row: Transfer, direction: str) -> TransferOut:
+    return TransferOut(
+        id=row.id,
+        kind=row.kind,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        status=row.status,
+        ref=row.ref,
+        created_at=row.created_at,
+        seq=row.seq,
+        hash=row.hash,
+        direction="credit" if direction == "credit" else "debit",
+        parent_id=row.parent_id,
+        expires_at=row.expires_at,
+    )
+
+
+def _transfer_id(prefix: str, request: Request[Any, Any, Any], principal: Principal) -> str:
+    """Derived from the Idempotency-Key when there is one, so even a lost key row pays once."""
+    key = request.headers.get("idempotency-key")
+    return f"{prefix}:{principal.user_id}:{key}" if key else f"{prefix}:{uuid.uuid4()}"
+
+
+class WalletController(Controller):
+    path = "/v1/wallet"
+    tags = ["wallet"]
+
+    @post(
+        "/top-ups",
+        status_code=201,
+        opt=IDEMPOTENT,
+        summary="Add money to the wallet from the funding provider (sandbox)",
+        description="Amounts whose last four digits are 0002 are declined by the sandbox."
+        + IDEMPOTENCY_DOC,
+        responses=problem_responses(401, 402, 409, 422),
+    )
+    async def top_up(
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[FundingIn],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        now: NamedDependency[datetime],
+    ) -> TransferOut:
+        row = await service.top_up(
+            session,
+            provider=request.app.state.funding,
+            user_id=principal.user_id,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            transfer_id=_transfer_id("topup", request, principal),
+            now=now,
+        )
+        return transfer_out(row, "credit")
+
+    @post(
+        "/withdrawals",
+        status_code=201,
+        opt=IDEMPOTENT,
+        summary="Pay money out of the wallet through the funding provider",
+        description="Held first, captured when the provider pays out, voided if it declines."
+        + IDEMPOTENCY_DOC,
+        responses=problem_responses(401, 402, 409, 422),
+    )
+    async def withdraw(
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[FundingIn],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        now: NamedDependency[datetime],
+    ) -> TransferOut:
+        row = await service.withdraw(
+            session,
+            provider=request.app.state.funding,
+            user_id=principal.user_id,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            transfer_id=_transfer_id("withdrawal", request, principal),
+            now=now,
+        )
+        return transfer_out(row, "debit")
+
+    @get("", summary="The caller's wallet in one currency", responses=problem_responses(401, 422))
+    async def wallet(
+        self,
+        request: Request[Any, Any, State],
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        currency: FromQuery[Currency | None] = None,
+    ) -> WalletOut:
+        balance = await service.wallet_balance(
+            session, principal.user_id, currency or request.app.state.settings.default_currency
+        )
+        return WalletOut(
+            currency=balance.currency,
+            available_minor=balance.available_minor,
+            held_minor=balance.held_minor,
+            balance_minor=balance.balance_minor,
+        )
+
+    @get(
+        "/transactions",
+        summary="The caller's statement, newest first, with each entry's chain seq and hash",
+        responses=problem_responses(401, 422),
+    )
+    async def transactions(
+        self,
+        principal: NamedDependency[Principal],
+        session: NamedDependency[AsyncSession],
+        limit: FromQuery[Limit] = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[TransferOut]:
+        before = decode_cursor(cursor)
+        await service.chain_all(session)
+        lines = await service.statement(
+            session, user_id=principal.user_id, limit=limit + 1, before_row_id=before
+        )
+        page = lines[:limit]
+        has_more = len(lines) > limit and page[-1].transfer.row_id is not None
+        return Page(
+            items=[transfer_out(line.transfer, line.direction) for line in page],
+            next_cursor=encode_cursor(page[-1].transfer.row_id or 0) if has_more else None,
+        )
+
+
+class LedgerController(Controller):
+    path = "/v1/ledger"
+    tags = ["wallet"]
+
+    @get(
+        "/head",
+        summary="The newest entry of the hash chain: hold it to verify your statement later",
+        responses=problem_responses(401),
+    )
+    async def head(self, session: NamedDependency[AsyncSession]) -> LedgerHeadOut:
+        await service.chain_all(session)
+        seq, hash_ = await service.chain_head(session)
+        return LedgerHeadOut(seq=seq, hash=hash_)

@@ -1,0 +1,822 @@
+"""Ledger use cases: transfer, hold, capture, void, refund, expire, chain, verify.
+
+Every function that moves money runs in one transaction and commits it. Balance limits are
+conditional UPDATEs (a CHECK constraint backs them up); transfer ids are unique, so a retried
+call finds the first result and moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Table, and_, bindparam, func, not_, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from app.db import AsyncSession
+from payments.chain import GENESIS_HASH, ChainEntry, entry_hash, epoch_us, first_broken_link
+from payments.errors import (
+    CurrencyMismatch,
+    HoldExpired,
+    HoldNotPending,
+    InsufficientFunds,
+    InvalidAmount,
+    PaymentDeclined,
+    RefundExceedsCaptured,
+    TransferIdConflict,
+    TransferNotFound,
+    UnknownCurrency,
+)
+from payments.funding import FundingProvider
+from payments.models import Account, AccountKind, ChainHead, Transfer, TransferStatus
+from payments.money import MAX_AMOUNT_MINOR, is_supported_currency
+
+ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
+TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
+CHAIN_BATCH = 2_000
+EXPIRY_BATCH = 500
+MAX_TRANSFER_ID_CHARS = 120
+
+
+# --- accounts --------------------------------------------------------------------------------
+
+
+class AccountRef(msgspec.Struct, frozen=True):
+    """Names an account; it is opened the first time money moves through it."""
+
+    key: str
+    kind: AccountKind
+    currency: str
+    owner_id: UUID | None = None
+    #: debits_must_not_exceed_credits: it can never go below zero (counting pending debits).
+    limited: bool = True
+
+
+def wallet(user_id: UUID, currency: str) -> AccountRef:
+    return AccountRef(f"wallet:{user_id}:{currency}", AccountKind.WALLET, currency, user_id)
+
+
+def escrow(kind: AccountKind, subject_id: UUID | str, currency: str) -> AccountRef:
+    return AccountRef(f"{kind.value}:{subject_id}:{currency}", kind, currency)
+
+
+def platform_revenue(currency: str) -> AccountRef:
+    return AccountRef(f"platform_revenue:{currency}", AccountKind.PLATFORM_REVENUE, currency)
+
+
+def insurance_fund(currency: str) -> AccountRef:
+    return AccountRef(f"insurance_fund:{currency}", AccountKind.INSURANCE_FUND, currency)
+
+
+def external_funding(provider: str, currency: str) -> AccountRef:
+    """The provider's side of top-ups and withdrawals: money entering or leaving copool."""
+    return AccountRef(
+        f"external_funding:{provider}:{currency}",
+        AccountKind.EXTERNAL_FUNDING,
+        currency,
+        limited=False,
+    )
+
+
+# Account keys never change their id inside one database, so ids are cached per database; an
+# account opened by a transaction is cached only once that transaction has committed.
+_account_ids: dict[tuple[str, str], int] = {}
+_OPENED = "ledger_opened_accounts"
+
+
+def _database(session: AsyncSession) -> str:
+    return str(getattr(session.bind, "url", ""))
+
+
+def _dialect_insert(session: AsyncSession, table: Table) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def _open_accounts(
+    session: AsyncSession, refs: Sequence[AccountRef], now: datetime
+) -> dict[str, int]:
+    """Ids of these accounts, opening the missing ones (concurrent openers are harmless)."""
+    database = _database(session)
+    opened: dict[str, int] = session.info.setdefault(_OPENED, {})
+    ids = {}
+    for ref in refs:
+        known = _account_ids.get((database, ref.key)) or opened.get(ref.key)
+        if known is not None:
+            ids[ref.key] = known
+    missing = {r.key: r for r in refs if r.key not in ids}
+    for ref in missing.values():
+        await session.exec(
+            _dialect_insert(session, ACCOUNTS)
+            .values(
+                key=ref.key,
+                kind=ref.kind.value,
+                currency=ref.currency,
+                owner_id=ref.owner_id,
+                debits_must_not_exceed_credits=ref.limited,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+    if missing:
+        rows = await session.exec(
+            select(ACCOUNTS.c.key, ACCOUNTS.c.id).where(ACCOUNTS.c.key.in_(list(missing)))
+        )
+        for key, account_id in rows.all():
+            ids[key] = opened[key] = account_id
+    return ids
+
+
+async def _rollback(session: AsyncSession) -> None:
+    session.info.pop(_OPENED, None)
+    await session.rollback()
+
+
+async def _move(
+    session: AsyncSession,
+    account_id: int,
+    *,
+    debits_pending: int = 0,
+    debits_posted: int = 0,
+    credits_pending: int = 0,
+    credits_posted: int = 0,
+    require_available: int | None = None,
+) -> bool:
+    """Apply balance deltas; with require_available, only if a limited account can afford it."""
+    columns = ACCOUNTS.c
+    deltas = {
+        "debits_pending": debits_pending,
+        "debits_posted": debits_posted,
+        "credits_pending": credits_pending,
+        "credits_posted": credits_posted,
+    }
+    statement = (
+        update(ACCOUNTS)
+        .where(columns.id == account_id)
+        .values({name: columns[name] + delta for name, delta in deltas.items() if delta})
+    )
+    if require_available is not None:
+        statement = statement.where(
+            or_(
+                columns.debits_must_not_exceed_credits.is_(False),
+                columns.credits_posted - columns.debits_posted - columns.debits_pending
+                >= require_available,
+            )
+        )
+    result: Any = await session.exec(statement)
+    return bool(result.rowcount == 1)
+
+
+# --- transfers -------------------------------------------------------------------------------
+
+
+class TransferSpec(msgspec.Struct, frozen=True):
+    """A transfer to make: `id` is its idempotency key."""
+
+    id: str
+    debit: AccountRef
+    credit: AccountRef
+    amount_minor: int
+    kind: str
+    ref: str
+    #: For holds: when the sweep voids it (status `expired`) if nobody captured it.
+    expires_at: datetime | None = None
+
+
+def _validate(spec: TransferSpec) -> None:
+    if not 0 < len(spec.id) <= MAX_TRANSFER_ID_CHARS:
+        raise InvalidAmount(f"a transfer id has 1 to {MAX_TRANSFER_ID_CHARS} characters")
+    if not 0 < spec.amount_minor <= MAX_AMOUNT_MINOR:
+        raise InvalidAmount(f"amount_minor must be between 1 and {MAX_AMOUNT_MINOR}")
+    for currency in (spec.debit.currency, spec.credit.currency):
+        if not is_supported_currency(currency):
+            raise UnknownCurrency(f"unsupported currency {currency!r}")
+    if spec.debit.currency != spec.credit.currency:
+        raise CurrencyMismatch("both accounts of a transfer must hold the same currency")
+    if spec.debit.key == spec.credit.key:
+        raise InvalidAmount("a transfer needs two different accounts")
+
+
+def _same_transfer(row: Transfer, spec: TransferSpec, ids: dict[str, int], is_hold: bool) -> bool:
+    return (
+        row.debit_account_id == ids[spec.debit.key]
+        and row.credit_account_id == ids[spec.credit.key]
+        and row.amount_minor == spec.amount_minor
+        and row.currency == spec.debit.currency
+        and row.kind == spec.kind
+        and row.ref == spec.ref
+        and row.is_hold == is_hold
+    )
+
+
+async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
+    return (await session.exec(select(Transfer).where(col(Transfer.id) == transfer_id))).first()
+
+
+async def _insert_transfer(session: AsyncSession, **values: Any) -> bool:
+    """Insert unless the id exists; True if this call wrote it."""
+    result = await session.exec(
+        _dialect_insert(session, TRANSFERS)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(TRANSFERS.c.row_id)
+    )
+    return result.first() is not None
+
+
+async def _stage(session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime) -> str:
+    """Write one transfer and its balance effects in the open transaction; returns its id."""
+    _validate(spec)
+    ids = await _open_accounts(session, [spec.debit, spec.credit], now)
+    written = await _insert_transfer(
+        session,
+        id=spec.id,
+        debit_account_id=ids[spec.debit.key],
+        credit_account_id=ids[spec.credit.key],
+        amount_minor=spec.amount_minor,
+        currency=spec.debit.currency,
+        kind=spec.kind,
+        ref=spec.ref,
+        status=TransferStatus.PENDING if is_hold else TransferStatus.POSTED,
+        is_hold=is_hold,
+        expires_at=spec.expires_at if is_hold else None,
+        created_at=now,
+    )
+    if not written:
+        existing = await get_transfer(session, spec.id)
+        if existing is None or not _same_transfer(existing, spec, ids, is_hold):
+            raise TransferIdConflict(f"transfer id {spec.id!r} was used for another transfer")
+        return spec.id  # exactly once: the first call moved the money
+    field = "pending" if is_hold else "posted"
+    # Lock rows in id order so that two transfers between the same accounts cannot deadlock.
+    for account_id in sorted((ids[spec.debit.key], ids[spec.credit.key])):
+        if account_id == ids[spec.debit.key]:
+            moved = await _move(
+                session,
+                account_id,
+                **{f"debits_{field}": spec.amount_minor},
+                require_available=spec.amount_minor,
+            )
+            if not moved:
+                raise InsufficientFunds(
+                    f"{spec.debit.key.split(':')[0]} has less than {spec.amount_minor} "
+                    f"{spec.debit.currency} minor units available"
+                )
+        else:
+            await _move(session, account_id, **{f"credits_{field}": spec.amount_minor})
+    return spec.id
+
+
+async def _load(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
+    rows = (await session.exec(select(Transfer).where(col(Transfer.id).in_(transfer_ids)))).all()
+    by_id = {row.id: row for row in rows}
+    return [by_id[i] for i in transfer_ids]
+
+
+async def _commit(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
+    try:
+        await session.commit()
+    except IntegrityError as exc:  # a CHECK constraint caught what no UPDATE should have let by
+        await _rollback(session)
+        raise InsufficientFunds("the ledger refused a balance limit violation") from exc
+    database = _database(session)
+    for key, account_id in session.info.pop(_OPENED, {}).items():
+        _account_ids[(database, key)] = account_id
+    return await _load(session, transfer_ids)
+
+
+async def post_linked(
+    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
+) -> list[Transfer]:
+    """Post several transfers atomically: all of them, or (on any error) none."""
+    try:
+        ids = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
+    except BaseException:
+        await _rollback(session)
+        raise
+    return await _commit(session, ids)
+
+
+async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> Transfer:
+    """Move money now (posted); the same id again returns the first transfer."""
+    return (await post_linked(session, [spec], now=now))[0]
+
+
+async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> Transfer:
+    """Reserve money (pending): it leaves the source's available balance until captured/voided."""
+    if spec.expires_at is not None and spec.expires_at <= now:
+        raise InvalidAmount("a hold must expire in the future")
+    try:
+        await _stage(session, spec, is_hold=True, now=now)
+    except BaseException:
+        await _rollback(session)
+        raise
+    return (await _commit(session, [spec.id]))[0]
+
+
+def _resolution_id(hold_id: str, status: TransferStatus) -> str:
+    return f"{hold_id}/{status.value}"
+
+
+async def _resolve(
+    session: AsyncSession,
+    *,
+    hold_id: str,
+    status: TransferStatus,
+    amount_minor: int | None,
+    now: datetime,
+) -> Transfer:
+    """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
+    conditions = [TRANSFERS.c.id == hold_id, TRANSFERS.c.is_hold, TRANSFERS.c.status == "pending"]
+    if status is TransferStatus.POSTED:
+        conditions.append(or_(TRANSFERS.c.expires_at.is_(None), TRANSFERS.c.expires_at > now))
+    elif status is TransferStatus.EXPIRED:
+        conditions.append(TRANSFERS.c.expires_at <= now)
+    claimed = (
+        await session.exec(
+            update(TRANSFERS)
+            .where(and_(*conditions))
+            .values(status=status.value)
+            .returning(
+                TRANSFERS.c.debit_account_id,
+                TRANSFERS.c.credit_account_id,
+                TRANSFERS.c.amount_minor,
+                TRANSFERS.c.currency,
+                TRANSFERS.c.kind,
+                TRANSFERS.c.ref,
+            )
+        )
+    ).first()
+    resolution_id = _resolution_id(hold_id, status)
+    if claimed is None:
+        await _rollback(session)
+        return await _explain_unclaimed(session, hold_id, status, amount_minor, now)
+    debit_id, credit_id, held, currency, _kind, ref = claimed
+    amount = held if amount_minor is None else amount_minor
+    if not 0 < amount <= held:
+        await _rollback(session)
+        raise InvalidAmount(f"capture between 1 and the held {held} minor units")
+    posted = amount if status is TransferStatus.POSTED else 0
+    for account_id in sorted((debit_id, credit_id)):
+        if account_id == debit_id:
+            await _move(session, account_id, debits_pending=-held, debits_posted=posted)
+        else:
+            await _move(session, account_id, credits_pending=-held, credits_posted=posted)
+    await session.exec(
+        TRANSFERS.insert().values(
+            id=resolution_id,
+            debit_account_id=debit_id,
+            credit_account_id=credit_id,
+            amount_minor=amount,
+            currency=currency,
+            kind={"posted": "capture", "voided": "void", "expired": "expiry"}[status.value],
+            ref=ref,
+            status=status.value,
+            is_hold=False,
+            parent_id=hold_id,
+            created_at=now,
+        )
+    )
+    return (await _commit(session, [resolution_id]))[0]
+
+
+async def _explain_unclaimed(
+    session: AsyncSession,
+    hold_id: str,
+    status: TransferStatus,
+    amount_minor: int | None,
+    now: datetime,
+) -> Transfer:
+    """The hold was not pending (or not due): replay a same resolution, else say why not."""
+    held = await get_transfer(session, hold_id)
+    if held is None or not held.is_hold:
+        raise TransferNotFound(f"no hold {hold_id!r}")
+    if held.status == status.value:
+        done = await get_transfer(session, _resolution_id(hold_id, status))
+        if done is not None and amount_minor in (None, done.amount_minor):
+            return done
+    if held.status == TransferStatus.PENDING and status is TransferStatus.POSTED:
+        raise HoldExpired(f"hold {hold_id!r} expired at {held.expires_at}")
+    if held.status == TransferStatus.PENDING:
+        raise HoldNotPending(f"hold {hold_id!r} is not due to expire before {now}")
+    raise HoldNotPending(f"hold {hold_id!r} is already {held.status}")
+
+
+async def capture(
+    session: AsyncSession, *, hold_id: str, amount_minor: int | None = None, now: datetime
+) -> Transfer:
+    """Post a pending hold in full or in part; the rest goes back to the source."""
+    return await _resolve(
+        session, hold_id=hold_id, status=TransferStatus.POSTED, amount_minor=amount_minor, now=now
+    )
+
+
+async def void(session: AsyncSession, *, hold_id: str, now: datetime) -> Transfer:
+    """Release a pending hold in full."""
+    return await _resolve(
+        session, hold_id=hold_id, status=TransferStatus.VOIDED, amount_minor=None, now=now
+    )
+
+
+async def expire_due_holds(
+    session: AsyncSession, *, now: datetime, limit: int = EXPIRY_BATCH
+) -> int:
+    """Void (status `expired`) every pending hold past its expiry; returns how many."""
+    due = (
+        await session.exec(
+            select(TRANSFERS.c.id)
+            .where(TRANSFERS.c.status == "pending", TRANSFERS.c.expires_at <= now)
+            .order_by(TRANSFERS.c.expires_at)
+            .limit(limit)
+        )
+    ).all()
+    await session.rollback()
+    expired = 0
+    for hold_id in due:
+        try:
+            await _resolve(
+                session, hold_id=hold_id, status=TransferStatus.EXPIRED, amount_minor=None, now=now
+            )
+            expired += 1
+        except HoldNotPending:  # captured or voided meanwhile: nothing to expire
+            continue
+    return expired
+
+
+async def refund(
+    session: AsyncSession,
+    *,
+    transfer_id: str,
+    refund_id: str,
+    amount_minor: int,
+    now: datetime,
+) -> Transfer:
+    """Send (part of) a posted transfer back; refunds never add up to more than it moved."""
+    original = await get_transfer(session, transfer_id)
+    if original is None or original.is_hold or original.status != TransferStatus.POSTED:
+        await _rollback(session)
+        raise TransferNotFound(f"no posted transfer {transfer_id!r} to refund")
+    if not 0 < amount_minor <= original.amount_minor:
+        await _rollback(session)
+        raise InvalidAmount(f"refund between 1 and {original.amount_minor} minor units")
+    # The reverse movement, between the same accounts, as an ordinary posted entry.
+    debit_id, credit_id = original.credit_account_id, original.debit_account_id
+    try:
+        written = await _insert_transfer(
+            session,
+            id=refund_id,
+            debit_account_id=debit_id,
+            credit_account_id=credit_id,
+            amount_minor=amount_minor,
+            currency=original.currency,
+            kind="refund",
+            ref=original.ref,
+            status=TransferStatus.POSTED.value,
+            is_hold=False,
+            parent_id=transfer_id,
+            created_at=now,
+        )
+        if not written:
+            existing = await get_transfer(session, refund_id)
+            await _rollback(session)
+            if existing is None or (existing.parent_id, existing.amount_minor) != (
+                transfer_id,
+                amount_minor,
+            ):
+                raise TransferIdConflict(f"transfer id {refund_id!r} was used for another transfer")
+            return existing
+        counted: Any = await session.exec(
+            update(TRANSFERS)
+            .where(
+                TRANSFERS.c.id == transfer_id,
+                TRANSFERS.c.refunded_minor + amount_minor <= TRANSFERS.c.amount_minor,
+            )
+            .values(refunded_minor=TRANSFERS.c.refunded_minor + amount_minor)
+        )
+        if counted.rowcount != 1:
+            raise RefundExceedsCaptured(
+                f"refunds of {transfer_id!r} would exceed the {original.amount_minor} it moved"
+            )
+        for account_id in sorted((debit_id, credit_id)):
+            if account_id == debit_id:
+                if not await _move(
+                    session, account_id, debits_posted=amount_minor, require_available=amount_minor
+                ):
+                    raise InsufficientFunds("the payee no longer holds enough to refund")
+            else:
+                await _move(session, account_id, credits_posted=amount_minor)
+    except BaseException:
+        await _rollback(session)
+        raise
+    return (await _commit(session, [refund_id]))[0]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+class WalletBalance(msgspec.Struct):
+    currency: str
+    available_minor: int
+    held_minor: int
+    balance_minor: int
+
+
+async def wallet_balance(session: AsyncSession, user_id: UUID, currency: str) -> WalletBalance:
+    """A user's wallet in one currency (all zero before it has ever moved money)."""
+    if not is_supported_currency(currency):
+        raise UnknownCurrency(f"unsupported currency {currency!r}")
+    row = (
+        await session.exec(select(Account).where(col(Account.key) == wallet(user_id, currency).key))
+    ).first()
+    if row is None:
+        return WalletBalance(currency, 0, 0, 0)
+    balance = row.credits_posted - row.debits_posted
+    return WalletBalance(currency, balance - row.debits_pending, row.debits_pending, balance)
+
+
+class StatementLine(msgspec.Struct):
+    transfer: Transfer
+    direction: str  # "credit" (into the wallet) or "debit" (out of it)
+
+
+async def statement(
+    session: AsyncSession, *, user_id: UUID, limit: int, before_row_id: int | None = None
+) -> list[StatementLine]:
+    """The transfers of a user's wallets, newest first, keyset-paged by row id."""
+    wallet_ids = select(ACCOUNTS.c.id).where(
+        ACCOUNTS.c.owner_id == user_id, ACCOUNTS.c.kind == AccountKind.WALLET.value
+    )
+    query = (
+        select(Transfer)
+        .where(
+            or_(
+                col(Transfer.debit_account_id).in_(wallet_ids),
+                col(Transfer.credit_account_id).in_(wallet_ids),
+            )
+        )
+        .order_by(col(Transfer.row_id).desc())
+        .limit(limit)
+    )
+    if before_row_id is not None:
+        query = query.where(col(Transfer.row_id) < before_row_id)
+    rows = (await session.exec(query)).all()
+    owned = set((await session.exec(wallet_ids)).all())
+    return [
+        StatementLine(row, "credit" if row.credit_account_id in owned else "debit") for row in rows
+    ]
+
+
+# --- the chain -------------------------------------------------------------------------------
+
+
+def _entry(row: Any, seq: int) -> ChainEntry:
+    return ChainEntry(
+        seq=seq,
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        kind=row.kind,
+        ref=row.ref,
+        status=row.status,
+        parent_id=row.parent_id,
+        created_at_us=epoch_us(row.created_at),
+    )
+
+
+_ENTRY_COLUMNS = [
+    TRANSFERS.c.row_id,
+    TRANSFERS.c.id,
+    TRANSFERS.c.debit_account_id,
+    TRANSFERS.c.credit_account_id,
+    TRANSFERS.c.amount_minor,
+    TRANSFERS.c.currency,
+    TRANSFERS.c.kind,
+    TRANSFERS.c.ref,
+    TRANSFERS.c.status,
+    TRANSFERS.c.parent_id,
+    TRANSFERS.c.created_at,
+]
+_VERIFY_COLUMNS = [*_ENTRY_COLUMNS, TRANSFERS.c.seq, TRANSFERS.c.hash]
+
+
+async def chain_pending(session: AsyncSession, *, limit: int = CHAIN_BATCH) -> int:
+    """Append committed, unchained entries to the chain; one writer at a time, others skip.
+
+    Money movement never waits for the chain: transfers commit unchained and this sequencer
+    (run in the background by every app process and the worker) chains them in batches, holding
+    the head row's lock only for the batch, so concurrent writers cannot fork it.
+    """
+    head = (
+        await session.exec(
+            select(ChainHead).where(col(ChainHead.id) == 1).with_for_update(skip_locked=True)
+        )
+    ).first()
+    if head is None:  # another writer holds the head: it will chain what is committed
+        await session.rollback()
+        return 0
+    rows = (
+        await session.exec(
+            select(*_ENTRY_COLUMNS)
+            .where(TRANSFERS.c.seq.is_(None), not_(TRANSFERS.c.is_hold))
+            .order_by(TRANSFERS.c.row_id)
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        await session.rollback()
+        return 0
+    seq, previous = head.seq, head.hash
+    links = []
+    for row in rows:
+        seq += 1
+        previous = entry_hash(previous, _entry(row, seq))
+        links.append({"b_row_id": row.row_id, "b_seq": seq, "b_hash": previous})
+    await session.exec(
+        update(TRANSFERS)
+        .where(TRANSFERS.c.row_id == bindparam("b_row_id"))
+        .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")),
+        params=links,
+        execution_options={"synchronize_session": False},
+    )
+    head.seq, head.hash = seq, previous
+    session.add(head)
+    await session.commit()
+    return len(rows)
+
+
+async def chain_all(session: AsyncSession) -> int:
+    """Chain until nothing committed is left unchained (or another writer is busy)."""
+    total = 0
+    while chained := await chain_pending(session):
+        total += chained
+    return total
+
+
+async def chain_head(session: AsyncSession) -> tuple[int, str]:
+    head = await session.get(ChainHead, 1)
+    return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+
+
+class VerifyReport(msgspec.Struct):
+    ok: bool
+    entries: int
+    unchained: int
+    head_seq: int
+    head_hash: str
+    problem: str | None = None
+
+
+async def verify_ledger(session: AsyncSession, *, page: int = 5_000) -> VerifyReport:
+    """Recompute every hash and every balance from the transfers; report the first bad entry."""
+    head_seq, head_hash = await chain_head(session)
+    previous, next_seq, entries = GENESIS_HASH, 1, 0
+    while True:
+        rows = (
+            await session.exec(
+                select(*_VERIFY_COLUMNS)
+                .where(TRANSFERS.c.seq >= next_seq)
+                .order_by(TRANSFERS.c.seq)
+                .limit(page)
+            )
+        ).all()
+        if not rows:
+            break
+        broken = first_broken_link(
+            [(_entry(r, r.seq), r.hash) for r in rows], previous, first_seq=next_seq
+        )
+        if broken is not None:
+            return VerifyReport(
+                False, entries, 0, head_seq, head_hash, f"entry {broken[0]}: {broken[1]}"
+            )
+        previous, next_seq, entries = rows[-1].hash, rows[-1].seq + 1, entries + len(rows)
+    unchained = (
+        await session.exec(
+            select(func.count())
+            .select_from(TRANSFERS)
+            .where(TRANSFERS.c.seq.is_(None), not_(TRANSFERS.c.is_hold))
+        )
+    ).one()
+    report = VerifyReport(True, entries, unchained, head_seq, head_hash)
+    if (entries, previous) != (head_seq, head_hash):
+        report.ok, report.problem = False, f"head says seq {head_seq}, the chain ends at {entries}"
+    elif (mismatch := await _first_balance_mismatch(session)) is not None:
+        report.ok, report.problem = False, mismatch
+    return report
+
+
+async def replayed_balances(session: AsyncSession) -> dict[int, tuple[int, int, int, int]]:
+    """Every account's (debits_pending, debits_posted, credits_pending, credits_posted),
+    rebuilt from the transfers alone."""
+    balances: dict[int, list[int]] = {}
+    posted = and_(not_(TRANSFERS.c.is_hold), TRANSFERS.c.status == "posted")
+    pending = and_(TRANSFERS.c.is_hold, TRANSFERS.c.status == "pending")
+    for slot, side, condition in (
+        (0, TRANSFERS.c.debit_account_id, pending),
+        (1, TRANSFERS.c.debit_account_id, posted),
+        (2, TRANSFERS.c.credit_account_id, pending),
+        (3, TRANSFERS.c.credit_account_id, posted),
+    ):
+        rows = await session.exec(
+            select(side, func.sum(TRANSFERS.c.amount_minor)).where(condition).group_by(side)
+        )
+        for account_id, total in rows.all():
+            balances.setdefault(account_id, [0, 0, 0, 0])[slot] = int(total)
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in balances.items()}
+
+
+async def _first_balance_mismatch(session: AsyncSession) -> str | None:
+    replayed = await replayed_balances(session)
+    accounts = (await session.exec(select(Account).order_by(col(Account.id)))).all()
+    totals: dict[str, int] = {}
+    for account in accounts:
+        stored = (
+            account.debits_pending,
+            account.debits_posted,
+            account.credits_pending,
+            account.credits_posted,
+        )
+        if account.id is not None and stored != replayed.get(account.id, (0, 0, 0, 0)):
+            return f"account {account.key}: stored {stored}, replayed {replayed.get(account.id)}"
+        totals[account.currency] = (
+            totals.get(account.currency, 0) + account.credits_posted - account.debits_posted
+        )
+    unbalanced = {c: t for c, t in totals.items() if t != 0}
+    return f"posted balances do not sum to zero: {unbalanced}" if unbalanced else None
+
+
+# --- funding ---------------------------------------------------------------------------------
+
+
+async def top_up(
+    session: AsyncSession,
+    *,
+    provider: FundingProvider,
+    user_id: UUID,
+    amount_minor: int,
+    currency: str,
+    transfer_id: str,
+    now: datetime,
+) -> Transfer:
+    """Charge the provider, then credit the wallet; a retried id charges and credits once."""
+    if not is_supported_currency(currency):
+        raise UnknownCurrency(f"unsupported currency {currency!r}")
+    existing = await get_transfer(session, transfer_id)
+    if existing is None:
+        result = await provider.top_up(
+            reference=transfer_id, amount_minor=amount_minor, currency=currency
+        )
+        if not result.succeeded:
+            raise PaymentDeclined(f"the {provider.name} provider declined: {result.reason}")
+        ref = f"funding:{provider.name}:{result.provider_ref}"
+    else:
+        ref = existing.ref  # compared below like any retried transfer
+    spec = TransferSpec(
+        id=transfer_id,
+        debit=external_funding(provider.name, currency),
+        credit=wallet(user_id, currency),
+        amount_minor=amount_minor,
+        kind="top_up",
+        ref=ref,
+    )
+    return await transfer(session, spec, now=now)
+
+
+async def withdraw(
+    session: AsyncSession,
+    *,
+    provider: FundingProvider,
+    user_id: UUID,
+    amount_minor: int,
+    currency: str,
+    transfer_id: str,
+    now: datetime,
+) -> Transfer:
+    """Hold the money, ask the provider to pay it out, then capture (or void if declined)."""
+    spec = TransferSpec(
+        id=transfer_id,
+        debit=wallet(user_id, currency),
+        credit=external_funding(provider.name, currency),
+        amount_minor=amount_minor,
+        kind="withdrawal",
+        ref=f"funding:{provider.name}:{transfer_id}",
+    )
+    held = await hold(session, spec, now=now)
+    if held.status != TransferStatus.PENDING:  # a retry of a finished withdrawal
+        return held
+    result = await provider.withdraw(
+        reference=transfer_id, amount_minor=amount_minor, currency=currency
+    )
+    if not result.succeeded:
+        await void(session, hold_id=transfer_id, now=now)
+        raise PaymentDeclined(f"the {provider.name} provider declined: {result.reason}")
+    await capture(session, hold_id=transfer_id, now=now)
+    refreshed = await get_transfer(session, transfer_id)
+    assert refreshed is not None
+    return refreshed
