@@ -171,6 +171,40 @@ def create_user(email: str, display_name: str, roles: tuple[str, ...], password:
     click.echo(f"created user {user.id} ({user.email}) with roles {user.roles}")
 
 
+@main.group()
+def ledger() -> None:
+    """Ledger operations."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Recompute every chain hash and every balance from the transfers.
+
+    Exits 0 when all match, 1 with the first bad entry otherwise.
+    """
+
+    async def verify(settings: Settings) -> Any:
+        from app.db import create_engine, create_sessionmaker
+        from payments.service import verify_ledger
+
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await verify_ledger(session)
+        finally:
+            await engine.dispose()
+
+    report = _run(verify)
+    click.echo(
+        f"entries chained: {report.entries}, not yet chained: {report.unchained}, "
+        f"head: seq {report.head_seq} hash {report.head_hash}"
+    )
+    if not report.ok:
+        click.echo(f"copool: ledger verification FAILED at {report.problem}", err=True)
+        sys.exit(1)
+    click.echo("ledger verified: every hash and every balance matches")
+
+
 def _log() -> Any:
     import structlog
 

@@ -8,13 +8,17 @@ from typing import Annotated, Generic, TypeVar
 
 import msgspec
 from litestar.exceptions import ValidationException
-from msgspec import Meta
+from litestar.params import QueryParameter
 
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]
+#: `?limit=` as a handler parameter: `limit: LimitQuery = DEFAULT_LIMIT`.
+LimitQuery = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="page size, 1 to 100")]
+CursorQuery = Annotated[
+    str | None, QueryParameter(max_length=200, description="from `next_cursor`")
+]
 
 
 class Page(msgspec.Struct, Generic[T]):

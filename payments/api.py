@@ -14,7 +14,14 @@ from litestar.params import FromQuery, JSONBody
 from app.auth import Principal
 from app.db import AsyncSession
 from app.errors import problem_responses
-from app.pagination import DEFAULT_LIMIT, Limit, Page, decode_cursor, encode_cursor
+from app.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    Page,
+    decode_cursor,
+    encode_cursor,
+)
 from payments import service
 from payments.models import Transfer
 from payments.schemas import Currency, FundingIn, LedgerHeadOut, TransferOut, WalletOut
@@ -136,8 +143,8 @@ class WalletController(Controller):
         self,
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
-        limit: FromQuery[Limit] = DEFAULT_LIMIT,
-        cursor: FromQuery[str | None] = None,
+        limit: LimitQuery = DEFAULT_LIMIT,
+        cursor: CursorQuery = None,
     ) -> Page[TransferOut]:
         before = decode_cursor(cursor)
         await service.chain_all(session)

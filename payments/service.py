@@ -214,8 +214,13 @@ def _same_transfer(row: Transfer, spec: TransferSpec, ids: dict[str, int], is_ho
     )
 
 
+# Balances and statuses change through Core UPDATEs, so ORM reads must refresh what they load.
+_FRESH = {"populate_existing": True}
+
+
 async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
-    return (await session.exec(select(Transfer).where(col(Transfer.id) == transfer_id))).first()
+    query = select(Transfer).where(col(Transfer.id) == transfer_id).execution_options(**_FRESH)
+    return (await session.exec(query)).first()
 
 
 async def _insert_transfer(session: AsyncSession, **values: Any) -> bool:
@@ -273,7 +278,8 @@ async def _stage(session: AsyncSession, spec: TransferSpec, *, is_hold: bool, no
 
 
 async def _load(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
-    rows = (await session.exec(select(Transfer).where(col(Transfer.id).in_(transfer_ids)))).all()
+    query = select(Transfer).where(col(Transfer.id).in_(transfer_ids)).execution_options(**_FRESH)
+    rows = (await session.exec(query)).all()
     by_id = {row.id: row for row in rows}
     return [by_id[i] for i in transfer_ids]
 
@@ -531,7 +537,11 @@ async def wallet_balance(session: AsyncSession, user_id: UUID, currency: str) ->
     if not is_supported_currency(currency):
         raise UnknownCurrency(f"unsupported currency {currency!r}")
     row = (
-        await session.exec(select(Account).where(col(Account.key) == wallet(user_id, currency).key))
+        await session.exec(
+            select(Account)
+            .where(col(Account.key) == wallet(user_id, currency).key)
+            .execution_options(**_FRESH)
+        )
     ).first()
     if row is None:
         return WalletBalance(currency, 0, 0, 0)
@@ -553,6 +563,7 @@ async def statement(
     )
     query = (
         select(Transfer)
+        .execution_options(**_FRESH)
         .where(
             or_(
                 col(Transfer.debit_account_id).in_(wallet_ids),
@@ -615,7 +626,10 @@ async def chain_pending(session: AsyncSession, *, limit: int = CHAIN_BATCH) -> i
     """
     head = (
         await session.exec(
-            select(ChainHead).where(col(ChainHead.id) == 1).with_for_update(skip_locked=True)
+            select(ChainHead)
+            .where(col(ChainHead.id) == 1)
+            .with_for_update(skip_locked=True)
+            .execution_options(**_FRESH)
         )
     ).first()
     if head is None:  # another writer holds the head: it will chain what is committed
@@ -660,7 +674,7 @@ async def chain_all(session: AsyncSession) -> int:
 
 
 async def chain_head(session: AsyncSession) -> tuple[int, str]:
-    head = await session.get(ChainHead, 1)
+    head = await session.get(ChainHead, 1, populate_existing=True)
     return (head.seq, head.hash) if head else (0, GENESIS_HASH)
 
 
@@ -733,7 +747,9 @@ async def replayed_balances(session: AsyncSession) -> dict[int, tuple[int, int, 
 
 async def _first_balance_mismatch(session: AsyncSession) -> str | None:
     replayed = await replayed_balances(session)
-    accounts = (await session.exec(select(Account).order_by(col(Account.id)))).all()
+    accounts = (
+        await session.exec(select(Account).order_by(col(Account.id)).execution_options(**_FRESH))
+    ).all()
     totals: dict[str, int] = {}
     for account in accounts:
         stored = (

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.main import create_app
 from app.settings import Env, Settings
 from tests.services import PostgresDatabase, flushed_redis, migrate, sqlite_url, unavailable
@@ -87,3 +89,29 @@ def settings(database_url: str, redis_url: str) -> Settings:
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
     async with AsyncTestClient(app=create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[SessionMaker]:
+    """Sessions on the shared migrated database of this backend, for service-level tests."""
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of its own, migrated, for tests that break or count the whole ledger."""
+    if request.param == "sqlite":
+        url = sqlite_url(str(tmp_path))
+        await migrate(url)
+        yield url
+        return
+    database = PostgresDatabase()
+    try:
+        await database.create()
+    except Exception as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    await migrate(database.url)
+    yield database.url
+    await database.drop()

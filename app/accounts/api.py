@@ -20,10 +20,12 @@ from app.accounts.schemas import (
     RegisterOut,
     ReputationOut,
     TokenOut,
+    WalletSummaryOut,
 )
 from app.auth import Principal, RateLimiter, issue_token
 from app.db import AsyncSession
 from app.errors import problem_responses
+from payments import service as payments
 
 
 def _client_address(request: Request[Any, Any, Any]) -> str:
@@ -115,12 +117,16 @@ class MeController(Controller):
     @get("", summary="The caller's account", responses=problem_responses(401))
     async def me(
         self,
+        request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
         session: NamedDependency[AsyncSession],
     ) -> MeOut:
         user = await service.get_user(session, principal.user_id)
         if user is None:
             raise NotFoundException("this account no longer exists")
+        balance = await payments.wallet_balance(
+            session, user.id, request.app.state.settings.default_currency
+        )
         return MeOut(
             user_id=user.id,
             email=user.email,
@@ -129,5 +135,10 @@ class MeController(Controller):
             reputation=ReputationOut(
                 score=None, rating_average=None, rating_count=0, completed_count=0
             ),
-            wallet=None,
+            wallet=WalletSummaryOut(
+                currency=balance.currency,
+                available_minor=balance.available_minor,
+                held_minor=balance.held_minor,
+                balance_minor=balance.balance_minor,
+            ),
         )

@@ -59,4 +59,4 @@ class MeOut(msgspec.Struct):
     display_name: str
     roles: list[str]
     reputation: ReputationOut
-    wallet: WalletSummaryOut | None
+    wallet: WalletSummaryOut
