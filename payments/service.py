@@ -218,9 +218,18 @@ def _same_transfer(row: Transfer, spec: TransferSpec, ids: dict[str, int], is_ho
 _FRESH = {"populate_existing": True}
 
 
+def _detached(session: AsyncSession, rows: Sequence[Transfer]) -> None:
+    """Hand out plain snapshots: a later rollback in this session must not expire them."""
+    for row in rows:
+        session.expunge(row)
+
+
 async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
     query = select(Transfer).where(col(Transfer.id) == transfer_id).execution_options(**_FRESH)
-    return (await session.exec(query)).first()
+    row = (await session.exec(query)).first()
+    if row is not None:
+        _detached(session, [row])
+    return row
 
 
 async def _insert_transfer(session: AsyncSession, **values: Any) -> bool:
@@ -280,6 +289,7 @@ async def _stage(session: AsyncSession, spec: TransferSpec, *, is_hold: bool, no
 async def _load(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
     query = select(Transfer).where(col(Transfer.id).in_(transfer_ids)).execution_options(**_FRESH)
     rows = (await session.exec(query)).all()
+    _detached(session, rows)
     by_id = {row.id: row for row in rows}
     return [by_id[i] for i in transfer_ids]
 
