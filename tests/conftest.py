@@ -115,3 +115,18 @@ async def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     await migrate(database.url)
     yield database.url
     await database.drop()
+
+
+@pytest.fixture
+async def fresh_pg_sessions() -> AsyncIterator[SessionMaker]:
+    """Sessions on a PostgreSQL database of the test's own (for whole-ledger counts)."""
+    database = PostgresDatabase()
+    try:
+        await database.create()
+    except Exception as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    await migrate(database.url)
+    engine = create_engine(database.url, pool_size=40)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+    await database.drop()
