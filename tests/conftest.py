@@ -130,3 +130,16 @@ async def fresh_pg_sessions() -> AsyncIterator[SessionMaker]:
     yield create_sessionmaker(engine)
     await engine.dispose()
     await database.drop()
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own, for synchronous tests."""
+    database = PostgresDatabase()
+    try:
+        asyncio.run(database.create())
+    except Exception as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    asyncio.run(migrate(database.url))
+    yield database.url
+    asyncio.run(database.drop())
