@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -60,7 +61,8 @@ async def test_a_hold_reserves_and_a_partial_capture_returns_the_rest(
         hold_row = await service.get_transfer(session, held.id)
     assert (captured.kind, captured.amount_minor, captured.parent_id) == ("capture", 450, held.id)
     assert again.id == captured.id  # a retried capture is the same capture
-    assert hold_row is not None and hold_row.status == "posted"
+    assert hold_row is not None
+    assert hold_row.status == "posted"
     assert await balance(sessionmaker, user) == service.WalletBalance("EUR", 550, 0, 550)
 
     async with sessionmaker() as session:
@@ -109,7 +111,8 @@ async def test_capture_more_than_held_is_refused_and_changes_nothing(
         with pytest.raises(InvalidAmount):
             await service.capture(session, hold_id=held.id, amount_minor=101, now=NOW)
         row = await service.get_transfer(session, held.id)
-    assert row is not None and row.status == "pending"
+    assert row is not None
+    assert row.status == "pending"
 
 
 async def test_an_expired_hold_cannot_be_captured_and_the_sweep_releases_it(
@@ -127,7 +130,8 @@ async def test_an_expired_hold_cannot_be_captured_and_the_sweep_releases_it(
         assert await service.expire_due_holds(session, now=NOW + timedelta(minutes=1)) == 0
         assert await service.expire_due_holds(session, now=later) >= 1
         row = await service.get_transfer(session, held.id)
-    assert row is not None and row.status == "expired"
+    assert row is not None
+    assert row.status == "expired"
     assert await balance(sessionmaker, user) == service.WalletBalance("EUR", 300, 0, 300)
 
 
@@ -244,7 +248,9 @@ async def test_verify_finds_a_tampered_entry_and_the_cli_exits_non_zero(
             assert (report.entries, report.head_seq) == (4, 4)
 
         env = {**os.environ, "COPOOL_DATABASE_URL": fresh_database_url}
-        ok = subprocess.run([COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True)
+        ok = await asyncio.to_thread(
+            subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
+        )
         assert ok.returncode == 0, ok.stderr
 
         async with engine.begin() as conn:  # someone edits history behind the ledger's back
@@ -252,8 +258,11 @@ async def test_verify_finds_a_tampered_entry_and_the_cli_exits_non_zero(
         async with sessionmaker() as session:
             report = await service.verify_ledger(session)
         assert not report.ok
-        assert report.problem is not None and report.problem.startswith("entry 2:")
-        bad = subprocess.run([COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True)
+        assert report.problem is not None
+        assert report.problem.startswith("entry 2:")
+        bad = await asyncio.to_thread(
+            subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
+        )
         assert bad.returncode == 1
         assert "entry 2" in bad.stderr
     finally:
@@ -272,12 +281,14 @@ async def test_verify_finds_a_balance_that_does_not_match_its_transfers(
         async with engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 WHERE kind = 'wallet'"
+                    "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 "
+                    "WHERE kind = 'wallet'"
                 )
             )
         async with sessionmaker() as session:
             report = await service.verify_ledger(session)
         assert not report.ok
-        assert report.problem is not None and "wallet:" in report.problem
+        assert report.problem is not None
+        assert "wallet:" in report.problem
     finally:
         await engine.dispose()

@@ -95,7 +95,8 @@ async def test_concurrent_capture_and_void_resolve_a_hold_once(pg_sessions: Sess
     async with pg_sessions() as session:
         hold_row = await service.get_transfer(session, held.id)
         wallet = await service.wallet_balance(session, user, "EUR")
-    assert hold_row is not None and hold_row.status in {"posted", "voided"}
+    assert hold_row is not None
+    assert hold_row.status in {"posted", "voided"}
     # One resolution wins; the ten calls of the same kind replay it, the ten others are refused.
     assert outcomes.count("done") == 10
     expected = 400 if hold_row.status == "posted" else 1_000

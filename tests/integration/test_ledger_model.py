@@ -140,7 +140,8 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             self.run(self._call(service.capture, hold_id=hold.id, amount_minor=amount))
         except HoldExpired:
-            assert hold.state == "pending" and hold.expires_at <= self.now
+            assert hold.state == "pending"
+            assert hold.expires_at <= self.now
             return
         except HoldNotPending:
             assert hold.state != "pending"
