@@ -59,7 +59,7 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_timeout=10,
     )
 

@@ -15,7 +15,7 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import Table, and_, bindparam, func, not_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col, select
 
 from app.db import AsyncSession
@@ -27,6 +27,7 @@ from payments.errors import (
     InsufficientFunds,
     InvalidAmount,
     PaymentDeclined,
+    PaymentError,
     RefundExceedsCaptured,
     TransferIdConflict,
     TransferNotFound,
@@ -202,16 +203,9 @@ def _validate(spec: TransferSpec) -> None:
         raise InvalidAmount("a transfer needs two different accounts")
 
 
-def _same_transfer(row: Transfer, spec: TransferSpec, ids: dict[str, int], is_hold: bool) -> bool:
-    return (
-        row.debit_account_id == ids[spec.debit.key]
-        and row.credit_account_id == ids[spec.credit.key]
-        and row.amount_minor == spec.amount_minor
-        and row.currency == spec.debit.currency
-        and row.kind == spec.kind
-        and row.ref == spec.ref
-        and row.is_hold == is_hold
-    )
+def _same_transfer(row: Transfer, values: dict[str, Any]) -> bool:
+    fields = ("debit_account_id", "credit_account_id", "amount_minor", "currency", "kind", "ref")
+    return all(getattr(row, f) == values[f] for f in fields) and row.is_hold == values["is_hold"]
 
 
 # Balances and statuses change through Core UPDATEs, so ORM reads must refresh what they load.
@@ -232,69 +226,120 @@ async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | No
     return row
 
 
-async def _insert_transfer(session: AsyncSession, **values: Any) -> bool:
-    """Insert unless the id exists; True if this call wrote it."""
-    result = await session.exec(
-        _dialect_insert(session, TRANSFERS)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(TRANSFERS.c.row_id)
-    )
-    return result.first() is not None
+# --- PostgreSQL: one round trip per transfer (functions from migration 0003) ------------------
+
+_PG_STAGE = "SELECT * FROM ledger_stage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_PG_RESOLVE = "SELECT * FROM ledger_resolve($1, $2, $3, $4)"
+_PG_ERRORS: dict[str, type[PaymentError]] = {
+    "CP402": InsufficientFunds,
+    "CP409": TransferIdConflict,
+    "CP422": InvalidAmount,
+}
 
 
-async def _stage(session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime) -> str:
-    """Write one transfer and its balance effects in the open transaction; returns its id."""
-    _validate(spec)
-    ids = await _open_accounts(session, [spec.debit, spec.credit], now)
-    written = await _insert_transfer(
-        session,
-        id=spec.id,
-        debit_account_id=ids[spec.debit.key],
-        credit_account_id=ids[spec.credit.key],
-        amount_minor=spec.amount_minor,
-        currency=spec.debit.currency,
-        kind=spec.kind,
-        ref=spec.ref,
-        status=TransferStatus.PENDING if is_hold else TransferStatus.POSTED,
-        is_hold=is_hold,
-        expires_at=spec.expires_at if is_hold else None,
-        created_at=now,
-    )
-    if not written:
-        existing = await get_transfer(session, spec.id)
-        if existing is None or not _same_transfer(existing, spec, ids, is_hold):
-            raise TransferIdConflict(f"transfer id {spec.id!r} was used for another transfer")
-        return spec.id  # exactly once: the first call moved the money
-    field = "pending" if is_hold else "posted"
+def _on_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def _call_postgres(
+    session: AsyncSession, sql: str, params: tuple[Any, ...]
+) -> Transfer | None:
+    """Run a ledger function in the session's transaction; map its SQLSTATEs to our errors."""
+    connection = await session.connection()
+    try:
+        result = await connection.exec_driver_sql(sql, params)
+    except DBAPIError as exc:
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        error = _PG_ERRORS.get(str(getattr(cause, "sqlstate", "")))
+        if error is None:
+            raise
+        raise error(str(getattr(cause, "message", "")) or error.__doc__) from None
+    row = result.mappings().first()
+    return Transfer(**row) if row is not None and row["id"] is not None else None
+
+
+# --- portable path (SQLite): the same rules as the functions, statement by statement ----------
+
+
+async def _insert_transfer(session: AsyncSession, **values: Any) -> int | None:
+    """Insert unless the id exists; the new row id, or None if the id was taken."""
+    written = (
+        await session.exec(
+            _dialect_insert(session, TRANSFERS)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(TRANSFERS.c.row_id)
+        )
+    ).first()
+    return None if written is None else int(written[0])
+
+
+async def _stage_portable(session: AsyncSession, values: dict[str, Any]) -> Transfer:
+    row_id = await _insert_transfer(session, **values)
+    if row_id is None:
+        existing = await get_transfer(session, values["id"])
+        if existing is None or not _same_transfer(existing, values):
+            raise TransferIdConflict(f"transfer id {values['id']!r} was used for another transfer")
+        return existing  # exactly once: the first call moved the money
+    field = "pending" if values["is_hold"] else "posted"
+    amount, debit_id = values["amount_minor"], values["debit_account_id"]
     # Lock rows in id order so that two transfers between the same accounts cannot deadlock.
-    for account_id in sorted((ids[spec.debit.key], ids[spec.credit.key])):
-        if account_id == ids[spec.debit.key]:
-            moved = await _move(
-                session,
-                account_id,
-                **{f"debits_{field}": spec.amount_minor},
-                require_available=spec.amount_minor,
-            )
-            if not moved:
+    for account_id in sorted((debit_id, values["credit_account_id"])):
+        if account_id == debit_id:
+            if not await _move(
+                session, account_id, **{f"debits_{field}": amount}, require_available=amount
+            ):
                 raise InsufficientFunds(
-                    f"{spec.debit.key.split(':')[0]} has less than {spec.amount_minor} "
-                    f"{spec.debit.currency} minor units available"
+                    f"the source account has less than {amount} {values['currency']} "
+                    "minor units available"
                 )
         else:
-            await _move(session, account_id, **{f"credits_{field}": spec.amount_minor})
-    return spec.id
+            await _move(session, account_id, **{f"credits_{field}": amount})
+    return Transfer(row_id=row_id, refunded_minor=0, **values)
 
 
-async def _load(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
-    query = select(Transfer).where(col(Transfer.id).in_(transfer_ids)).execution_options(**_FRESH)
-    rows = (await session.exec(query)).all()
-    _detached(session, rows)
-    by_id = {row.id: row for row in rows}
-    return [by_id[i] for i in transfer_ids]
+async def _stage(
+    session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
+) -> Transfer:
+    """Write one transfer and its balance effects in the open transaction."""
+    _validate(spec)
+    ids = await _open_accounts(session, [spec.debit, spec.credit], now)
+    values: dict[str, Any] = {
+        "id": spec.id,
+        "debit_account_id": ids[spec.debit.key],
+        "credit_account_id": ids[spec.credit.key],
+        "amount_minor": spec.amount_minor,
+        "currency": spec.debit.currency,
+        "kind": spec.kind,
+        "ref": spec.ref,
+        "status": TransferStatus.PENDING.value if is_hold else TransferStatus.POSTED.value,
+        "is_hold": is_hold,
+        "expires_at": spec.expires_at if is_hold else None,
+        "created_at": now,
+    }
+    if not _on_postgres(session):
+        return await _stage_portable(session, values)
+    staged = await _call_postgres(
+        session,
+        _PG_STAGE,
+        (
+            spec.id,
+            values["debit_account_id"],
+            values["credit_account_id"],
+            spec.amount_minor,
+            values["currency"],
+            spec.kind,
+            spec.ref,
+            is_hold,
+            values["expires_at"],
+            now,
+        ),
+    )
+    assert staged is not None, "ledger_stage always answers a row"
+    return staged
 
 
-async def _commit(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Transfer]:
+async def _commit(session: AsyncSession) -> None:
     try:
         await session.commit()
     except IntegrityError as exc:  # a CHECK constraint caught what no UPDATE should have let by
@@ -303,7 +348,6 @@ async def _commit(session: AsyncSession, transfer_ids: Sequence[str]) -> list[Tr
     database = _database(session)
     for key, account_id in session.info.pop(_OPENED, {}).items():
         _account_ids[(database, key)] = account_id
-    return await _load(session, transfer_ids)
 
 
 async def post_linked(
@@ -311,11 +355,12 @@ async def post_linked(
 ) -> list[Transfer]:
     """Post several transfers atomically: all of them, or (on any error) none."""
     try:
-        ids = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
+        rows = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
     except BaseException:
         await _rollback(session)
         raise
-    return await _commit(session, ids)
+    await _commit(session)
+    return rows
 
 
 async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> Transfer:
@@ -328,26 +373,29 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     if spec.expires_at is not None and spec.expires_at <= now:
         raise InvalidAmount("a hold must expire in the future")
     try:
-        await _stage(session, spec, is_hold=True, now=now)
+        row = await _stage(session, spec, is_hold=True, now=now)
     except BaseException:
         await _rollback(session)
         raise
-    return (await _commit(session, [spec.id]))[0]
+    await _commit(session)
+    return row
 
 
 def _resolution_id(hold_id: str, status: TransferStatus) -> str:
     return f"{hold_id}/{status.value}"
 
 
-async def _resolve(
+_RESOLUTION_KIND = {"posted": "capture", "voided": "void", "expired": "expiry"}
+
+
+async def _resolve_portable(
     session: AsyncSession,
     *,
     hold_id: str,
     status: TransferStatus,
     amount_minor: int | None,
     now: datetime,
-) -> Transfer:
-    """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
+) -> Transfer | None:
     conditions = [TRANSFERS.c.id == hold_id, TRANSFERS.c.is_hold, TRANSFERS.c.status == "pending"]
     if status is TransferStatus.POSTED:
         conditions.append(or_(TRANSFERS.c.expires_at.is_(None), TRANSFERS.c.expires_at > now))
@@ -363,19 +411,15 @@ async def _resolve(
                 TRANSFERS.c.credit_account_id,
                 TRANSFERS.c.amount_minor,
                 TRANSFERS.c.currency,
-                TRANSFERS.c.kind,
                 TRANSFERS.c.ref,
             )
         )
     ).first()
-    resolution_id = _resolution_id(hold_id, status)
     if claimed is None:
-        await _rollback(session)
-        return await _explain_unclaimed(session, hold_id, status, amount_minor, now)
-    debit_id, credit_id, held, currency, _kind, ref = claimed
+        return None
+    debit_id, credit_id, held, currency, ref = claimed
     amount = held if amount_minor is None else amount_minor
     if not 0 < amount <= held:
-        await _rollback(session)
         raise InvalidAmount(f"capture between 1 and the held {held} minor units")
     posted = amount if status is TransferStatus.POSTED else 0
     for account_id in sorted((debit_id, credit_id)):
@@ -383,22 +427,51 @@ async def _resolve(
             await _move(session, account_id, debits_pending=-held, debits_posted=posted)
         else:
             await _move(session, account_id, credits_pending=-held, credits_posted=posted)
-    await session.exec(
-        TRANSFERS.insert().values(
-            id=resolution_id,
-            debit_account_id=debit_id,
-            credit_account_id=credit_id,
-            amount_minor=amount,
-            currency=currency,
-            kind={"posted": "capture", "voided": "void", "expired": "expiry"}[status.value],
-            ref=ref,
-            status=status.value,
-            is_hold=False,
-            parent_id=hold_id,
-            created_at=now,
-        )
-    )
-    return (await _commit(session, [resolution_id]))[0]
+    values: dict[str, Any] = {
+        "id": _resolution_id(hold_id, status),
+        "debit_account_id": debit_id,
+        "credit_account_id": credit_id,
+        "amount_minor": amount,
+        "currency": currency,
+        "kind": _RESOLUTION_KIND[status.value],
+        "ref": ref,
+        "status": status.value,
+        "is_hold": False,
+        "parent_id": hold_id,
+        "created_at": now,
+    }
+    written = (
+        await session.exec(TRANSFERS.insert().values(**values).returning(TRANSFERS.c.row_id))
+    ).one()
+    return Transfer(row_id=written[0], refunded_minor=0, **values)
+
+
+async def _resolve(
+    session: AsyncSession,
+    *,
+    hold_id: str,
+    status: TransferStatus,
+    amount_minor: int | None,
+    now: datetime,
+) -> Transfer:
+    """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
+    try:
+        if _on_postgres(session):
+            resolved = await _call_postgres(
+                session, _PG_RESOLVE, (hold_id, status.value, amount_minor, now)
+            )
+        else:
+            resolved = await _resolve_portable(
+                session, hold_id=hold_id, status=status, amount_minor=amount_minor, now=now
+            )
+    except BaseException:
+        await _rollback(session)
+        raise
+    if resolved is None:
+        await _rollback(session)
+        return await _explain_unclaimed(session, hold_id, status, amount_minor, now)
+    await _commit(session)
+    return resolved
 
 
 async def _explain_unclaimed(
@@ -497,7 +570,7 @@ async def refund(
             parent_id=transfer_id,
             created_at=now,
         )
-        if not written:
+        if written is None:
             existing = await get_transfer(session, refund_id)
             await _rollback(session)
             if existing is None or (existing.parent_id, existing.amount_minor) != (
@@ -529,7 +602,10 @@ async def refund(
     except BaseException:
         await _rollback(session)
         raise
-    return (await _commit(session, [refund_id]))[0]
+    await _commit(session)
+    refunded = await get_transfer(session, refund_id)
+    assert refunded is not None
+    return refunded
 
 
 # --- reading ---------------------------------------------------------------------------------
