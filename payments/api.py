@@ -23,7 +23,6 @@ from app.pagination import (
     encode_cursor,
 )
 from payments import service
-from payments.models import Transfer
 from payments.schemas import Currency, FundingIn, LedgerHeadOut, TransferOut, WalletOut
 
 IDEMPOTENT = {"idempotent": True}
@@ -33,7 +32,7 @@ IDEMPOTENCY_DOC = (
 )
 
 
-def transfer_out(row: Transfer, direction: str) -> TransferOut:
+def transfer_out(row: service.TransferRecord, direction: str) -> TransferOut:
     return TransferOut(
         id=row.id,
         kind=row.kind,

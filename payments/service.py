@@ -189,6 +189,34 @@ class TransferSpec(msgspec.Struct, frozen=True):
     expires_at: datetime | None = None
 
 
+class TransferRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer as stored: an immutable snapshot, detached from any session."""
+
+    row_id: int
+    id: str
+    debit_account_id: int
+    credit_account_id: int
+    amount_minor: int
+    currency: str
+    kind: str
+    ref: str
+    status: str
+    is_hold: bool
+    created_at: datetime
+    parent_id: str | None = None
+    expires_at: datetime | None = None
+    refunded_minor: int = 0
+    seq: int | None = None
+    hash: str | None = None
+
+
+_RECORD_FIELDS = TransferRecord.__struct_fields__
+
+
+def _record(row: Any) -> TransferRecord:
+    return TransferRecord(**{name: row[name] for name in _RECORD_FIELDS})
+
+
 def _validate(spec: TransferSpec) -> None:
     if not 0 < len(spec.id) <= MAX_TRANSFER_ID_CHARS:
         raise InvalidAmount(f"a transfer id has 1 to {MAX_TRANSFER_ID_CHARS} characters")
@@ -203,27 +231,18 @@ def _validate(spec: TransferSpec) -> None:
         raise InvalidAmount("a transfer needs two different accounts")
 
 
-def _same_transfer(row: Transfer, values: dict[str, Any]) -> bool:
+def _same_transfer(row: TransferRecord, values: dict[str, Any]) -> bool:
     fields = ("debit_account_id", "credit_account_id", "amount_minor", "currency", "kind", "ref")
     return all(getattr(row, f) == values[f] for f in fields) and row.is_hold == values["is_hold"]
 
 
-# Balances and statuses change through Core UPDATEs, so ORM reads must refresh what they load.
+# Balances change through Core UPDATEs, so ORM reads of accounts must refresh what they load.
 _FRESH = {"populate_existing": True}
 
 
-def _detached(session: AsyncSession, rows: Sequence[Transfer]) -> None:
-    """Hand out plain snapshots: a later rollback in this session must not expire them."""
-    for row in rows:
-        session.expunge(row)
-
-
-async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
-    query = select(Transfer).where(col(Transfer.id) == transfer_id).execution_options(**_FRESH)
-    row = (await session.exec(query)).first()
-    if row is not None:
-        _detached(session, [row])
-    return row
+async def get_transfer(session: AsyncSession, transfer_id: str) -> TransferRecord | None:
+    row = (await session.exec(select(*TRANSFERS.c).where(TRANSFERS.c.id == transfer_id))).first()
+    return None if row is None else _record(row._mapping)
 
 
 # --- PostgreSQL: one round trip per transfer (functions from migration 0003) ------------------
@@ -241,9 +260,19 @@ def _on_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
+async def _single_statement_mode(session: AsyncSession) -> None:
+    """On PostgreSQL, a use case that is one function call needs no BEGIN/COMMIT round trips.
+
+    Only when the session has no transaction of its own under way: then the function call is
+    atomic by itself, and opening an account (idempotent) may commit separately.
+    """
+    if _on_postgres(session) and not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 async def _call_postgres(
     session: AsyncSession, sql: str, params: tuple[Any, ...]
-) -> Transfer | None:
+) -> TransferRecord | None:
     """Run a ledger function in the session's transaction; map its SQLSTATEs to our errors."""
     connection = await session.connection()
     try:
@@ -255,7 +284,7 @@ async def _call_postgres(
             raise
         raise error(str(getattr(cause, "message", "")) or error.__doc__) from None
     row = result.mappings().first()
-    return Transfer(**row) if row is not None and row["id"] is not None else None
+    return _record(row) if row is not None and row["id"] is not None else None
 
 
 # --- portable path (SQLite): the same rules as the functions, statement by statement ----------
@@ -274,7 +303,7 @@ async def _insert_transfer(session: AsyncSession, **values: Any) -> int | None:
     return None if written is None else int(written[0])
 
 
-async def _stage_portable(session: AsyncSession, values: dict[str, Any]) -> Transfer:
+async def _stage_portable(session: AsyncSession, values: dict[str, Any]) -> TransferRecord:
     row_id = await _insert_transfer(session, **values)
     if row_id is None:
         existing = await get_transfer(session, values["id"])
@@ -295,12 +324,12 @@ async def _stage_portable(session: AsyncSession, values: dict[str, Any]) -> Tran
                 )
         else:
             await _move(session, account_id, **{f"credits_{field}": amount})
-    return Transfer(row_id=row_id, refunded_minor=0, **values)
+    return TransferRecord(row_id=row_id, **values)
 
 
 async def _stage(
     session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
-) -> Transfer:
+) -> TransferRecord:
     """Write one transfer and its balance effects in the open transaction."""
     _validate(spec)
     ids = await _open_accounts(session, [spec.debit, spec.credit], now)
@@ -352,8 +381,10 @@ async def _commit(session: AsyncSession) -> None:
 
 async def post_linked(
     session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
-) -> list[Transfer]:
+) -> list[TransferRecord]:
     """Post several transfers atomically: all of them, or (on any error) none."""
+    if len(specs) == 1:
+        await _single_statement_mode(session)
     try:
         rows = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
     except BaseException:
@@ -363,15 +394,16 @@ async def post_linked(
     return rows
 
 
-async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> Transfer:
+async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Move money now (posted); the same id again returns the first transfer."""
     return (await post_linked(session, [spec], now=now))[0]
 
 
-async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> Transfer:
+async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Reserve money (pending): it leaves the source's available balance until captured/voided."""
     if spec.expires_at is not None and spec.expires_at <= now:
         raise InvalidAmount("a hold must expire in the future")
+    await _single_statement_mode(session)
     try:
         row = await _stage(session, spec, is_hold=True, now=now)
     except BaseException:
@@ -395,7 +427,7 @@ async def _resolve_portable(
     status: TransferStatus,
     amount_minor: int | None,
     now: datetime,
-) -> Transfer | None:
+) -> TransferRecord | None:
     conditions = [TRANSFERS.c.id == hold_id, TRANSFERS.c.is_hold, TRANSFERS.c.status == "pending"]
     if status is TransferStatus.POSTED:
         conditions.append(or_(TRANSFERS.c.expires_at.is_(None), TRANSFERS.c.expires_at > now))
@@ -443,7 +475,7 @@ async def _resolve_portable(
     written = (
         await session.exec(TRANSFERS.insert().values(**values).returning(TRANSFERS.c.row_id))
     ).one()
-    return Transfer(row_id=written[0], refunded_minor=0, **values)
+    return TransferRecord(row_id=written[0], **values)
 
 
 async def _resolve(
@@ -453,8 +485,9 @@ async def _resolve(
     status: TransferStatus,
     amount_minor: int | None,
     now: datetime,
-) -> Transfer:
+) -> TransferRecord:
     """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
+    await _single_statement_mode(session)
     try:
         if _on_postgres(session):
             resolved = await _call_postgres(
@@ -480,7 +513,7 @@ async def _explain_unclaimed(
     status: TransferStatus,
     amount_minor: int | None,
     now: datetime,
-) -> Transfer:
+) -> TransferRecord:
     """The hold was not pending (or not due): replay a same resolution, else say why not."""
     held = await get_transfer(session, hold_id)
     if held is None or not held.is_hold:
@@ -498,14 +531,14 @@ async def _explain_unclaimed(
 
 async def capture(
     session: AsyncSession, *, hold_id: str, amount_minor: int | None = None, now: datetime
-) -> Transfer:
+) -> TransferRecord:
     """Post a pending hold in full or in part; the rest goes back to the source."""
     return await _resolve(
         session, hold_id=hold_id, status=TransferStatus.POSTED, amount_minor=amount_minor, now=now
     )
 
 
-async def void(session: AsyncSession, *, hold_id: str, now: datetime) -> Transfer:
+async def void(session: AsyncSession, *, hold_id: str, now: datetime) -> TransferRecord:
     """Release a pending hold in full."""
     return await _resolve(
         session, hold_id=hold_id, status=TransferStatus.VOIDED, amount_minor=None, now=now
@@ -544,7 +577,7 @@ async def refund(
     refund_id: str,
     amount_minor: int,
     now: datetime,
-) -> Transfer:
+) -> TransferRecord:
     """Send (part of) a posted transfer back; refunds never add up to more than it moved."""
     original = await get_transfer(session, transfer_id)
     if original is None or original.is_hold or original.status != TransferStatus.POSTED:
@@ -636,7 +669,7 @@ async def wallet_balance(session: AsyncSession, user_id: UUID, currency: str) ->
 
 
 class StatementLine(msgspec.Struct):
-    transfer: Transfer
+    transfer: TransferRecord
     direction: str  # "credit" (into the wallet) or "debit" (out of it)
 
 
@@ -648,20 +681,19 @@ async def statement(
         ACCOUNTS.c.owner_id == user_id, ACCOUNTS.c.kind == AccountKind.WALLET.value
     )
     query = (
-        select(Transfer)
-        .execution_options(**_FRESH)
+        select(*TRANSFERS.c)
         .where(
             or_(
-                col(Transfer.debit_account_id).in_(wallet_ids),
-                col(Transfer.credit_account_id).in_(wallet_ids),
+                TRANSFERS.c.debit_account_id.in_(wallet_ids),
+                TRANSFERS.c.credit_account_id.in_(wallet_ids),
             )
         )
-        .order_by(col(Transfer.row_id).desc())
+        .order_by(TRANSFERS.c.row_id.desc())
         .limit(limit)
     )
     if before_row_id is not None:
-        query = query.where(col(Transfer.row_id) < before_row_id)
-    rows = (await session.exec(query)).all()
+        query = query.where(TRANSFERS.c.row_id < before_row_id)
+    rows = [_record(row._mapping) for row in (await session.exec(query)).all()]
     owned = set((await session.exec(wallet_ids)).all())
     return [
         StatementLine(row, "credit" if row.credit_account_id in owned else "debit") for row in rows
@@ -865,7 +897,7 @@ async def top_up(
     currency: str,
     transfer_id: str,
     now: datetime,
-) -> Transfer:
+) -> TransferRecord:
     """Charge the provider, then credit the wallet; a retried id charges and credits once."""
     if not is_supported_currency(currency):
         raise UnknownCurrency(f"unsupported currency {currency!r}")
@@ -899,7 +931,7 @@ async def withdraw(
     currency: str,
     transfer_id: str,
     now: datetime,
-) -> Transfer:
+) -> TransferRecord:
     """Hold the money, ask the provider to pay it out, then capture (or void if declined)."""
     spec = TransferSpec(
         id=transfer_id,
