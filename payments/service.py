@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col, select
 
 from app.db import AsyncSession
+from payments.batcher import batcher_for
 from payments.chain import GENESIS_HASH, ChainEntry, entry_hash, epoch_us, first_broken_link
 from payments.errors import (
     CurrencyMismatch,
@@ -260,14 +261,16 @@ def _on_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
-async def _single_statement_mode(session: AsyncSession) -> None:
+async def _single_statement_mode(session: AsyncSession) -> bool:
     """On PostgreSQL, a use case that is one function call needs no BEGIN/COMMIT round trips.
 
-    Only when the session has no transaction of its own under way: then the function call is
-    atomic by itself, and opening an account (idempotent) may commit separately.
+    Only when the session has no transaction of its own under way: then the call is atomic by
+    itself, and opening an account (idempotent) commits on its own. True if so.
     """
     if _on_postgres(session) and not session.in_transaction():
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return True
+    return False
 
 
 async def _call_postgres(
@@ -327,13 +330,13 @@ async def _stage_portable(session: AsyncSession, values: dict[str, Any]) -> Tran
     return TransferRecord(row_id=row_id, **values)
 
 
-async def _stage(
+async def _values(
     session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
-) -> TransferRecord:
-    """Write one transfer and its balance effects in the open transaction."""
+) -> dict[str, Any]:
+    """The row a spec becomes (opening its accounts on first use)."""
     _validate(spec)
     ids = await _open_accounts(session, [spec.debit, spec.credit], now)
-    values: dict[str, Any] = {
+    return {
         "id": spec.id,
         "debit_account_id": ids[spec.debit.key],
         "credit_account_id": ids[spec.credit.key],
@@ -346,6 +349,13 @@ async def _stage(
         "expires_at": spec.expires_at if is_hold else None,
         "created_at": now,
     }
+
+
+async def _stage(
+    session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
+) -> TransferRecord:
+    """Write one transfer and its balance effects in the open transaction."""
+    values = await _values(session, spec, is_hold=is_hold, now=now)
     if not _on_postgres(session):
         return await _stage_portable(session, values)
     staged = await _call_postgres(
@@ -379,12 +389,33 @@ async def _commit(session: AsyncSession) -> None:
         _account_ids[(database, key)] = account_id
 
 
+async def _stage_batched(
+    session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
+) -> TransferRecord:
+    """One independent transfer through this process's group commit (PostgreSQL)."""
+    try:
+        values = await _values(session, spec, is_hold=is_hold, now=now)
+    except BaseException:
+        await _rollback(session)
+        raise
+    await _commit(session)  # the accounts are committed: remember their ids
+    outcome, row = await batcher_for(session.bind).submit(values)  # type: ignore[arg-type]
+    if outcome == "CP402":
+        raise InsufficientFunds(
+            f"the source account has less than {spec.amount_minor} {values['currency']} "
+            "minor units available"
+        )
+    if outcome == "CP409":
+        raise TransferIdConflict(f"transfer id {spec.id!r} was used for another transfer")
+    return _record(row)
+
+
 async def post_linked(
     session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
 ) -> list[TransferRecord]:
     """Post several transfers atomically: all of them, or (on any error) none."""
-    if len(specs) == 1:
-        await _single_statement_mode(session)
+    if len(specs) == 1 and await _single_statement_mode(session):
+        return [await _stage_batched(session, specs[0], is_hold=False, now=now)]
     try:
         rows = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
     except BaseException:
@@ -403,7 +434,8 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     """Reserve money (pending): it leaves the source's available balance until captured/voided."""
     if spec.expires_at is not None and spec.expires_at <= now:
         raise InvalidAmount("a hold must expire in the future")
-    await _single_statement_mode(session)
+    if await _single_statement_mode(session):
+        return await _stage_batched(session, spec, is_hold=True, now=now)
     try:
         row = await _stage(session, spec, is_hold=True, now=now)
     except BaseException:

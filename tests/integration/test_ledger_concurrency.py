@@ -143,3 +143,36 @@ async def test_concurrent_writers_and_chainers_make_one_chain(
     assert report.ok, report.problem
     assert report.unchained == 0
     assert report.entries == report.head_seq == 8 + 300
+
+
+async def test_one_id_with_different_amounts_at_once_pays_once_and_refuses_the_rest(
+    pg_sessions: SessionMaker,
+) -> None:
+    payer, payee = uuid.uuid4(), uuid.uuid4()
+    async with pg_sessions() as session:
+        await fund(session, payer, 10_000)
+    transfer_id = new_id()
+
+    async def attempt(amount: int) -> str:
+        spec = service.TransferSpec(
+            transfer_id,
+            service.wallet(payer, "EUR"),
+            service.wallet(payee, "EUR"),
+            amount,
+            "p",
+            "r",
+        )
+        async with pg_sessions() as session:
+            try:
+                await service.transfer(session, spec, now=NOW)
+            except service.TransferIdConflict:
+                return "conflict"
+            return f"paid {amount}"
+
+    outcomes = await asyncio.gather(*(attempt(100 + i) for i in range(30)))
+    paid = [o for o in outcomes if o.startswith("paid")]
+    assert len(paid) == 1
+    assert outcomes.count("conflict") == 29
+    async with pg_sessions() as session:
+        balance = await service.wallet_balance(session, payee, "EUR")
+    assert balance.balance_minor == int(paid[0].split()[1])
