@@ -9,6 +9,7 @@ from typing import Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,7 +53,7 @@ async def _redis_beat(state: State) -> tuple[bool, bytes | None]:
     return True, beat
 
 
-def _worker_health(
+def worker_health(
     redis_ok: bool, beat: bytes | None, now: datetime, interval_s: int
 ) -> WorkerHealth:
     if not redis_ok:
@@ -73,11 +74,12 @@ class HealthController(Controller):
         summary="Database, Redis and worker status (no auth)",
         description="200 when the database answers (status `degraded` if Redis or the worker "
         "does not); 503 when the database is down.",
+        responses={503: ResponseSpec(data_container=HealthOut, description="The database is down")},
     )
     async def health(self, request: Request[Any, Any, State]) -> Response[HealthOut]:
         state = request.app.state
         db_ok, (redis_ok, beat) = await asyncio.gather(_database_ok(state), _redis_beat(state))
-        worker = _worker_health(redis_ok, beat, state.clock(), state.settings.worker_heartbeat_s)
+        worker = worker_health(redis_ok, beat, state.clock(), state.settings.worker_heartbeat_s)
         overall: Literal["ok", "degraded", "down"] = "ok"
         if not db_ok:
             overall = "down"
