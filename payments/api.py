@@ -23,7 +23,14 @@ from app.pagination import (
     encode_cursor,
 )
 from payments import service
-from payments.schemas import Currency, FundingIn, LedgerHeadOut, TransferOut, WalletOut
+from payments.schemas import (
+    Currency,
+    Direction,
+    FundingIn,
+    LedgerHeadOut,
+    TransferOut,
+    WalletOut,
+)
 
 IDEMPOTENT = {"idempotent": True}
 IDEMPOTENCY_DOC = (
@@ -32,27 +39,36 @@ IDEMPOTENCY_DOC = (
 )
 
 
-def transfer_out(row: service.TransferRecord, direction: str) -> TransferOut:
-    return TransferOut(
-        id=row.id,
-        kind=row.kind,
-        amount_minor=row.amount_minor,
-        currency=row.currency,
-        status=row.status,
-        ref=row.ref,
-        created_at=row.created_at,
-        seq=row.seq,
-        hash=row.hash,
-        direction="credit" if direction == "credit" else "debit",
-        parent_id=row.parent_id,
-        expires_at=row.expires_at,
-    )
+_OUT_FIELDS = [name for name in TransferOut.__struct_fields__ if name != "direction"]
 
 
-def _transfer_id(prefix: str, request: Request[Any, Any, Any], principal: Principal) -> str:
-    """Derived from the Idempotency-Key when there is one, so even a lost key row pays once."""
+def transfer_out(row: service.TransferRecord, direction: Direction) -> TransferOut:
+    return TransferOut(direction=direction, **{name: getattr(row, name) for name in _OUT_FIELDS})
+
+
+async def _fund(
+    operation: Any,
+    direction: Direction,
+    request: Request[Any, Any, State],
+    data: FundingIn,
+    principal: Principal,
+    session: AsyncSession,
+    now: datetime,
+) -> TransferOut:
+    """A top-up or withdrawal; its transfer id derives from the Idempotency-Key when there is
+    one, so a retry pays once even if the key's stored answer were lost."""
     key = request.headers.get("idempotency-key")
-    return f"{prefix}:{principal.user_id}:{key}" if key else f"{prefix}:{uuid.uuid4()}"
+    prefix = operation.__name__
+    row = await operation(
+        session,
+        provider=request.app.state.funding,
+        user_id=principal.user_id,
+        amount_minor=data.amount_minor,
+        currency=data.currency,
+        transfer_id=f"{prefix}:{principal.user_id}:{key}" if key else f"{prefix}:{uuid.uuid4()}",
+        now=now,
+    )
+    return transfer_out(row, direction)
 
 
 class WalletController(Controller):
@@ -76,16 +92,7 @@ class WalletController(Controller):
         session: NamedDependency[AsyncSession],
         now: NamedDependency[datetime],
     ) -> TransferOut:
-        row = await service.top_up(
-            session,
-            provider=request.app.state.funding,
-            user_id=principal.user_id,
-            amount_minor=data.amount_minor,
-            currency=data.currency,
-            transfer_id=_transfer_id("topup", request, principal),
-            now=now,
-        )
-        return transfer_out(row, "credit")
+        return await _fund(service.top_up, "credit", request, data, principal, session, now)
 
     @post(
         "/withdrawals",
@@ -104,16 +111,7 @@ class WalletController(Controller):
         session: NamedDependency[AsyncSession],
         now: NamedDependency[datetime],
     ) -> TransferOut:
-        row = await service.withdraw(
-            session,
-            provider=request.app.state.funding,
-            user_id=principal.user_id,
-            amount_minor=data.amount_minor,
-            currency=data.currency,
-            transfer_id=_transfer_id("withdrawal", request, principal),
-            now=now,
-        )
-        return transfer_out(row, "debit")
+        return await _fund(service.withdraw, "debit", request, data, principal, session, now)
 
     @get("", summary="The caller's wallet in one currency", responses=problem_responses(401, 422))
     async def wallet(

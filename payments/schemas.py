@@ -11,6 +11,7 @@ from msgspec import Meta
 from payments.money import MAX_AMOUNT_MINOR
 
 Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
+Direction = Literal["credit", "debit"]
 AmountMinor = Annotated[int, Meta(gt=0, le=MAX_AMOUNT_MINOR, description="integer minor units")]
 
 
@@ -30,7 +31,7 @@ class TransferOut(msgspec.Struct):
     #: Position and hash in the ledger chain; null for a hold, or for an instant before chaining.
     seq: int | None
     hash: str | None
-    direction: Literal["credit", "debit"]
+    direction: Direction
     parent_id: str | None = None
     expires_at: datetime | None = None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -702,7 +702,7 @@ async def wallet_balance(session: AsyncSession, user_id: UUID, currency: str) ->
 
 class StatementLine(msgspec.Struct):
     transfer: TransferRecord
-    direction: str  # "credit" (into the wallet) or "debit" (out of it)
+    direction: Literal["credit", "debit"]  # into the wallet, or out of it
 
 
 async def statement(
