@@ -1,1 +1,1 @@
-"""groupbuy: see shared/DESIGN.md."""
+"""groupbuy: pools, price tiers, joins and the settlement of a pool (see shared/DESIGN.md)."""

@@ -1,1 +1,1 @@
-"""matching: see shared/DESIGN.md."""
+"""matching: pure geometry and assignment of riders to drivers; no I/O, no clock reads."""

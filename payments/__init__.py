@@ -1,1 +1,1 @@
-"""payments: see shared/DESIGN.md."""
+"""payments: one double-entry ledger under all money (see README, Money)."""

@@ -1,1 +1,1 @@
-"""rides: see shared/DESIGN.md."""
+"""rides: ride offers, ride requests, matches, acceptance, completion and fares (see shared/DESIGN.md)."""

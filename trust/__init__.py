@@ -1,1 +1,1 @@
-"""trust: see shared/DESIGN.md."""
+"""trust: ratings, reputation, deposits, insurance flags and complaints (see shared/DESIGN.md)."""

@@ -32,6 +32,11 @@ def _client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _refuse_if_waiting(wait_s: int, detail: str) -> None:
+    if wait_s:
+        raise TooManyRequestsException(detail, headers={"Retry-After": str(wait_s)})
+
+
 class AuthController(Controller):
     path = "/v1/auth"
     tags = ["accounts"]
@@ -57,10 +62,7 @@ class AuthController(Controller):
             limit=settings.login_limit_per_ip,
             window_s=settings.login_window_s,
         )
-        if wait_s:
-            raise TooManyRequestsException(
-                "too many sign-ups from this address", headers={"Retry-After": str(wait_s)}
-            )
+        _refuse_if_waiting(wait_s, "too many sign-ups from this address")
         user = await service.register_user(
             session,
             email=data.email,
@@ -96,10 +98,7 @@ class AuthController(Controller):
             ),
             await limiter.blocked_for(email_key, limit=settings.login_limit_per_email),
         )
-        if wait_s:
-            raise TooManyRequestsException(
-                "too many login attempts; try again later", headers={"Retry-After": str(wait_s)}
-            )
+        _refuse_if_waiting(wait_s, "too many login attempts; try again later")
         try:
             user = await service.authenticate(session, email=data.email, password=data.password)
         except service.InvalidCredentials:

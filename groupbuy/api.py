@@ -1,0 +1,1 @@
+"""The groupbuy controller: parse, authorize, call the service, shape the answer."""

@@ -1,0 +1,1 @@
+"""msgspec structs that the groupbuy API reads and writes."""

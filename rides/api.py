@@ -1,0 +1,1 @@
+"""The rides controller: parse, authorize, call the service, shape the answer."""

@@ -1,0 +1,1 @@
+"""msgspec structs that the rides API reads and writes."""

@@ -1,0 +1,1 @@
+"""The trust controller: parse, authorize, call the service, shape the answer."""

@@ -1,0 +1,1 @@
+"""msgspec structs that the trust API reads and writes."""
