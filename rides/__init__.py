@@ -1,1 +1,1 @@
-"""rides: ride offers, ride requests, matches, acceptance, completion and fares (see shared/DESIGN.md)."""
+"""rides: offers, requests, matches, acceptance, completion and fares (see shared/DESIGN.md)."""

@@ -1,1 +1,1 @@
-"""Use cases of trust: one function per thing a user or a job does, taking a session and `now`."""
+"""Use cases of trust: one function per user or job action, taking a session and `now`."""
