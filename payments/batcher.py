@@ -11,9 +11,12 @@ import asyncio
 import weakref
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MAX_BATCH = 256
+RETRIES = 3
+RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 _SQL = (
     "SELECT outcome, (transfer).* FROM ledger_stage_batch($1::text[], $2::integer[], "
     "$3::integer[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::boolean[], "
@@ -70,10 +73,19 @@ class TransferBatcher:
 
     async def _execute(self, batch: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         params = tuple([values[column] for values in batch] for column in _COLUMNS)
-        async with self._engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            result = await autocommit.exec_driver_sql(_SQL, params)
-            return [(row["outcome"], row) for row in result.mappings().all()]
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with self._engine.connect() as connection:
+                    autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    result = await autocommit.exec_driver_sql(_SQL, params)
+                    return [(row["outcome"], row) for row in result.mappings().all()]
+            except DBAPIError as exc:
+                # The batch is one statement: when PostgreSQL aborts it to break a deadlock
+                # (a rare race of one transfer id on two paths), nothing of it was kept.
+                cause = exc.orig.__cause__ if exc.orig is not None else None
+                if getattr(cause, "sqlstate", None) not in RETRYABLE or attempt == RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
 
 _batchers: weakref.WeakKeyDictionary[Any, dict[int, TransferBatcher]] = weakref.WeakKeyDictionary()
