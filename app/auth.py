@@ -22,6 +22,8 @@ from app.settings import Settings
 log = structlog.get_logger("copool.auth")
 
 PUBLIC_PATHS = ["^/v1/auth/", "^/v1/health", "^/schema"]
+#: OpenAPI security of a route that needs no token (an empty requirement overrides the global).
+PUBLIC: list[dict[str, list[str]]] = [{}]
 
 
 class Principal(msgspec.Struct, frozen=True):

@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -155,7 +155,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     return {
         status: ResponseSpec(
             data_container=ProblemDetail,
-            media_type=MediaType.JSON,
+            media_type=PROBLEM_JSON,
             description=f"{HTTPStatus(status).phrase} (application/problem+json, "
             f"type `{_STATUS_TYPES.get(status, 'error')}` or a domain code)",
         )

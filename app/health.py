@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.auth import PUBLIC
 from workers.jobs import HEARTBEAT_KEY
 
 CHECK_TIMEOUT_S = 2.0
@@ -72,6 +73,7 @@ class HealthController(Controller):
     @get(
         "",
         summary="Database, Redis and worker status (no auth)",
+        security=PUBLIC,
         description="200 when the database answers (status `degraded` if Redis or the worker "
         "does not); 503 when the database is down.",
         responses={503: ResponseSpec(data_container=HealthOut, description="The database is down")},

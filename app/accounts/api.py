@@ -22,7 +22,7 @@ from app.accounts.schemas import (
     TokenOut,
     WalletSummaryOut,
 )
-from app.auth import Principal, RateLimiter, issue_token
+from app.auth import PUBLIC, Principal, RateLimiter, issue_token
 from app.db import AsyncSession
 from app.errors import problem_responses
 from payments import service as payments
@@ -45,6 +45,7 @@ class AuthController(Controller):
         "/register",
         status_code=201,
         summary="Create an account and get a token",
+        security=PUBLIC,
         responses=problem_responses(409, 413, 422, 429),
     )
     async def register(
@@ -77,6 +78,7 @@ class AuthController(Controller):
         "/login",
         status_code=200,
         summary="Exchange email and password for a token",
+        security=PUBLIC,
         description="Rate limited per client address (every attempt) and per email (failures).",
         responses=problem_responses(401, 413, 422, 429),
     )
