@@ -8,14 +8,21 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from payments.money import MAX_AMOUNT_MINOR
+from payments.money import CURRENCIES, MAX_AMOUNT_MINOR
 
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
+Currency = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code; copool accepts the ones listed (others: 422 unknown-currency)",
+        extra_json_schema={"enum": sorted(CURRENCIES)},
+    ),
+]
 Direction = Literal["credit", "debit"]
 AmountMinor = Annotated[int, Meta(gt=0, le=MAX_AMOUNT_MINOR, description="integer minor units")]
 
 
-class FundingIn(msgspec.Struct, forbid_unknown_fields=True):
+class FundingIn(msgspec.Struct):
     amount_minor: AmountMinor
     currency: Currency
 

@@ -14,7 +14,7 @@ DisplayName = Annotated[str, Meta(min_length=1, max_length=80, pattern=r"\S")]
 SelfServiceRole = Literal["member", "organizer", "driver"]
 
 
-class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+class RegisterIn(msgspec.Struct):
     email: Email
     password: Password
     display_name: DisplayName
@@ -29,7 +29,7 @@ class RegisterOut(msgspec.Struct):
     token: str
 
 
-class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+class LoginIn(msgspec.Struct):
     email: Annotated[str, Meta(min_length=1, max_length=254)]
     password: Annotated[str, Meta(min_length=1, max_length=256)]
 
