@@ -14,6 +14,8 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.accounts.service import EmailTaken, InvalidCredentials
 from payments import errors as pay
@@ -130,6 +132,18 @@ def handle_domain_exception(request: Request[Any, Any, Any], exc: Exception) -> 
     )
 
 
+def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database (or another backing service) cannot be reached: not the client's fault."""
+    log.error("backing service unavailable", error=str(exc), path=request.url.path)
+    return problem_response(
+        status=503,
+        type_="service-unavailable",
+        title="Service Unavailable",
+        detail="A backing service is unreachable; retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled exception", exc_info=exc, path=request.url.path)
     return problem_response(
@@ -144,6 +158,10 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
     handlers: dict[type[Exception] | int, Any] = {
         HTTPException: handle_http_exception,
         Exception: handle_internal_error,
+        OperationalError: handle_unavailable,
+        InterfaceError: handle_unavailable,
+        PoolTimeout: handle_unavailable,
+        OSError: handle_unavailable,
     }
     for cls in DOMAIN_PROBLEMS:
         handlers[cls] = handle_domain_exception

@@ -58,3 +58,14 @@ async def test_a_database_that_is_down_is_503(redis_url: str) -> None:
         response = await client.get("/v1/health")
     assert response.status_code == 503
     assert response.json()["database"] == "down"
+
+
+async def test_requests_while_the_database_is_down_are_503_not_500(redis_url: str) -> None:
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+    async with AsyncTestClient(app=create_app(make_settings(unreachable, redis_url))) as client:
+        response = await client.post(
+            "/v1/auth/login", json={"email": "a@example.com", "password": "whatever1"}
+        )
+    assert response.status_code == 503
+    assert response.json()["type"] == "service-unavailable"
+    assert response.headers["retry-after"] == "5"
