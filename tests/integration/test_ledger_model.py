@@ -235,6 +235,42 @@ class LedgerMachine(RuleBasedStateMachine):
         assert report.ok, report.problem  # replayed balances == stored, chain verifies
         assert report.unchained == 0
 
+    @invariant()
+    def each_hold_is_posted_plus_released_exactly_once(self) -> None:
+        for held, status, resolutions in self.run(self._holds()):
+            if status == "pending":
+                assert resolutions == []
+                continue
+            [(kind, amount)] = resolutions  # resolved exactly once
+            posted = amount if kind == "capture" else 0
+            released = held - posted
+            assert {"posted": "capture", "voided": "void", "expired": "expiry"}[status] == kind
+            assert 0 <= released <= held
+            assert posted + released == held
+            if kind != "capture":
+                assert amount == held
+
+    async def _holds(self) -> list[tuple[int, str, list[tuple[str, int]]]]:
+        ids = [hold.id for hold in self.holds]
+        if not ids:
+            return []
+        t = service.TRANSFERS
+        async with self.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(t.c.id, t.c.amount_minor, t.c.status).where(t.c.id.in_(ids))
+                )
+            ).all()
+            children = (
+                await session.exec(
+                    select(t.c.parent_id, t.c.kind, t.c.amount_minor).where(t.c.parent_id.in_(ids))
+                )
+            ).all()
+        return [
+            (amount, status, [(k, a) for parent, k, a in children if parent == hold_id])
+            for hold_id, amount, status in rows
+        ]
+
     async def _verify(self) -> tuple[service.VerifyReport, tuple[int, int, int, int]]:
         async with self.sessions() as session:
             await service.chain_all(session)
