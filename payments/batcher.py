@@ -1,14 +1,16 @@
-"""Group commit on PostgreSQL: concurrent single transfers of a process share one statement.
+"""Group commit on PostgreSQL: concurrent single ledger calls of a process share one statement.
 
-While one batch is in the database, new transfers queue; the next batch takes all of them (up to
-MAX_BATCH). A lone transfer goes alone, so nothing waits for company: latency stays one round
-trip, and under load the per-transfer cost of a statement and a commit is shared.
+While one batch is in the database, new calls queue; the next batch takes all of them (up to
+MAX_BATCH). A lone call goes alone, so nothing waits for company: latency stays one round trip,
+and under load the per-call cost of a statement and a commit is shared. Two operations batch
+this way: staging transfers (ledger_stage_batch) and resolving holds (ledger_resolve_batch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -17,32 +19,48 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 MAX_BATCH = 256
 RETRIES = 3
 RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
-_SQL = (
+
+
+@dataclass(frozen=True)
+class BatchedCall:
+    """A batch function: the SQL that calls it with one array per column."""
+
+    sql: str
+    columns: tuple[str, ...]
+
+
+STAGE = BatchedCall(
     "SELECT outcome, (transfer).* FROM ledger_stage_batch($1::text[], $2::integer[], "
     "$3::integer[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::boolean[], "
-    "$9::timestamptz[], $10::timestamptz[])"
+    "$9::timestamptz[], $10::timestamptz[])",
+    (
+        "id",
+        "debit_account_id",
+        "credit_account_id",
+        "amount_minor",
+        "currency",
+        "kind",
+        "ref",
+        "is_hold",
+        "expires_at",
+        "created_at",
+    ),
 )
-_COLUMNS = (
-    "id",
-    "debit_account_id",
-    "credit_account_id",
-    "amount_minor",
-    "currency",
-    "kind",
-    "ref",
-    "is_hold",
-    "expires_at",
-    "created_at",
+RESOLVE = BatchedCall(
+    "SELECT outcome, (transfer).* FROM ledger_resolve_batch($1::text[], $2::text[], "
+    "$3::bigint[], $4::timestamptz[])",
+    ("hold_id", "status", "amount_minor", "now"),
 )
 
 Pending = tuple[dict[str, Any], "asyncio.Future[tuple[str, Any]]"]
 
 
-class TransferBatcher:
-    """One per engine and event loop; answers (outcome, row) for each submitted transfer."""
+class Batcher:
+    """One per engine, call and event loop; answers (outcome, row) for each submitted call."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, call: BatchedCall) -> None:
         self._engine = engine
+        self._call = call
         self._queue: list[Pending] = []
         self._draining = False
 
@@ -72,29 +90,31 @@ class TransferBatcher:
             self._draining = False
 
     async def _execute(self, batch: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-        params = tuple([values[column] for values in batch] for column in _COLUMNS)
+        params = tuple([values[column] for values in batch] for column in self._call.columns)
         for attempt in range(1, RETRIES + 1):
             try:
                 async with self._engine.connect() as connection:
                     autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                    result = await autocommit.exec_driver_sql(_SQL, params)
+                    result = await autocommit.exec_driver_sql(self._call.sql, params)
                     return [(row["outcome"], row) for row in result.mappings().all()]
             except DBAPIError as exc:
                 # The batch is one statement: when PostgreSQL aborts it to break a deadlock
-                # (a rare race of one transfer id on two paths), nothing of it was kept.
+                # (a rare race of one id on two paths), nothing of it was kept.
                 cause = exc.orig.__cause__ if exc.orig is not None else None
                 if getattr(cause, "sqlstate", None) not in RETRYABLE or attempt == RETRIES:
                     raise
         raise AssertionError("unreachable")
 
 
-_batchers: weakref.WeakKeyDictionary[Any, dict[int, TransferBatcher]] = weakref.WeakKeyDictionary()
+_batchers: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Batcher]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def batcher_for(engine: AsyncEngine) -> TransferBatcher:
-    """The batcher of this engine on the running event loop."""
+def batcher_for(engine: AsyncEngine, call: BatchedCall) -> Batcher:
+    """The batcher of this engine and call on the running event loop."""
     per_loop = _batchers.setdefault(engine.sync_engine, {})
-    loop_id = id(asyncio.get_running_loop())
-    if loop_id not in per_loop:
-        per_loop[loop_id] = TransferBatcher(engine)
-    return per_loop[loop_id]
+    key = (id(asyncio.get_running_loop()), call.sql)
+    if key not in per_loop:
+        per_loop[key] = Batcher(engine, call)
+    return per_loop[key]

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col, select
 
 from app.db import AsyncSession
-from payments.batcher import batcher_for
+from payments.batcher import RESOLVE, STAGE, batcher_for
 from payments.chain import GENESIS_HASH, ChainEntry, entry_hash, epoch_us, first_broken_link
 from payments.errors import (
     CurrencyMismatch,
@@ -399,7 +399,7 @@ async def _stage_batched(
         await _rollback(session)
         raise
     await _commit(session)  # the accounts are committed: remember their ids
-    outcome, row = await batcher_for(session.bind).submit(values)  # type: ignore[arg-type]
+    outcome, row = await batcher_for(session.bind, STAGE).submit(values)  # type: ignore[arg-type]
     if outcome == "CP402":
         raise InsufficientFunds(
             f"the source account has less than {spec.amount_minor} {values['currency']} "
@@ -519,7 +519,19 @@ async def _resolve(
     now: datetime,
 ) -> TransferRecord:
     """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
-    await _single_statement_mode(session)
+    if await _single_statement_mode(session):
+        call = {
+            "hold_id": hold_id,
+            "status": status.value,
+            "amount_minor": amount_minor,
+            "now": now,
+        }
+        outcome, row = await batcher_for(session.bind, RESOLVE).submit(call)  # type: ignore[arg-type]
+        if outcome == "CP422":
+            raise InvalidAmount(f"capture between 1 and the held {row['amount_minor']} minor units")
+        if outcome == "unclaimed":
+            return await _explain_unclaimed(session, hold_id, status, amount_minor, now)
+        return _record(row)
     try:
         if _on_postgres(session):
             resolved = await _call_postgres(

@@ -292,3 +292,24 @@ async def test_verify_finds_a_balance_that_does_not_match_its_transfers(
         assert "wallet:" in report.problem
     finally:
         await engine.dispose()
+
+
+async def test_holds_resolve_the_same_inside_a_callers_open_transaction(
+    sessionmaker: SessionMaker,
+) -> None:
+    """With a transaction already under way the ledger joins it instead of group-committing."""
+    user = uuid.uuid4()
+    async with sessionmaker() as session:
+        await fund(session, user, 1_000)
+        first = await service.hold(session, hold_spec(user, 400), now=NOW)
+        second = await service.hold(session, hold_spec(user, 300), now=NOW)
+        await session.exec(text("SELECT 1"))  # the caller's own transaction is open
+        captured = await service.capture(session, hold_id=first.id, amount_minor=250, now=NOW)
+        await session.exec(text("SELECT 1"))
+        with pytest.raises(InvalidAmount):
+            await service.capture(session, hold_id=second.id, amount_minor=301, now=NOW)
+        await session.exec(text("SELECT 1"))
+        voided = await service.void(session, hold_id=second.id, now=NOW)
+    assert (captured.kind, captured.amount_minor) == ("capture", 250)
+    assert (voided.kind, voided.amount_minor) == ("void", 300)
+    assert await balance(sessionmaker, user) == service.WalletBalance("EUR", 750, 0, 750)
