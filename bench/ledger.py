@@ -147,12 +147,13 @@ async def main() -> None:
         await fund_wallets(sessions, users)
         print(f"ledger benchmark: PostgreSQL, {WALLETS} wallets, {SECONDS:.0f} s per figure")
 
-        # The chain writer as every app process runs it (Settings.ledger_chain_interval_s).
-        sequencer = asyncio.create_task(run_sequencer(sessions, interval_s=0.2))
-        results = {}
+        def chain_writer() -> asyncio.Task[None]:
+            # The chain writer as every app process runs it (Settings.ledger_chain_interval_s).
+            return asyncio.create_task(run_sequencer(sessions, interval_s=0.2))
+
+        sequencer = chain_writer()
         for clients in (1, 8, 64):
             done, elapsed = await run_clients(clients, SECONDS, transfer_op(sessions, users))
-            results[clients] = done / elapsed
             print(f"  posted transfers/s, {clients:>2} clients, chain on : {done / elapsed:8.0f}")
         done, elapsed = await run_clients(64, SECONDS, hold_capture_op(sessions, users))
         print(f"  hold+capture pairs/s, 64 clients, chain on: {done / elapsed:8.0f}")
@@ -160,18 +161,27 @@ async def main() -> None:
         print(f"  entries left unchained 0.5 s after the runs: {await unchained(sessions)}")
         sequencer.cancel()
 
-        done, elapsed = await run_clients(64, SECONDS, transfer_op(sessions, users))
-        without = done / elapsed
-        print(f"  posted transfers/s, 64 clients, chain off: {without:8.0f}")
-        overhead = 100 * (1 - results[64] / without)
-        print(f"  chain overhead at 64 clients: {overhead:5.1f} %")
-
-        backlog = await unchained(sessions)
-        started = time.perf_counter()
-        async with sessions() as session:
-            chained = await service.chain_all(session)
-        took = time.perf_counter() - started
-        print(f"  chaining a backlog of {backlog}: {chained / took:8.0f} entries/s")
+        # Chain on and off, interleaved, so that table growth and noise hit both alike.
+        # Each run starts with nothing left to chain; the backlog a chain-off run leaves is
+        # chained afterwards, timed: how fast the writer catches up.
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        catch_up: list[float] = []
+        for _ in range(3):
+            for chain_on in (False, True):
+                writer = chain_writer() if chain_on else None
+                done, elapsed = await run_clients(64, SECONDS / 2, transfer_op(sessions, users))
+                rates[chain_on].append(done / elapsed)
+                if writer is not None:
+                    writer.cancel()
+                started = time.perf_counter()
+                async with sessions() as session:
+                    chained = await service.chain_all(session)
+                if not chain_on:
+                    catch_up.append(chained / (time.perf_counter() - started))
+        with_chain, without = (sum(rates[k]) / len(rates[k]) for k in (True, False))
+        print(f"  64 clients, interleaved x3: chain on {with_chain:6.0f}/s, off {without:6.0f}/s")
+        print(f"  chain overhead at 64 clients: {100 * (1 - with_chain / without):5.1f} %")
+        print(f"  chain writer catching up a backlog: {sum(catch_up) / 3:8.0f} entries/s")
         async with sessions() as session:
             report = await service.verify_ledger(session)
         print(f"  verify: ok={report.ok} entries={report.entries} problem={report.problem}")
