@@ -169,7 +169,7 @@ async def main() -> None:
         for _ in range(3):
             for chain_on in (False, True):
                 writer = chain_writer() if chain_on else None
-                done, elapsed = await run_clients(64, SECONDS / 2, transfer_op(sessions, users))
+                done, elapsed = await run_clients(64, SECONDS, transfer_op(sessions, users))
                 rates[chain_on].append(done / elapsed)
                 if writer is not None:
                     writer.cancel()
