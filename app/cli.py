@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.settings import STATE_DIR, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from app.db import AsyncSession
 
 
 def _settings() -> Settings:
@@ -29,6 +33,19 @@ def _run(coro_fn: Callable[[Settings], Any]) -> Any:
     except OSError as exc:
         click.echo(f"copool: cannot reach the database: {exc}", err=True)
         sys.exit(1)
+
+
+@contextlib.asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One session on a one-connection engine, for a command that does one thing."""
+    from app.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 async def _migrate(settings: Settings) -> str | None:
@@ -147,21 +164,15 @@ def create_user(email: str, display_name: str, roles: tuple[str, ...], password:
         sys.exit(2)
 
     async def create(settings: Settings) -> Any:
-        from app.db import create_engine, create_sessionmaker
-
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                return await service.register_user(
-                    session,
-                    email=email,
-                    password=password,
-                    display_name=display_name,
-                    roles=[Role(r) for r in roles],
-                    now=datetime.now(UTC),
-                )
-        finally:
-            await engine.dispose()
+        async with _session(settings) as session:
+            return await service.register_user(
+                session,
+                email=email,
+                password=password,
+                display_name=display_name,
+                roles=[Role(r) for r in roles],
+                now=datetime.now(UTC),
+            )
 
     try:
         user = _run(create)
@@ -184,15 +195,10 @@ def ledger_verify() -> None:
     """
 
     async def verify(settings: Settings) -> Any:
-        from app.db import create_engine, create_sessionmaker
         from payments.service import verify_ledger
 
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                return await verify_ledger(session)
-        finally:
-            await engine.dispose()
+        async with _session(settings) as session:
+            return await verify_ledger(session)
 
     report = _run(verify)
     click.echo(

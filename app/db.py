@@ -47,7 +47,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine for PostgreSQL (asyncpg) or SQLite (aiosqlite), tuned for each."""
     if database_url.startswith("sqlite"):
         engine = create_async_engine(

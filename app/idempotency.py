@@ -181,7 +181,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         user = scope.get("user")
         owner = str(user.user_id) if isinstance(user, Principal) else "anonymous"
         digest = hashlib.sha256()
-        for part in (scope["method"].encode(), scope["raw_path"], scope["query_string"], body):
+        path = scope.get("raw_path") or scope["path"].encode()
+        for part in (scope["method"].encode(), path, scope.get("query_string", b""), body):
             digest.update(len(part).to_bytes(8, "big") + part)
         request_hash = digest.hexdigest()
         store = _Store(state.sessionmaker)

@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     default_currency: str = "EUR"
     ledger_chain_interval_s: float = 0.2
+    #: Connections each process keeps to PostgreSQL (as many again may open under bursts).
+    db_pool_size: int = 10
 
     @property
     def is_postgres(self) -> bool:
@@ -150,4 +152,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         worker_heartbeat_s=_int(environ, "COPOOL_WORKER_HEARTBEAT_S", 10, 1, 3600),
         log_level=log_level,
         default_currency=_currency(environ.get("COPOOL_DEFAULT_CURRENCY", "EUR")),
+        db_pool_size=_int(environ, "COPOOL_DB_POOL_SIZE", 10, 1, 500),
     )

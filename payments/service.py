@@ -261,16 +261,13 @@ def _on_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
-async def _single_statement_mode(session: AsyncSession) -> bool:
-    """On PostgreSQL, a use case that is one function call needs no BEGIN/COMMIT round trips.
+def _group_committed(session: AsyncSession) -> bool:
+    """On PostgreSQL, a use case that is one ledger call goes through the process's group commit.
 
-    Only when the session has no transaction of its own under way: then the call is atomic by
-    itself, and opening an account (idempotent) commits on its own. True if so.
+    Only when the session has no transaction of its own under way: the call is then atomic by
+    itself and needs none (nor BEGIN/COMMIT round trips, nor even a connection of the session).
     """
-    if _on_postgres(session) and not session.in_transaction():
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return True
-    return False
+    return _on_postgres(session) and not session.in_transaction()
 
 
 async def _call_postgres(
@@ -393,6 +390,10 @@ async def _stage_batched(
     session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
 ) -> TransferRecord:
     """One independent transfer through this process's group commit (PostgreSQL)."""
+    database = _database(session)
+    if any((database, ref.key) not in _account_ids for ref in (spec.debit, spec.credit)):
+        # Opening an account is idempotent: let it commit on its own, before the batch uses it.
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         values = await _values(session, spec, is_hold=is_hold, now=now)
     except BaseException:
@@ -414,7 +415,7 @@ async def post_linked(
     session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
 ) -> list[TransferRecord]:
     """Post several transfers atomically: all of them, or (on any error) none."""
-    if len(specs) == 1 and await _single_statement_mode(session):
+    if len(specs) == 1 and _group_committed(session):
         return [await _stage_batched(session, specs[0], is_hold=False, now=now)]
     try:
         rows = [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
@@ -434,7 +435,7 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     """Reserve money (pending): it leaves the source's available balance until captured/voided."""
     if spec.expires_at is not None and spec.expires_at <= now:
         raise InvalidAmount("a hold must expire in the future")
-    if await _single_statement_mode(session):
+    if _group_committed(session):
         return await _stage_batched(session, spec, is_hold=True, now=now)
     try:
         row = await _stage(session, spec, is_hold=True, now=now)
@@ -519,7 +520,7 @@ async def _resolve(
     now: datetime,
 ) -> TransferRecord:
     """Move a pending hold to posted/voided/expired exactly once, writing the entry that says so."""
-    if await _single_statement_mode(session):
+    if _group_committed(session):
         call = {
             "hold_id": hold_id,
             "status": status.value,
