@@ -780,6 +780,13 @@ _ENTRY_COLUMNS = [
 _VERIFY_COLUMNS = [*_ENTRY_COLUMNS, TRANSFERS.c.seq, TRANSFERS.c.hash]
 
 
+_PG_CHAIN_UPDATE = (
+    "UPDATE ledger_transfers t SET seq = u.seq, hash = u.hash "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(row_id, seq, hash) "
+    "WHERE t.row_id = u.row_id"
+)
+
+
 async def chain_pending(session: AsyncSession, *, limit: int = CHAIN_BATCH) -> int:
     """Append committed, unchained entries to the chain; one writer at a time, others skip.
 
@@ -810,18 +817,27 @@ async def chain_pending(session: AsyncSession, *, limit: int = CHAIN_BATCH) -> i
         await session.rollback()
         return 0
     seq, previous = head.seq, head.hash
-    links = []
+    row_ids, seqs, hashes = [], [], []
     for row in rows:
         seq += 1
         previous = entry_hash(previous, _entry(row, seq))
-        links.append({"b_row_id": row.row_id, "b_seq": seq, "b_hash": previous})
-    await session.exec(
-        update(TRANSFERS)
-        .where(TRANSFERS.c.row_id == bindparam("b_row_id"))
-        .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")),
-        params=links,
-        execution_options={"synchronize_session": False},
-    )
+        row_ids.append(row.row_id)
+        seqs.append(seq)
+        hashes.append(previous)
+    if _on_postgres(session):  # one statement for the whole batch
+        connection = await session.connection()
+        await connection.exec_driver_sql(_PG_CHAIN_UPDATE, (row_ids, seqs, hashes))
+    else:
+        await session.exec(
+            update(TRANSFERS)
+            .where(TRANSFERS.c.row_id == bindparam("b_row_id"))
+            .values(seq=bindparam("b_seq"), hash=bindparam("b_hash")),
+            params=[
+                {"b_row_id": r, "b_seq": q, "b_hash": h}
+                for r, q, h in zip(row_ids, seqs, hashes, strict=True)
+            ],
+            execution_options={"synchronize_session": False},
+        )
     head.seq, head.hash = seq, previous
     session.add(head)
     await session.commit()
