@@ -50,10 +50,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Connections each process keeps to PostgreSQL (as many again may open under bursts).
     db_pool_size: int = 10
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith("postgresql")
-
 
 def normalize_database_url(url: str) -> str:
     """Map plain `postgresql://` (and `postgres://`) to asyncpg, plain `sqlite://` to aiosqlite."""

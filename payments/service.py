@@ -71,10 +71,6 @@ def platform_revenue(currency: str) -> AccountRef:
     return AccountRef(f"platform_revenue:{currency}", AccountKind.PLATFORM_REVENUE, currency)
 
 
-def insurance_fund(currency: str) -> AccountRef:
-    return AccountRef(f"insurance_fund:{currency}", AccountKind.INSURANCE_FUND, currency)
-
-
 def external_funding(provider: str, currency: str) -> AccountRef:
     """The provider's side of top-ups and withdrawals: money entering or leaving copool."""
     return AccountRef(

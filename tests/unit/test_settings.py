@@ -12,7 +12,6 @@ KEY = "k" * 40
 def test_plain_postgresql_url_means_asyncpg() -> None:
     s = load_settings({"COPOOL_DATABASE_URL": "postgresql://u@h:5432/db", "COPOOL_SECRET_KEY": KEY})
     assert s.database_url == "postgresql+asyncpg://u@h:5432/db"
-    assert s.is_postgres
 
 
 def test_defaults_are_embedded_sqlite_and_local_redis() -> None:
