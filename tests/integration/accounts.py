@@ -29,3 +29,18 @@ async def sign_up(
     assert response.status_code == 201, response.text
     data = response.json()
     return data["user_id"], {"Authorization": f"Bearer {data['token']}"}
+
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["type"] == type_
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    return body

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from app.db import AsyncSession
 from payments import service
 from payments.models import Transfer
 
+COPOOL = shutil.which("copool") or str(Path(sys.executable).with_name("copool"))
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PROVIDER = "test"
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_SECRET
+from tests.integration.ledger import COPOOL
 from tests.services import sqlite_url
-
-COPOOL = shutil.which("copool") or str(Path(sys.executable).with_name("copool"))
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -8,21 +8,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import PASSWORD
-from tests.integration.accounts import unique_email
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["type"] == type_
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert "Traceback" not in response.text
-    return body
+from tests.integration.accounts import assert_problem, unique_email
 
 
 @pytest.mark.parametrize(

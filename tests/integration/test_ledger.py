@@ -21,7 +21,7 @@ from payments.errors import (
     TransferIdConflict,
 )
 from payments.models import AccountKind
-from tests.integration.ledger import NOW, fund, new_id
+from tests.integration.ledger import COPOOL, NOW, fund, new_id
 
 
 def escrow_for(subject: str) -> service.AccountRef:
@@ -230,8 +230,6 @@ async def test_verify_finds_a_tampered_entry_and_the_cli_exits_non_zero(
 ) -> None:
     import os
     import subprocess
-
-    from tests.integration.test_cli import COPOOL
 
     engine = create_engine(fresh_database_url)
     sessionmaker = create_sessionmaker(engine)

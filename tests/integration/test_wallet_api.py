@@ -8,8 +8,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.integration.accounts import sign_up
-from tests.integration.test_errors import assert_problem
+from tests.integration.accounts import assert_problem, sign_up
 
 
 async def top_up(
