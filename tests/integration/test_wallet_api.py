@@ -182,3 +182,19 @@ async def test_the_statement_pages_by_cursor_without_gaps_or_repeats(
         422,
         "validation-error",
     )
+
+
+async def test_a_declined_withdrawal_releases_its_hold(client: AsyncTestClient[Any]) -> None:
+    _, auth = await sign_up(client)
+    await top_up(client, auth, 50_000)
+    declined = await client.post(
+        "/v1/wallet/withdrawals", json={"amount_minor": 20_002, "currency": "EUR"}, headers=auth
+    )
+    assert_problem(declined, 402, "payment-declined")
+    wallet = (await client.get("/v1/wallet", headers=auth)).json()
+    assert (wallet["available_minor"], wallet["held_minor"]) == (50_000, 0)
+    kinds = [
+        i["kind"]
+        for i in (await client.get("/v1/wallet/transactions", headers=auth)).json()["items"]
+    ]
+    assert kinds == ["void", "withdrawal", "top_up"]
