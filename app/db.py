@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,6 +18,7 @@ __all__ = [
     "UTCDateTime",
     "create_engine",
     "create_sessionmaker",
+    "dialect_insert",
     "session_scope",
 ]
 
@@ -62,6 +64,12 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=False,
         pool_timeout=10,
     )
+
+
+def dialect_insert(session: AsyncSession, table: Table) -> Any:
+    """INSERT for the session's backend, so that `.on_conflict_do_nothing()` is available."""
+    on_postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    return (postgresql.insert if on_postgres else sqlite.insert)(table)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:

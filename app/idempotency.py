@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar.enums import ScopeType
 from sqlalchemy import Column, Integer, LargeBinary, String, delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
 
 from app.auth import Principal
-from app.db import UTCDateTime
+from app.db import UTCDateTime, dialect_insert
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
@@ -89,8 +88,6 @@ class _Store:
 
     async def claim(self, owner: str, key: str, request_hash: str, now: datetime) -> bool:
         async with self._sessionmaker() as session:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             # Forget a key older than its time to live, so it may be used again.
             await session.exec(
                 delete(TABLE).where(
@@ -100,7 +97,7 @@ class _Store:
                 )
             )
             result = await session.exec(
-                insert(TABLE)
+                dialect_insert(session, TABLE)
                 .values(owner=owner, key=key, request_hash=request_hash, created_at=now)
                 .on_conflict_do_nothing(index_elements=["owner", "key"])
                 .returning(TABLE.c.key)

@@ -14,11 +14,10 @@ from uuid import UUID
 
 import msgspec
 from sqlalchemy import Table, and_, bindparam, func, not_, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col, select
 
-from app.db import AsyncSession
+from app.db import AsyncSession, dialect_insert
 from payments.batcher import RESOLVE, STAGE, batcher_for
 from payments.chain import GENESIS_HASH, ChainEntry, entry_hash, epoch_us, first_broken_link
 from payments.errors import (
@@ -91,11 +90,6 @@ def _database(session: AsyncSession) -> str:
     return str(getattr(session.bind, "url", ""))
 
 
-def _dialect_insert(session: AsyncSession, table: Table) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 async def _open_accounts(
     session: AsyncSession, refs: Sequence[AccountRef], now: datetime
 ) -> dict[str, int]:
@@ -110,7 +104,7 @@ async def _open_accounts(
     missing = {r.key: r for r in refs if r.key not in ids}
     for ref in missing.values():
         await session.exec(
-            _dialect_insert(session, ACCOUNTS)
+            dialect_insert(session, ACCOUNTS)
             .values(
                 key=ref.key,
                 kind=ref.kind.value,
@@ -290,7 +284,7 @@ async def _insert_transfer(session: AsyncSession, **values: Any) -> int | None:
     """Insert unless the id exists; the new row id, or None if the id was taken."""
     written = (
         await session.exec(
-            _dialect_insert(session, TRANSFERS)
+            dialect_insert(session, TRANSFERS)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(TRANSFERS.c.row_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.main import create_app
@@ -115,6 +116,14 @@ async def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
     await migrate(database.url)
     yield database.url
     await database.drop()
+
+
+@pytest.fixture
+async def fresh_engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database of the test's own (see fresh_database_url)."""
+    engine = create_engine(fresh_database_url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

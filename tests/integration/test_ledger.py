@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import SessionMaker, create_engine, create_sessionmaker
+from app.db import SessionMaker, create_sessionmaker
 from payments import service
 from payments.errors import (
     CurrencyMismatch,
@@ -226,70 +229,59 @@ async def test_currencies_never_mix(sessionmaker: SessionMaker) -> None:
 
 
 async def test_verify_finds_a_tampered_entry_and_the_cli_exits_non_zero(
-    fresh_database_url: str, tmp_path: object
+    fresh_database_url: str, fresh_engine: AsyncEngine
 ) -> None:
-    import os
-    import subprocess
-
-    engine = create_engine(fresh_database_url)
-    sessionmaker = create_sessionmaker(engine)
+    sessionmaker = create_sessionmaker(fresh_engine)
     user = uuid.uuid4()
-    try:
-        async with sessionmaker() as session:
-            for amount in (100, 200, 300):
-                await fund(session, user, amount)
-            held = await service.hold(session, hold_spec(user, 50), now=NOW)
-            await service.capture(session, hold_id=held.id, amount_minor=20, now=NOW)
-            assert await service.chain_all(session) == 4
-            report = await service.verify_ledger(session)
-            assert report.ok, report.problem
-            assert (report.entries, report.head_seq) == (4, 4)
+    async with sessionmaker() as session:
+        for amount in (100, 200, 300):
+            await fund(session, user, amount)
+        held = await service.hold(session, hold_spec(user, 50), now=NOW)
+        await service.capture(session, hold_id=held.id, amount_minor=20, now=NOW)
+        assert await service.chain_all(session) == 4
+        report = await service.verify_ledger(session)
+        assert report.ok, report.problem
+        assert (report.entries, report.head_seq) == (4, 4)
 
-        env = {**os.environ, "COPOOL_DATABASE_URL": fresh_database_url}
-        ok = await asyncio.to_thread(
-            subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
-        )
-        assert ok.returncode == 0, ok.stderr
+    env = {**os.environ, "COPOOL_DATABASE_URL": fresh_database_url}
+    ok = await asyncio.to_thread(
+        subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
 
-        async with engine.begin() as conn:  # someone edits history behind the ledger's back
-            await conn.execute(text("UPDATE ledger_transfers SET amount_minor = 201 WHERE seq = 2"))
-        async with sessionmaker() as session:
-            report = await service.verify_ledger(session)
-        assert not report.ok
-        assert report.problem is not None
-        assert report.problem.startswith("entry 2:")
-        bad = await asyncio.to_thread(
-            subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
-        )
-        assert bad.returncode == 1
-        assert "entry 2" in bad.stderr
-    finally:
-        await engine.dispose()
+    async with fresh_engine.begin() as conn:  # someone edits history behind the ledger's back
+        await conn.execute(text("UPDATE ledger_transfers SET amount_minor = 201 WHERE seq = 2"))
+    async with sessionmaker() as session:
+        report = await service.verify_ledger(session)
+    assert not report.ok
+    assert report.problem is not None
+    assert report.problem.startswith("entry 2:")
+    bad = await asyncio.to_thread(
+        subprocess.run, [COPOOL, "ledger", "verify"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert "entry 2" in bad.stderr
 
 
 async def test_verify_finds_a_balance_that_does_not_match_its_transfers(
-    fresh_database_url: str,
+    fresh_engine: AsyncEngine,
 ) -> None:
-    engine = create_engine(fresh_database_url)
-    sessionmaker = create_sessionmaker(engine)
-    try:
-        async with sessionmaker() as session:
-            await fund(session, uuid.uuid4(), 100)
-            await service.chain_all(session)
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 "
-                    "WHERE kind = 'wallet'"
-                )
+    sessionmaker = create_sessionmaker(fresh_engine)
+    async with sessionmaker() as session:
+        await fund(session, uuid.uuid4(), 100)
+        await service.chain_all(session)
+    async with fresh_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 "
+                "WHERE kind = 'wallet'"
             )
-        async with sessionmaker() as session:
-            report = await service.verify_ledger(session)
-        assert not report.ok
-        assert report.problem is not None
-        assert "wallet:" in report.problem
-    finally:
-        await engine.dispose()
+        )
+    async with sessionmaker() as session:
+        report = await service.verify_ledger(session)
+    assert not report.ok
+    assert report.problem is not None
+    assert "wallet:" in report.problem
 
 
 async def test_holds_resolve_the_same_inside_a_callers_open_transaction(
