@@ -157,6 +157,7 @@ def admin() -> None:
 def create_user(email: str, display_name: str, roles: tuple[str, ...], password: str) -> None:
     """Create an account with the given roles (admin by default)."""
     from app.accounts import service
+    from app.accounts.errors import EmailTaken
     from app.accounts.models import Role
 
     if len(password) < 8:
@@ -176,7 +177,7 @@ def create_user(email: str, display_name: str, roles: tuple[str, ...], password:
 
     try:
         user = _run(create)
-    except service.EmailTaken as exc:
+    except EmailTaken as exc:
         click.echo(f"copool: {exc}", err=True)
         sys.exit(1)
     click.echo(f"created user {user.id} ({user.email}) with roles {user.roles}")

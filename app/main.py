@@ -20,10 +20,10 @@ from app.accounts.api import AuthController, MeController
 from app.auth import RateLimiter, create_jwt_auth
 from app.db import create_engine, create_sessionmaker
 from app.deps import DEPENDENCIES
-from app.errors import exception_handlers
 from app.health import HealthController
 from app.idempotency import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware
+from app.problems import exception_handlers
 from app.settings import Settings, load_settings
 from payments.api import LedgerController, WalletController
 from payments.funding import SandboxFundingProvider

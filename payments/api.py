@@ -13,7 +13,6 @@ from litestar.params import FromQuery, JSONBody
 
 from app.auth import Principal
 from app.db import AsyncSession
-from app.errors import problem_responses
 from app.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -22,6 +21,7 @@ from app.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from app.problems import problem_responses
 from payments import service
 from payments.schemas import (
     Currency,

@@ -272,7 +272,7 @@ async def _call_postgres(
         error = _PG_ERRORS.get(str(getattr(cause, "sqlstate", "")))
         if error is None:
             raise
-        raise error(str(getattr(cause, "message", "")) or error.__doc__) from None
+        raise error(str(getattr(cause, "message", ""))) from None
     row = result.mappings().first()
     return _record(row) if row is not None and row["id"] is not None else None
 

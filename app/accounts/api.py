@@ -12,6 +12,7 @@ from litestar.exceptions import NotFoundException, TooManyRequestsException
 from litestar.params import JSONBody
 
 from app.accounts import service
+from app.accounts.errors import InvalidCredentials
 from app.accounts.models import Role
 from app.accounts.schemas import (
     LoginIn,
@@ -24,7 +25,7 @@ from app.accounts.schemas import (
 )
 from app.auth import PUBLIC, Principal, RateLimiter, issue_token
 from app.db import AsyncSession
-from app.errors import problem_responses
+from app.problems import problem_responses
 from payments import service as payments
 
 
@@ -103,7 +104,7 @@ class AuthController(Controller):
         _refuse_if_waiting(wait_s, "too many login attempts; try again later")
         try:
             user = await service.authenticate(session, email=data.email, password=data.password)
-        except service.InvalidCredentials:
+        except InvalidCredentials:
             await limiter.hit(
                 email_key, limit=settings.login_limit_per_email, window_s=settings.login_window_s
             )

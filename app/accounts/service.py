@@ -12,20 +12,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from app.accounts.errors import EmailTaken, InvalidCredentials
 from app.accounts.models import Role, User
 from app.db import AsyncSession
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both answers take the same time.
 _DUMMY_HASH = _hasher.hash("copool-timing-equaliser")
-
-
-class EmailTaken(Exception):
-    """Another account already uses this email."""
-
-
-class InvalidCredentials(Exception):
-    """Email unknown or password wrong (deliberately not saying which)."""
 
 
 def _roles_column(roles: Iterable[Role]) -> str:
