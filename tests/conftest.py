@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.main import create_app
 from app.settings import Env, Settings
-from tests.services import PostgresDatabase, flushed_redis, migrate, sqlite_url, unavailable
+from tests.support.services import PostgresDatabase, flushed_redis, migrate, sqlite_url, unavailable
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"

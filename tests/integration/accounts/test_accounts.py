@@ -8,7 +8,7 @@ from litestar.testing import AsyncTestClient
 
 from app.main import create_app
 from tests.conftest import PASSWORD, make_settings
-from tests.integration.accounts import sign_up, unique_email
+from tests.support.users import sign_up, unique_email
 
 
 async def test_register_login_and_me_round_trip(client: AsyncTestClient[Any]) -> None:

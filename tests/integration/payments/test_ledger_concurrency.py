@@ -12,7 +12,7 @@ from app.db import SessionMaker, create_engine, create_sessionmaker
 from payments import service
 from payments.errors import InsufficientFunds
 from payments.models import AccountKind
-from tests.integration.ledger import NOW, fund, new_id
+from tests.support.ledger import NOW, fund, new_id
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from app.db import create_engine, create_sessionmaker
 from payments import service
 from payments.errors import HoldExpired, HoldNotPending, InsufficientFunds, RefundExceedsCaptured
 from payments.models import Account, AccountKind
-from tests.integration.ledger import NOW, new_id
+from tests.support.ledger import NOW, new_id
 
 T = TypeVar("T")
 USERS = 3

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.integration.accounts import sign_up
+from tests.support.users import sign_up
 
 
 def app_with_flaky_route(settings: Settings) -> Any:

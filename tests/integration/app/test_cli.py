@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.integration.ledger import COPOOL
-from tests.services import sqlite_url
+from tests.support.ledger import COPOOL
+from tests.support.services import sqlite_url
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from app.main import create_redis
 from payments import service
 from payments.models import AccountKind
 from tests.conftest import make_settings
-from tests.integration.ledger import fund, new_id
+from tests.support.ledger import fund, new_id
 from workers.settings import worker_options
 
 

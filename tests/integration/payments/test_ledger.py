@@ -24,7 +24,7 @@ from payments.errors import (
     TransferIdConflict,
 )
 from payments.models import AccountKind
-from tests.integration.ledger import COPOOL, NOW, fund, new_id
+from tests.support.ledger import COPOOL, NOW, fund, new_id
 
 
 def escrow_for(subject: str) -> service.AccountRef:

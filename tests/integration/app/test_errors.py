@@ -8,7 +8,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import PASSWORD
-from tests.integration.accounts import assert_problem, unique_email
+from tests.support.users import assert_problem, unique_email
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 
 from app.db import create_engine
 from app.migrate import current_revision, upgrade
-from tests.services import PostgresDatabase, sqlite_url, unavailable
+from tests.support.services import PostgresDatabase, sqlite_url, unavailable
 
 
 def _head() -> str:

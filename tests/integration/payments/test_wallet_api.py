@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.integration.accounts import assert_problem, sign_up
+from tests.support.users import assert_problem, sign_up
 
 
 async def top_up(
