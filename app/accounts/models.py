@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID, uuid4
 
-from sqlalchemy import Column, String
+from sqlalchemy import Column, Integer, String, text
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime
@@ -30,6 +30,17 @@ class User(SQLModel, table=True):
     #: Comma-separated Role values, always including "member".
     roles: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    #: Set while the user is banned: every request is refused with 403 ``banned``.
+    banned_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    ban_reason: str | None = Field(default=None, max_length=500)
+    #: Set once the account is closed: its tokens no longer authenticate (401).
+    deactivated_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    #: Bumped by every change to roles or standing, so cached auth state can be recognised stale.
+    auth_version: int = Field(
+        default=0, sa_column=Column(Integer(), nullable=False, server_default=text("0"))
+    )
 
     @property
     def role_list(self) -> list[Role]:
