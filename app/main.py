@@ -12,17 +12,17 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import ConnectionPool
 
 from app.accounts.api import AuthController, MeController
 from app.auth import RateLimiter, create_jwt_auth
+from app.body import StrictJSONRequest
 from app.db import create_engine, create_sessionmaker
 from app.deps import DEPENDENCIES
 from app.health import HealthController
 from app.idempotency import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware
+from app.openapi import openapi_config
 from app.problems import exception_handlers
 from app.settings import Settings, load_settings
 from payments.api import LedgerController, WalletController
@@ -108,13 +108,8 @@ def create_app(
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[lifespan],
         request_max_body_size=settings.request_max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="copool API",
-            version="1.0.0",
-            description="Group-buy pools, carpool matching, trust and a double-entry ledger.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        request_class=StrictJSONRequest,
+        openapi_config=openapi_config(),
         state=State(
             {
                 "settings": settings,

@@ -14,6 +14,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+#: A position is a row id: a signed 64-bit integer (PostgreSQL bigint).
+MIN_POSITION, MAX_POSITION = -(2**63), 2**63 - 1
 #: `?limit=` as a handler parameter: `limit: LimitQuery = DEFAULT_LIMIT`.
 LimitQuery = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="page size, 1 to 100")]
 CursorQuery = Annotated[
@@ -39,7 +41,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         version, _, position = text.partition(":")
         if version != "v1":
             raise ValueError(version)
-        return int(position)
+        value = int(position)
+        if not MIN_POSITION <= value <= MAX_POSITION:
+            raise ValueError(position)
+        return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationException(
             "cursor is not one this API gave out", extra=[{"key": "cursor", "message": "invalid"}]

@@ -54,6 +54,11 @@ _STATUS_TYPES = {
 }
 
 
+def problem_type(status: int) -> str:
+    """The `type` code of a problem copool gives for an HTTP status (domain errors: their own)."""
+    return _STATUS_TYPES.get(status, "error")
+
+
 def problem_response(
     *,
     status: int,
@@ -98,7 +103,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     headers = {k: str(v) for k, v in (exc.headers or {}).items()}
     return problem_response(
         status=status,
-        type_=_STATUS_TYPES.get(status, "error"),
+        type_=problem_type(status),
         title=title,
         detail=str(detail),
         headers=headers or None,
@@ -160,8 +165,9 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
         status: ResponseSpec(
             data_container=ProblemDetail,
             media_type=PROBLEM_JSON,
+            generate_examples=False,
             description=f"{HTTPStatus(status).phrase} (application/problem+json, "
-            f"type `{_STATUS_TYPES.get(status, 'error')}` or a domain code)",
+            f"type `{problem_type(status)}` or a domain code)",
         )
         for status in statuses
     }

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from types import MappingProxyType
 
-#: ISO 4217 currencies copool accepts, with their minor-unit exponent.
-CURRENCIES: dict[str, int] = {
-    "EUR": 2,
-    "USD": 2,
-    "GBP": 2,
-    "CHF": 2,
-    "SEK": 2,
-    "NOK": 2,
-    "DKK": 2,
-    "PLN": 2,
-    "CZK": 2,
-    "CAD": 2,
-    "AUD": 2,
-    "JPY": 0,
-}
+import iso4217
+
+
+def _active_currencies() -> MappingProxyType[str, int]:
+    """Every active ISO 4217 currency with its minor-unit exponent, from the ISO list one.
+
+    Left out: codes with no minor unit (precious metals, SDR, the test and "no currency" codes,
+    bond market units) and the fund codes ISO marks `IsFund` (BOV, CLF, COU, MXV, ...).
+    """
+    funds = {
+        code.text.strip()
+        for entry in iso4217.raw_xml.iter("CcyNtry")
+        if (name := entry.find("CcyNm")) is not None
+        and name.get("IsFund") == "true"
+        and (code := entry.find("Ccy")) is not None
+        and code.text
+    }
+    return MappingProxyType(
+        {
+            currency.code: currency.exponent
+            for currency in iso4217.Currency
+            if currency.exponent is not None and currency.code not in funds
+        }
+    )
+
+
+#: ISO 4217 currencies copool accepts, with their minor-unit exponent (CNY 2, JPY 0, BHD 3).
+CURRENCIES = _active_currencies()
 #: No single amount may exceed this (10 billion major units at two decimals).
 MAX_AMOUNT_MINOR = 10**12
 BASIS_POINTS = 10_000
@@ -26,6 +40,11 @@ BASIS_POINTS = 10_000
 
 def is_supported_currency(currency: str) -> bool:
     return currency in CURRENCIES
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """How many decimals the currency's minor unit has (CNY 2, JPY 0); KeyError if unknown."""
+    return CURRENCIES[currency]
 
 
 def fee_minor(amount_minor: int, rate_bps: int) -> int:

@@ -8,14 +8,16 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from payments.money import CURRENCIES, MAX_AMOUNT_MINOR
+from payments.money import MAX_AMOUNT_MINOR
 
 Currency = Annotated[
     str,
     Meta(
         pattern=r"^[A-Z]{3}$",
-        description="ISO 4217 code; copool accepts the ones listed (others: 422 unknown-currency)",
-        extra_json_schema={"enum": sorted(CURRENCIES)},
+        description="An active ISO 4217 code such as CNY, with its ISO minor unit "
+        "(CNY 2 decimals, JPY 0, BHD 3); fund codes and precious metals are refused "
+        "(422 unknown-currency).",
+        examples=["CNY"],
     ),
 ]
 Direction = Literal["credit", "debit"]

@@ -8,9 +8,22 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Password = Annotated[str, Meta(min_length=8, max_length=256)]
-DisplayName = Annotated[str, Meta(min_length=1, max_length=80, pattern=r"\S")]
+# No field may hold a NUL character: PostgreSQL text cannot store one (asyncpg refuses it).
+Email = Annotated[
+    str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
+]
+Password = Annotated[
+    str, Meta(min_length=8, max_length=256, pattern=r"^[^\x00]*$", description="no NUL character")
+]
+DisplayName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
+        description="not blank, no NUL character",
+    ),
+]
 SelfServiceRole = Literal["member", "organizer", "driver"]
 
 
@@ -30,8 +43,8 @@ class RegisterOut(msgspec.Struct):
 
 
 class LoginIn(msgspec.Struct):
-    email: Annotated[str, Meta(min_length=1, max_length=254)]
-    password: Annotated[str, Meta(min_length=1, max_length=256)]
+    email: Annotated[str, Meta(min_length=1, max_length=254, pattern=r"^[^\x00]*$")]
+    password: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
 
 
 class TokenOut(msgspec.Struct):

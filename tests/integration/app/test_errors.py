@@ -61,3 +61,41 @@ async def test_openapi_documents_routes_and_problems(client: AsyncTestClient[Any
     login = spec["paths"]["/v1/auth/login"]["post"]
     assert {"401", "422", "429"} <= set(login["responses"])
     assert "/v1/me" in spec["paths"]
+
+
+async def test_openapi_tells_the_truth_about_headers_and_problems(
+    client: AsyncTestClient[Any],
+) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    operations = {
+        (method.upper(), path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+    for (method, path), operation in operations.items():
+        answers = operation["responses"]
+        assert "400" not in answers, (method, path)
+        for status, answer in answers.items():
+            if int(status) >= 400 and path != "/v1/health":
+                assert list(answer["content"]) == ["application/problem+json"], (method, path)
+        if "requestBody" in operation:
+            assert {"413", "415", "422", "503"} <= set(answers), (method, path)
+        if operation.get("security") != [{}]:
+            assert "401" in answers, (method, path)
+    for path in ("/v1/wallet/top-ups", "/v1/wallet/withdrawals"):
+        [header] = [
+            p for p in operations[("POST", path)]["parameters"] if p["name"] == "Idempotency-Key"
+        ]
+        assert header["in"] == "header"
+        assert not header["required"]
+        assert header["schema"]["pattern"] == "^[A-Za-z0-9._:-]{1,128}$"
+        assert header["schema"]["maxLength"] == 128
+    assert "404" in operations[("GET", "/v1/me")]["responses"]
+    assert {"429"} <= set(operations[("POST", "/v1/auth/register")]["responses"])
+    [currency] = operations[("GET", "/v1/wallet")]["parameters"]
+    assert currency["schema"]["pattern"] == "^[A-Z]{3}$"
+    unprocessable = operations[("POST", "/v1/wallet/top-ups")]["responses"]["422"]
+    schema_ref = unprocessable["content"]["application/problem+json"]["schema"]["$ref"]
+    validation = spec["components"]["schemas"][schema_ref.rpartition("/")[2]]
+    field_error = validation["properties"]["errors"]["items"]["$ref"].rpartition("/")[2]
+    assert set(spec["components"]["schemas"][field_error]["required"]) == {"field", "message"}

@@ -35,6 +35,9 @@ def test_prod_refuses_to_start_without_a_secret_key() -> None:
         ({"COPOOL_ENV": "staging"}, "COPOOL_ENV"),
         ({"COPOOL_TOKEN_TTL_S": "soon"}, "COPOOL_TOKEN_TTL_S"),
         ({"COPOOL_SECRET_KEY": "short"}, "COPOOL_SECRET_KEY"),
+        ({"COPOOL_DEFAULT_CURRENCY": "XAU"}, "COPOOL_DEFAULT_CURRENCY"),
+        ({"COPOOL_DEFAULT_CURRENCY": "ABC"}, "COPOOL_DEFAULT_CURRENCY"),
+        ({"COPOOL_DEFAULT_CURRENCY": "cny"}, "COPOOL_DEFAULT_CURRENCY"),
     ],
 )
 def test_a_bad_value_names_its_variable_in_one_line(env: dict[str, str], message: str) -> None:
@@ -42,3 +45,9 @@ def test_a_bad_value_names_its_variable_in_one_line(env: dict[str, str], message
         load_settings({"COPOOL_SECRET_KEY": KEY, **env})
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_the_default_currency_is_cny_and_any_active_iso_code_may_replace_it() -> None:
+    assert load_settings({"COPOOL_SECRET_KEY": KEY}).default_currency == "CNY"
+    jpy = load_settings({"COPOOL_SECRET_KEY": KEY, "COPOOL_DEFAULT_CURRENCY": "JPY"})
+    assert jpy.default_currency == "JPY"

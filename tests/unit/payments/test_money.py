@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payments.chain import GENESIS_HASH, ChainEntry, entry_hash, epoch_us, first_broken_link
-from payments.money import fee_minor, split_evenly
+from payments.money import fee_minor, is_supported_currency, minor_unit_exponent, split_evenly
 
 
 @given(st.integers(0, 10**12), st.integers(1, 1000))
@@ -36,6 +36,21 @@ def test_fee_ties_round_to_even() -> None:
     assert fee_minor(35, 1_000) == 4  # 3.5 -> 4
     with pytest.raises(ValueError, match="rate"):
         fee_minor(100, 10_001)
+
+
+@pytest.mark.parametrize(("code", "exponent"), [("CNY", 2), ("JPY", 0), ("BHD", 3), ("EUR", 2)])
+def test_active_currencies_carry_their_iso_minor_unit_exponent(code: str, exponent: int) -> None:
+    assert is_supported_currency(code)
+    assert minor_unit_exponent(code) == exponent
+
+
+@pytest.mark.parametrize(
+    "code", ["XAU", "XAG", "XTS", "XXX", "XDR", "CLF", "BOV", "DEM", "eur", ""]
+)
+def test_metals_funds_test_codes_and_withdrawn_currencies_are_refused(code: str) -> None:
+    assert not is_supported_currency(code)
+    with pytest.raises(KeyError):
+        minor_unit_exponent(code)
 
 
 def _entry(seq: int, amount: int = 100) -> ChainEntry:
