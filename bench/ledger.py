@@ -21,12 +21,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from sqlalchemy import func, not_, select
 
 from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.migrate import upgrade
+from app.uow import UnitOfWork
 from payments import service
+from payments.chain_writer import TRANSFERS, chain_all, run_chain_writer
 from payments.models import AccountKind
-from payments.sequencer import run_sequencer
+from payments.records import TransferSpec, escrow, external_funding, wallet
+from payments.verify import verify_ledger
 
 ADMIN_DSN = os.environ.get(
     "COPOOL_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -45,20 +49,20 @@ async def admin(sql: str) -> None:
 
 
 async def fund_wallets(sessions: SessionMaker, users: list[uuid.UUID]) -> None:
-    async with sessions() as session:
-        for user in users:
-            await service.transfer(
-                session,
-                service.TransferSpec(
-                    f"fund:{user}",
-                    service.external_funding("bench", "EUR"),
-                    service.wallet(user, "EUR"),
-                    10**9,
-                    "top_up",
-                    "bench",
-                ),
-                now=NOW,
-            )
+    uow = UnitOfWork(sessions)
+    for user in users:
+        await service.transfer(
+            uow,
+            TransferSpec(
+                f"fund:{user}",
+                external_funding("bench", "EUR"),
+                wallet(user, "EUR"),
+                10**9,
+                "top_up",
+                "bench",
+            ),
+            now=NOW,
+        )
 
 
 async def run_clients(
@@ -82,19 +86,13 @@ async def run_clients(
 def transfer_op(sessions: SessionMaker, users: list[uuid.UUID]) -> Callable[[], Awaitable[None]]:
     async def op() -> None:
         payer, payee = random.sample(users, 2)
-        async with sessions() as session:
-            await service.transfer(
-                session,
-                service.TransferSpec(
-                    uuid.uuid4().hex,
-                    service.wallet(payer, "EUR"),
-                    service.wallet(payee, "EUR"),
-                    1,
-                    "payment",
-                    "bench",
-                ),
-                now=NOW,
-            )
+        await service.transfer(
+            UnitOfWork(sessions),
+            TransferSpec(
+                uuid.uuid4().hex, wallet(payer, "EUR"), wallet(payee, "EUR"), 1, "payment", "bench"
+            ),
+            now=NOW,
+        )
 
     return op
 
@@ -104,33 +102,25 @@ def hold_capture_op(
 ) -> Callable[[], Awaitable[None]]:
     async def op() -> None:
         payer = random.choice(users)
-        escrow = service.escrow(AccountKind.RIDE_ESCROW, random.randrange(WALLETS), "EUR")
+        fare = escrow(AccountKind.RIDE_ESCROW, str(random.randrange(WALLETS)), "EUR")
         hold_id = uuid.uuid4().hex
-        async with sessions() as session:
-            await service.hold(
-                session,
-                service.TransferSpec(
-                    hold_id, service.wallet(payer, "EUR"), escrow, 10, "fare", "bench"
-                ),
-                now=NOW,
-            )
-            await service.capture(session, hold_id=hold_id, amount_minor=7, now=NOW)
+        uow = UnitOfWork(sessions)
+        await service.hold(
+            uow, TransferSpec(hold_id, wallet(payer, "EUR"), fare, 10, "fare", "bench"), now=NOW
+        )
+        await service.capture(uow, hold_id=hold_id, amount_minor=7, now=NOW)
 
     return op
 
 
 async def unchained(sessions: SessionMaker) -> int:
-    from sqlalchemy import func, not_, select
-
-    from payments.service import TRANSFERS
-
     async with sessions() as session:
         query = (
             select(func.count())
             .select_from(TRANSFERS)
             .where(TRANSFERS.c.seq.is_(None), not_(TRANSFERS.c.is_hold))
         )
-        return int((await session.exec(query)).one()[0])
+        return int((await session.execute(query)).scalar_one())
 
 
 async def main() -> None:
@@ -145,11 +135,11 @@ async def main() -> None:
         await upgrade(engine)
         users = [uuid.uuid4() for _ in range(WALLETS)]
         await fund_wallets(sessions, users)
-        print(f"ledger benchmark: PostgreSQL, {WALLETS} wallets, {SECONDS:.0f} s per figure")
+        print(f"ledger benchmark: PostgreSQL, {WALLETS} wallets, {SECONDS:g} s per figure")
 
         def chain_writer() -> asyncio.Task[None]:
             # The chain writer as every app process runs it (Settings.ledger_chain_interval_s).
-            return asyncio.create_task(run_sequencer(sessions, interval_s=0.2))
+            return asyncio.create_task(run_chain_writer(sessions, interval_s=0.2))
 
         sequencer = chain_writer()
         for clients in (1, 8, 64):
@@ -174,8 +164,7 @@ async def main() -> None:
                 if writer is not None:
                     writer.cancel()
                 started = time.perf_counter()
-                async with sessions() as session:
-                    chained = await service.chain_all(session)
+                chained = await chain_all(sessions)
                 if not chain_on:
                     catch_up.append(chained / (time.perf_counter() - started))
         with_chain, without = (sum(rates[k]) / len(rates[k]) for k in (True, False))
@@ -183,7 +172,7 @@ async def main() -> None:
         print(f"  chain overhead at 64 clients: {100 * (1 - with_chain / without):5.1f} %")
         print(f"  chain writer catching up a backlog: {sum(catch_up) / 3:8.0f} entries/s")
         async with sessions() as session:
-            report = await service.verify_ledger(session)
+            report = await verify_ledger(session)
         print(f"  verify: ok={report.ok} entries={report.entries} problem={report.problem}")
     finally:
         await engine.dispose()

@@ -10,8 +10,11 @@ from arq.worker import Worker
 
 from app.db import SessionMaker
 from app.main import create_redis
-from payments import service
-from payments.models import AccountKind
+from app.uow import UnitOfWork
+from payments import ledger, service
+from payments.models import AccountKind, TransferStatus
+from payments.records import TransferSpec, escrow, wallet
+from payments.verify import verify_ledger
 from tests.conftest import make_settings
 from tests.support.ledger import fund, new_id
 from workers.settings import worker_options
@@ -36,30 +39,29 @@ async def test_the_worker_expires_holds_past_their_expiry(
     database_url: str, redis_url: str, sessionmaker: SessionMaker
 ) -> None:
     user = uuid.uuid4()
-    escrow = service.escrow(AccountKind.DEPOSIT_ESCROW, uuid.uuid4(), "EUR")
+    deposit = escrow(AccountKind.DEPOSIT_ESCROW, uuid.uuid4(), "EUR")
     now = datetime.now(UTC)
-    async with sessionmaker() as session:
-        await fund(session, user, 900)
-        held = await service.hold(
-            session,
-            service.TransferSpec(
-                new_id("hold"),
-                service.wallet(user, "EUR"),
-                escrow,
-                900,
-                "deposit",
-                "test",
-                expires_at=now + timedelta(milliseconds=300),
-            ),
-            now=now,
-        )
+    await fund(sessionmaker, user, 900, now=now)
+    held = await service.hold(
+        UnitOfWork(sessionmaker),
+        TransferSpec(
+            new_id("hold"),
+            wallet(user, "EUR"),
+            deposit,
+            900,
+            "deposit",
+            "test",
+            expires_at=now + timedelta(milliseconds=300),
+        ),
+        now=now,
+    )
     await asyncio.sleep(0.4)
     await run_jobs_once(database_url, redis_url, "expire_holds", "chain_ledger")
     async with sessionmaker() as session:
-        row = await service.get_transfer(session, held.id)
-        wallet = await service.wallet_balance(session, user, "EUR")
-        report = await service.verify_ledger(session)
+        row = await ledger.get_transfer(session, held.id)
+        balance = await service.wallet_balance(session, user, "EUR")
+        report = await verify_ledger(session)
     assert row is not None
-    assert row.status == "expired"
-    assert (wallet.available_minor, wallet.held_minor) == (900, 0)
+    assert row.status is TransferStatus.EXPIRED
+    assert (balance.available_minor, balance.held_minor) == (900, 0)
     assert report.ok, report.problem
