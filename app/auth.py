@@ -1,8 +1,18 @@
-"""Authentication (JWT bearer tokens via Litestar's JWTAuth), role guards, login rate limits."""
+"""Authentication (JWT bearer tokens via Litestar's JWTAuth), role guards, login rate limits.
+
+A token only says who the caller is. What they may do (roles, banned, deactivated) comes from the
+user's row, through a short-lived per-process `AuthCache`: a change is committed with a bumped
+`users.auth_version`, then announced on a Redis channel, and every process drops that user's entry,
+so it takes effect on the next request. The cache's TTL bounds staleness while Redis is down.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import functools
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -16,7 +26,9 @@ from litestar.security.jwt import JWTAuth, Token
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.accounts.errors import Banned
 from app.accounts.models import Role, User
+from app.accounts.service import AuthState, load_auth_state
 from app.settings import Settings
 
 log = structlog.get_logger("copool.auth")
@@ -24,21 +36,174 @@ log = structlog.get_logger("copool.auth")
 PUBLIC_PATHS = ["^/v1/auth/", "^/v1/health", "^/schema"]
 #: OpenAPI security of a route that needs no token (an empty requirement overrides the global).
 PUBLIC: list[dict[str, list[str]]] = [{}]
+#: The Redis channel on which a committed change to a user's roles or standing is announced.
+AUTH_CHANNEL = "copool:auth:changed"
+#: Put a limit on everything: beyond this many users, the oldest cached entries are dropped.
+AUTH_CACHE_MAX_ENTRIES = 100_000
+RESUBSCRIBE_DELAY_S = 1.0
+LISTEN_POLL_S = 0.5
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: read from the token alone, so authenticating costs no query."""
+    """Who is calling and what they may do, as of this request."""
 
     user_id: UUID
     roles: frozenset[Role]
 
 
-async def retrieve_principal(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
+class AuthCache:
+    """Each user's auth state for at most `ttl_s`, dropped as soon as a change is announced.
+
+    Absent users are cached too (as None), so a flood of tokens for a deleted user or from another
+    database costs one query per user per TTL, not one per request.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_entries: int = AUTH_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[UUID, tuple[float, AuthState | None]] = {}
+        # Bumped by every invalidation: a load that overlapped one may have read the old row,
+        # so its result is used for that request but not kept.
+        self._generation = 0
+
+    async def get(
+        self, user_id: UUID, load: Callable[[UUID], Awaitable[AuthState | None]]
+    ) -> AuthState | None:
+        entry = self._entries.get(user_id)
+        now = self._clock()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        generation = self._generation
+        state = await load(user_id)
+        if self._ttl_s > 0 and generation == self._generation:
+            if len(self._entries) >= self._max_entries:
+                del self._entries[next(iter(self._entries))]  # the oldest insertion
+            self._entries.pop(user_id, None)
+            self._entries[user_id] = (now + self._ttl_s, state)
+        return state
+
+    def invalidate(self, user_id: UUID) -> None:
+        self._generation += 1
+        self._entries.pop(user_id, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    async def listen(self, redis: Redis) -> None:
+        """Drop entries as changes are announced, until cancelled; resubscribe after errors."""
+        task = asyncio.current_task()
+        # redis-py's get_message(timeout=...) can swallow a cancellation; check for one each turn.
+        while task is None or not task.cancelling():
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(AUTH_CHANNEL)
+                    # Whatever was announced while we were not listening is lost: start afresh.
+                    self.clear()
+                    while task is None or not task.cancelling():
+                        message = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                        if message is not None and message.get("type") == "message":
+                            self._on_message(message.get("data"))
+            except (RedisError, OSError) as exc:
+                log.warning("auth change channel unavailable; cache entries expire by TTL",
+                            error=str(exc))  # fmt: skip
+                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+        raise asyncio.CancelledError
+
+    def _on_message(self, data: Any) -> None:
+        try:
+            user_id = UUID(data.decode() if isinstance(data, bytes) else str(data))
+        except ValueError:
+            return
+        self.invalidate(user_id)
+
+
+async def announce_auth_change(redis: Redis, user_id: UUID) -> None:
+    """Tell every process to forget this user's cached auth state (best effort: TTL backs it)."""
     try:
-        roles = frozenset(Role(r) for r in token.extras.get("roles", []))
-        return Principal(user_id=UUID(token.sub), roles=roles)
+        await redis.publish(AUTH_CHANNEL, str(user_id))
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce an auth change; caches expire by TTL",
+                    user_id=str(user_id), error=str(exc))  # fmt: skip
+
+
+def auth_change_notifier(cache: AuthCache, redis: Redis) -> Callable[[UUID], Awaitable[None]]:
+    """Forget the user here at once, then tell the other processes."""
+
+    async def notify(user_id: UUID) -> None:
+        cache.invalidate(user_id)
+        await announce_auth_change(redis, user_id)
+
+    return notify
+
+
+async def retrieve_principal(
+    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+) -> Principal | None:
+    """The caller's current roles; None (401) for an unknown or deactivated user; Banned (403)."""
+    try:
+        user_id = UUID(token.sub)
     except (ValueError, TypeError):
         return None
+    state = connection.app.state
+
+    async def load(uid: UUID) -> AuthState | None:
+        async with state.sessionmaker() as session:
+            return await load_auth_state(session, uid)
+
+    cache: AuthCache = state.auth_cache
+    auth = await cache.get(user_id, load)
+    if auth is None or auth.deactivated:
+        return None
+    if auth.banned:
+        raise Banned("this account is banned; contact support")
+    return Principal(user_id=user_id, roles=auth.roles)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(trusted: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+
+
+def _is_trusted(address: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: tuple[str, ...]) -> str:
+    """The address a request comes from: the peer, unless the peer is a trusted proxy.
+
+    Then X-Forwarded-For is read from the right (each proxy appends the address it saw) and
+    the first hop that is not itself a trusted proxy is the client; anything left of it may
+    have been written by the client and is ignored.
+    """
+    networks = _networks(trusted)
+    if not networks or not _is_trusted(peer, networks):
+        return peer
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, networks):
+            return hop
+    return hops[0] if hops else peer
+
+
+def request_address(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> str:
+    """The client address rate limits are keyed by (see `client_address`)."""
+    peer = connection.client.host if connection.client else "unknown"
+    return client_address(peer, connection.headers.get("x-forwarded-for"), settings.trusted_proxies)
 
 
 def create_jwt_auth(settings: Settings) -> JWTAuth[Principal, Any]:
@@ -93,6 +258,15 @@ return 0
 """
 
 
+# Remember a member for TTL seconds; past the size limit start the set afresh.
+_REMEMBER_SCRIPT = """
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 class RateLimiter:
     """Fixed-window counters in Redis. If Redis is down, limits fail open (and log it)."""
 
@@ -101,6 +275,7 @@ class RateLimiter:
         self._prefix = prefix
         self._hit = redis.register_script(_HIT_SCRIPT)
         self._peek = redis.register_script(_PEEK_SCRIPT)
+        self._remember = redis.register_script(_REMEMBER_SCRIPT)
 
     async def hit(self, key: str, *, limit: int, window_s: int) -> int:
         """Count one event; return 0 if allowed, else the seconds until it will be."""
@@ -117,3 +292,18 @@ class RateLimiter:
         except RedisError as exc:
             log.warning("rate limiter unavailable; allowing", key=key, error=str(exc))
             return 0
+
+    async def remember(self, key: str, member: str, *, ttl_s: int, max_members: int) -> None:
+        """Add `member` to the set `key` (kept `ttl_s` after the last addition)."""
+        try:
+            await self._remember(keys=[self._prefix + key], args=[member, ttl_s, max_members])
+        except RedisError as exc:
+            log.warning("rate limiter unavailable; not remembering", key=key, error=str(exc))
+
+    async def knows(self, key: str, member: str) -> bool:
+        """Was `member` remembered in the set `key` (False if Redis cannot say)?"""
+        try:
+            return bool(await self._redis.sismember(self._prefix + key, member))  # type: ignore[misc]
+        except RedisError as exc:
+            log.warning("rate limiter unavailable", key=key, error=str(exc))
+            return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -102,7 +103,12 @@ def serve(host: str, port: int, workers: int) -> None:
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url_explicit:
         os.environ["COPOOL_INLINE_WORKER"] = "1"
-        if not tcp_listening(settings.redis_url):
+        # Private hook for tests: where to look for a local Redis instead of 127.0.0.1:6379.
+        local_url = os.environ.get("_COPOOL_LOCAL_REDIS_URL", settings.redis_url)
+        if tcp_listening(local_url):
+            if local_url != settings.redis_url:
+                os.environ["COPOOL_REDIS_URL"] = local_url
+        else:
             embedded = EmbeddedRedis(STATE_DIR / "redis")
             try:
                 url = embedded.start()
@@ -113,7 +119,11 @@ def serve(host: str, port: int, workers: int) -> None:
             os.environ["COPOOL_REDIS_URL"] = url
             log.info("no Redis listening: started an embedded redis-server", url=url)
         log.info("running the arq worker inside the web process")
+    proxies = ",".join(settings.trusted_proxies)
     try:
+        # uvicorn stops on SIGINT/SIGTERM after the app's lifespan has shut down (worker, Redis
+        # clients, database), then raises the signal again; only then is the embedded Redis
+        # stopped. The re-raised Ctrl+C is the end we asked for, not an error.
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -122,10 +132,16 @@ def serve(host: str, port: int, workers: int) -> None:
             workers=workers,
             log_config=None,
             access_log=False,
+            # X-Forwarded-For is believed only from COPOOL_TRUSTED_PROXIES (default: no one).
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
+    except KeyboardInterrupt:
+        pass
     finally:
         if embedded is not None:
             embedded.stop()
+            log.info("embedded redis-server stopped")
 
 
 @main.command()
@@ -181,6 +197,112 @@ def create_user(email: str, display_name: str, roles: tuple[str, ...], password:
         click.echo(f"copool: {exc}", err=True)
         sys.exit(1)
     click.echo(f"created user {user.id} ({user.email}) with roles {user.roles}")
+
+
+async def _change_user(settings: Settings, email: str, use_case: Callable[..., Any]) -> Any:
+    """Find the user by email, run `use_case(uow, user_id=..., notify=...)`, announce the change.
+
+    The announcement reaches every serving process through Redis; if Redis cannot be reached
+    (an embedded one is private to its server) the change still takes effect within
+    COPOOL_AUTH_CACHE_TTL_S.
+    """
+    from redis.asyncio import Redis
+
+    from app.accounts import service
+    from app.accounts.errors import UserNotFound
+    from app.auth import announce_auth_change
+    from app.db import create_engine, create_sessionmaker
+    from app.uow import UnitOfWork
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            user = await service.get_user_by_email(session, email)
+        if user is None:
+            raise UserNotFound(f"no user with email {email.strip().lower()}")
+
+        async def notify(user_id: Any) -> None:
+            await announce_auth_change(redis, user_id)
+
+        return await use_case(UnitOfWork(sessionmaker), user_id=user.id, notify=notify)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _run_change(email: str, use_case: Callable[..., Any]) -> Any:
+    from app.errors import DomainError
+
+    try:
+        return _run(lambda settings: _change_user(settings, email, use_case))
+    except DomainError as exc:
+        click.echo(f"copool: {exc}", err=True)
+        sys.exit(1)
+
+
+_ROLE_CHOICE = click.Choice(["member", "organizer", "driver", "admin"])
+
+
+@admin.command("grant-role")
+@click.argument("email")
+@click.argument("role", type=_ROLE_CHOICE)
+def grant_role(email: str, role: str) -> None:
+    """Give EMAIL's account ROLE; it takes effect on their next request."""
+    from app.accounts import service
+    from app.accounts.models import Role
+
+    user = _run_change(email, functools.partial(service.grant_role, role=Role(role)))
+    click.echo(f"{user.email} now has roles {user.roles}")
+
+
+@admin.command("revoke-role")
+@click.argument("email")
+@click.argument("role", type=_ROLE_CHOICE)
+def revoke_role(email: str, role: str) -> None:
+    """Take ROLE away from EMAIL's account (member cannot be revoked)."""
+    from app.accounts import service
+    from app.accounts.models import Role
+
+    user = _run_change(email, functools.partial(service.revoke_role, role=Role(role)))
+    click.echo(f"{user.email} now has roles {user.roles}")
+
+
+@admin.command("ban")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why (kept with the account, at most 500 chars).")
+def ban(email: str, reason: str) -> None:
+    """Ban EMAIL's account: every request it makes is refused (403 banned)."""
+    from app.accounts import service
+
+    if not reason.strip() or len(reason) > 500:
+        click.echo("copool: --reason must have 1 to 500 characters", err=True)
+        sys.exit(2)
+    user = _run_change(
+        email, functools.partial(service.ban_user, reason=reason, now=datetime.now(UTC))
+    )
+    click.echo(f"banned {user.email}: {user.ban_reason}")
+
+
+@admin.command("unban")
+@click.argument("email")
+def unban(email: str) -> None:
+    """Lift the ban on EMAIL's account."""
+    from app.accounts import service
+
+    user = _run_change(email, service.unban_user)
+    click.echo(f"unbanned {user.email}")
+
+
+@admin.command("deactivate")
+@click.argument("email")
+def deactivate(email: str) -> None:
+    """Close EMAIL's account: its tokens stop working and it can no longer log in."""
+    from app.accounts import service
+
+    user = _run_change(email, functools.partial(service.deactivate_user, now=datetime.now(UTC)))
+    click.echo(f"deactivated {user.email}")
 
 
 @main.group()

@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from redis.asyncio import ConnectionPool
 
 from app.accounts.api import AuthController, MeController
-from app.auth import RateLimiter, create_jwt_auth
+from app.auth import AuthCache, RateLimiter, auth_change_notifier, create_jwt_auth
 from app.body import StrictJSONRequest
 from app.db import create_engine, create_sessionmaker
 from app.deps import DEPENDENCIES
@@ -71,6 +71,10 @@ def create_app(
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
         app.state.limiter = RateLimiter(redis)
+        app.state.auth_cache = auth_cache = AuthCache(ttl_s=settings.auth_cache_ttl_s)
+        #: Pass to account use cases: forgets the user here and announces it to other processes.
+        app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)
+        auth_listener = asyncio.create_task(auth_cache.listen(redis))
         sequencer = asyncio.create_task(
             run_sequencer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
         )
@@ -82,6 +86,10 @@ def create_app(
         try:
             yield
         finally:
+            # Stop everything that uses Redis or the database before closing them.
+            auth_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await auth_listener
             sequencer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sequencer

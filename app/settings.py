@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,7 +44,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token_ttl_s: int = 24 * 3600
     login_limit_per_ip: int = 20
     login_limit_per_email: int = 5
+    #: Failed logins per email from every address together, per window (bounds online guessing).
+    login_limit_per_email_total: int = 100
     login_window_s: int = 60
+    #: How long a process may reuse a user's auth state (roles, standing) without asking the DB.
+    auth_cache_ttl_s: int = 5
+    #: Proxies whose X-Forwarded-For is believed (IP networks); empty: believe no one.
+    trusted_proxies: tuple[str, ...] = ()
     request_max_body_bytes: int = 64 * 1024
     #: Run the arq worker inside the web process (the embedded default of `copool serve`).
     inline_worker: bool = False
@@ -104,6 +111,20 @@ def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: in
     return value
 
 
+def _networks(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks, normalised (`10.0.0.1` -> `10.0.0.1/32`)."""
+    networks = []
+    for item in environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(
+                    f"{name} must be comma-separated IP addresses or CIDR networks, got {item!r}"
+                ) from None
+    return tuple(networks)
+
+
 def _dev_secret_key() -> str:
     """A dev secret generated once and kept in a local file, so tokens survive restarts."""
     if SECRET_FILE.exists():
@@ -149,7 +170,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         token_ttl_s=_int(environ, "COPOOL_TOKEN_TTL_S", 24 * 3600, 60, 30 * 24 * 3600),
         login_limit_per_ip=_int(environ, "COPOOL_LOGIN_LIMIT_PER_IP", 20, 1, 100_000),
         login_limit_per_email=_int(environ, "COPOOL_LOGIN_LIMIT_PER_EMAIL", 5, 1, 100_000),
+        login_limit_per_email_total=_int(
+            environ, "COPOOL_LOGIN_LIMIT_PER_EMAIL_TOTAL", 100, 1, 1_000_000
+        ),
         login_window_s=_int(environ, "COPOOL_LOGIN_WINDOW_S", 60, 1, 86_400),
+        auth_cache_ttl_s=_int(environ, "COPOOL_AUTH_CACHE_TTL_S", 5, 0, 300),
+        trusted_proxies=_networks(environ, "COPOOL_TRUSTED_PROXIES"),
         request_max_body_bytes=_int(environ, "COPOOL_MAX_BODY_BYTES", 64 * 1024, 1024, 1 << 24),
         inline_worker=environ.get("COPOOL_INLINE_WORKER", "") == "1",
         worker_heartbeat_s=_int(environ, "COPOOL_WORKER_HEARTBEAT_S", 10, 1, 3600),

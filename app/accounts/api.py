@@ -23,14 +23,14 @@ from app.accounts.schemas import (
     TokenOut,
     WalletSummaryOut,
 )
-from app.auth import PUBLIC, Principal, RateLimiter, issue_token
+from app.auth import PUBLIC, Principal, RateLimiter, issue_token, request_address
 from app.db import AsyncSession
 from app.problems import problem_responses
 from payments import service as payments
 
-
-def _client_address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
+#: An address that signed in to an account is remembered for it this long (see `login`).
+KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
+KNOWN_ADDRESSES_MAX = 32
 
 
 def _refuse_if_waiting(wait_s: int, detail: str) -> None:
@@ -60,7 +60,7 @@ class AuthController(Controller):
         limiter: RateLimiter = state.limiter
         settings = state.settings
         wait_s = await limiter.hit(
-            f"register:ip:{_client_address(request)}",
+            f"register:ip:{request_address(request, settings)}",
             limit=settings.login_limit_per_ip,
             window_s=settings.login_window_s,
         )
@@ -80,8 +80,12 @@ class AuthController(Controller):
         status_code=200,
         summary="Exchange email and password for a token",
         security=PUBLIC,
-        description="Rate limited per client address (every attempt) and per email (failures).",
-        responses=problem_responses(401, 413, 422, 429),
+        description=(
+            "Rate limited per client address (every attempt), per email and address (failures), "
+            "and per email from all addresses (failures; addresses that signed in to the account "
+            "before are exempt). A wrong guess from elsewhere never locks the owner out."
+        ),
+        responses=problem_responses(401, 403, 413, 422, 429),
     )
     async def login(
         self,
@@ -89,26 +93,45 @@ class AuthController(Controller):
         data: JSONBody[LoginIn],
         session: NamedDependency[AsyncSession],
     ) -> TokenOut:
+        """Three counters per window: every attempt per address (`login_limit_per_ip`); failures
+        per email and address (`login_limit_per_email`), which limits a guesser without touching
+        the owner elsewhere; failures per email from everywhere (`login_limit_per_email_total`),
+        which bounds online guessing from many addresses and, while exceeded, refuses every
+        address except those that signed in to this account before.
+        """
         state = request.app.state
         limiter: RateLimiter = state.limiter
         settings = state.settings
-        email_key = f"login:email:{data.email.strip().lower()}"
+        address = request_address(request, settings)
+        email = data.email.strip().lower()
+        pair_key = f"login:fail:{email}:{address}"
+        total_key = f"login:fail:{email}"
+        known_key = f"login:known:{email}"
+        window_s = settings.login_window_s
         wait_s = max(
             await limiter.hit(
-                f"login:ip:{_client_address(request)}",
-                limit=settings.login_limit_per_ip,
-                window_s=settings.login_window_s,
+                f"login:ip:{address}", limit=settings.login_limit_per_ip, window_s=window_s
             ),
-            await limiter.blocked_for(email_key, limit=settings.login_limit_per_email),
+            await limiter.blocked_for(pair_key, limit=settings.login_limit_per_email),
         )
+        if not wait_s:
+            total_wait_s = await limiter.blocked_for(
+                total_key, limit=settings.login_limit_per_email_total
+            )
+            if total_wait_s and not await limiter.knows(known_key, address):
+                wait_s = total_wait_s
         _refuse_if_waiting(wait_s, "too many login attempts; try again later")
         try:
             user = await service.authenticate(session, email=data.email, password=data.password)
         except InvalidCredentials:
+            await limiter.hit(pair_key, limit=settings.login_limit_per_email, window_s=window_s)
             await limiter.hit(
-                email_key, limit=settings.login_limit_per_email, window_s=settings.login_window_s
+                total_key, limit=settings.login_limit_per_email_total, window_s=window_s
             )
             raise
+        await limiter.remember(
+            known_key, address, ttl_s=KNOWN_ADDRESS_TTL_S, max_members=KNOWN_ADDRESSES_MAX
+        )
         return TokenOut(token=issue_token(state.jwt_auth, user))
 
 

@@ -18,3 +18,27 @@ class InvalidCredentials(DomainError):
     category = Category.UNAUTHENTICATED
     code = "invalid-credentials"
     title = "Invalid credentials"
+
+
+class Banned(DomainError):
+    """The account is banned: it may not act, whatever its token says."""
+
+    category = Category.FORBIDDEN
+    code = "banned"
+    title = "Account banned"
+
+
+class UserNotFound(DomainError):
+    """No account has this id or email."""
+
+    category = Category.NOT_FOUND
+    code = "user-not-found"
+    title = "User not found"
+
+
+class MemberRoleRequired(DomainError):
+    """Every account keeps the member role; it cannot be revoked."""
+
+    category = Category.INVALID
+    code = "member-role-required"
+    title = "The member role cannot be revoked"

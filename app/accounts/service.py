@@ -1,20 +1,41 @@
-"""Account use cases: register, authenticate, look up."""
+"""Account use cases: register, authenticate, look up, and change a user's roles or standing.
+
+Every change to roles or standing bumps `users.auth_version` in the same UPDATE (which is also the
+optimistic lock against a concurrent change) and, once committed, calls `notify(user_id)` so every
+process drops its cached auth state (see app/auth.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
-from app.accounts.errors import EmailTaken, InvalidCredentials
+from app.accounts.errors import (
+    Banned,
+    EmailTaken,
+    InvalidCredentials,
+    MemberRoleRequired,
+    UserNotFound,
+)
 from app.accounts.models import Role, User
 from app.db import AsyncSession
+from app.errors import ServiceBusy
+from app.uow import UnitOfWork
+
+#: Called with a user's id once a change to their roles or standing is committed.
+AuthChanged = Callable[[UUID], Awaitable[None]]
+#: Concurrent changes to one user are rare; after this many lost races, give up (503).
+CHANGE_ATTEMPTS = 5
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both answers take the same time.
@@ -62,10 +83,137 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
         )
     except (VerificationError, InvalidHashError):
         raise InvalidCredentials("email or password is wrong") from None
-    if user is None:
+    if user is None or user.deactivated_at is not None:
         raise InvalidCredentials("email or password is wrong")
+    if user.banned_at is not None:
+        raise Banned("this account is banned; contact support")
     return user
 
 
 async def get_user(session: AsyncSession, user_id: UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return (await session.exec(select(User).where(User.email == email.strip().lower()))).first()
+
+
+class AuthState(msgspec.Struct, frozen=True):
+    """What authenticating a request needs to know about a user, small enough to cache."""
+
+    roles: frozenset[Role]
+    banned: bool
+    deactivated: bool
+    version: int
+
+
+async def load_auth_state(session: AsyncSession, user_id: UUID) -> AuthState | None:
+    """The user's current roles and standing, or None if no such user exists."""
+    query = select(User.roles, User.banned_at, User.deactivated_at, User.auth_version)
+    row = (await session.exec(query.where(User.id == user_id))).first()
+    if row is None:
+        return None
+    roles, banned_at, deactivated_at, version = row
+    return AuthState(
+        roles=frozenset(Role(r) for r in roles.split(",") if r),
+        banned=banned_at is not None,
+        deactivated=deactivated_at is not None,
+        version=version,
+    )
+
+
+async def _change_user(
+    uow: UnitOfWork,
+    *,
+    user_id: UUID,
+    change: Callable[[User], dict[str, Any] | None],
+    notify: AuthChanged,
+) -> User:
+    """Apply `change` (new column values, or None for nothing to do) as one versioned UPDATE.
+
+    The UPDATE only matches the version that was read, so a concurrent change is never lost:
+    the loser reads again and re-applies its change on top.
+    """
+    for _ in range(CHANGE_ATTEMPTS):
+        async with uow:
+            user = await uow.session.get(User, user_id)
+            if user is None:
+                raise UserNotFound(f"no user with id {user_id}")
+            values = change(user)
+            if values is None:
+                return user
+            connection = await uow.session.connection()
+            result = await connection.execute(
+                update(User)
+                .where(col(User.id) == user_id, col(User.auth_version) == user.auth_version)
+                .values(**values, auth_version=user.auth_version + 1)
+            )
+            if result.rowcount != 1:
+                continue  # someone else changed this user meanwhile: read again
+            await uow.session.refresh(user)
+            uow.after_commit(notify, user_id)
+            await uow.commit()
+            return user
+    raise ServiceBusy("this user is being changed concurrently; retry shortly")
+
+
+async def grant_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: AuthChanged) -> User:
+    """Give the user `role` (a no-op if they have it); effective on their next request."""
+
+    def change(user: User) -> dict[str, Any] | None:
+        if role in user.role_list:
+            return None
+        return {"roles": _roles_column([*user.role_list, role])}
+
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+
+
+async def revoke_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: AuthChanged) -> User:
+    """Take `role` away (a no-op if they lack it); member cannot be revoked."""
+    if role is Role.MEMBER:
+        raise MemberRoleRequired("every account keeps the member role; ban or deactivate instead")
+
+    def change(user: User) -> dict[str, Any] | None:
+        if role not in user.role_list:
+            return None
+        return {"roles": _roles_column(r for r in user.role_list if r is not role)}
+
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+
+
+async def ban_user(
+    uow: UnitOfWork, *, user_id: UUID, reason: str, now: datetime, notify: AuthChanged
+) -> User:
+    """Ban the user: from their next request on, everything they try is refused (403 banned)."""
+    reason = reason.strip()[:500]
+
+    def change(user: User) -> dict[str, Any] | None:
+        if user.banned_at is not None and user.ban_reason == reason:
+            return None
+        return {"banned_at": user.banned_at or now, "ban_reason": reason}
+
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+
+
+async def unban_user(uow: UnitOfWork, *, user_id: UUID, notify: AuthChanged) -> User:
+    """Lift a ban (a no-op if there is none); effective on the user's next request."""
+
+    def change(user: User) -> dict[str, Any] | None:
+        if user.banned_at is None:
+            return None
+        return {"banned_at": None, "ban_reason": None}
+
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+
+
+async def deactivate_user(
+    uow: UnitOfWork, *, user_id: UUID, now: datetime, notify: AuthChanged
+) -> User:
+    """Close the account: its tokens stop authenticating (401) and it can no longer log in."""
+
+    def change(user: User) -> dict[str, Any] | None:
+        if user.deactivated_at is not None:
+            return None
+        return {"deactivated_at": now}
+
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify)

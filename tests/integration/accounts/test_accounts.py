@@ -90,7 +90,7 @@ async def test_login_is_rate_limited_per_email_with_retry_after(
                 "/v1/auth/login", json={"email": email, "password": "wrongpass"}
             )
             assert bad.status_code == 401
-        # Even the right password waits now: the email is locked for the window.
+        # Even the right password waits now, from this address (see test_login_limits.py).
         limited = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert limited.status_code == 429
         assert limited.json()["type"] == "rate-limited"
