@@ -73,8 +73,10 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        # A session of its own: Ctrl+C in the terminal signals the whole foreground process
+        # group, and Redis must outlive the app's shutdown (which still uses it) until stop().
         self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own binary
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

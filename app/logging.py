@@ -57,6 +57,43 @@ def configure_logging(settings: Settings) -> None:
     # We log each request ourselves, with its id; uvicorn's access line would say it twice.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in ("arq.worker", "arq.jobs"):
+        arq_logger = logging.getLogger(name)
+        arq_logger.filters[:] = [f for f in arq_logger.filters if not isinstance(f, QuietCron)]
+        arq_logger.addFilter(QuietCron())
+
+
+#: arq's lines for a job starting (`→ ref(args)`) and finishing (`← ref ● result`).
+_ARQ_JOB_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})
+
+
+class QuietCron(logging.Filter):
+    """Routine periodic runs are DEBUG; a run that did something (a positive count) stays INFO.
+
+    arq logs every job's start and finish at INFO; a cron job's `ref` is `cron:<function>`
+    (a queued job's is `<job id>:<function>`), which is how a periodic run is recognised.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in _ARQ_JOB_LINES:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        ref = str(args[1]) if len(args) > 1 else ""
+        if not ref.startswith("cron:"):
+            return True  # a queued job, not a periodic one
+        finished = record.msg.startswith("%6.2fs ←")
+        if finished and _did_something(args[-1]):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _did_something(result: object) -> bool:
+    """A sweep answers how many things it handled: more than zero is worth a line."""
+    try:
+        return int(str(result)) > 0
+    except ValueError:
+        return False
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
