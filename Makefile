@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test fuzz lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest --hypothesis-profile=ci
+
+# Long random runs of every property and state-machine test (not part of `make test`).
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/pytest --hypothesis-profile=fuzz --hypothesis-show-statistics -m "not slow" \
+		tests/unit tests/integration/payments/test_ledger_model.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.ledger
+	$(BIN)/python -m bench.http
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache copool.db*

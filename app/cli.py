@@ -318,7 +318,7 @@ def ledger_verify() -> None:
     """
 
     async def verify(settings: Settings) -> Any:
-        from payments.service import verify_ledger
+        from payments.verify import verify_ledger
 
         async with _session(settings) as session:
             return await verify_ledger(session)

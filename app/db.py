@@ -9,21 +9,35 @@ from typing import Any
 from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.types import TypeDecorator
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
 
 __all__ = [
     "AsyncSession",
     "SessionMaker",
     "UTCDateTime",
     "create_engine",
+    "create_read_sessionmaker",
     "create_sessionmaker",
     "dialect_insert",
+    "on_postgres",
     "session_scope",
 ]
 
+
+
+class AsyncSession(SQLModelAsyncSession):
+    """SQLModel's session (`exec` for model queries) that also runs Core statements through
+    `execute` without SQLModel's warning: the ledger speaks Core on purpose."""
+
+    execute = SQLAlchemyAsyncSession.execute
+
+
 SessionMaker = async_sessionmaker[AsyncSession]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option of the read-only engine: on SQLite its transactions take no write lock.
+READ_ONLY = "copool_read_only"
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -31,7 +45,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     SQLite's default deferred transactions upgrade to a write lock lazily and then fail with
     "database is locked" under concurrency; taking the write lock at BEGIN serialises writers,
-    which makes conditional UPDATEs as safe as row locks are on PostgreSQL.
+    which makes conditional UPDATEs as safe as row locks are on PostgreSQL. Readers (the read-only
+    engine) begin deferred: in WAL mode they read a snapshot and never wait for a writer.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -46,11 +61,23 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine for PostgreSQL (asyncpg) or SQLite (aiosqlite), tuned for each."""
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    connect_timeout_s: float = 5.0,
+    statement_timeout_s: float = 30.0,
+) -> AsyncEngine:
+    """An engine for PostgreSQL (asyncpg) or SQLite (aiosqlite), tuned for each.
+
+    On PostgreSQL a server that accepts connections but never answers costs at most
+    `connect_timeout_s` to connect, and a statement at most `statement_timeout_s` (enforced by the
+    server, and by the client a second later in case the server itself hangs).
+    """
     if database_url.startswith("sqlite"):
         engine = create_async_engine(
             database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -62,8 +89,17 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
-        pool_timeout=10,
+        pool_timeout=connect_timeout_s + 5,
+        connect_args={
+            "timeout": connect_timeout_s,
+            "command_timeout": statement_timeout_s + 1,
+            "server_settings": {"statement_timeout": str(int(statement_timeout_s * 1000))},
+        },
     )
+
+
+def on_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 def dialect_insert(session: AsyncSession, table: Table) -> Any:
@@ -74,6 +110,20 @@ def dialect_insert(session: AsyncSession, table: Table) -> Any:
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> SessionMaker:
+    """Sessions for GET routes: no write lock on SQLite, no BEGIN/ROLLBACK trips on PostgreSQL.
+
+    On PostgreSQL the connection runs in autocommit: each SELECT is its own snapshot, which is
+    what a read of one row (or one page by an indexed key) needs.
+    """
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return async_sessionmaker(
+        engine.execution_options(**options), class_=AsyncSession, expire_on_commit=False
+    )
 
 
 async def session_scope(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:

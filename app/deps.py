@@ -12,11 +12,23 @@ from litestar.di import Provide
 
 from app.auth import Principal, principal_of
 from app.db import AsyncSession, session_scope
+from app.uow import UnitOfWork
 
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
     async for session in session_scope(state.sessionmaker):
         yield session
+
+
+async def provide_reader(state: State) -> AsyncIterator[AsyncSession]:
+    """A session for reads: takes no write lock (SQLite), no BEGIN/ROLLBACK trips (PostgreSQL)."""
+    async with state.read_sessionmaker() as session:
+        yield session
+
+
+def provide_uow(state: State) -> UnitOfWork:
+    """The unit of work a writing use case opens (it commits; the route never does)."""
+    return UnitOfWork(state.sessionmaker)
 
 
 def provide_now(state: State) -> datetime:
@@ -31,6 +43,8 @@ def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 DEPENDENCIES = {
     "session": Provide(provide_session),
+    "reader": Provide(provide_reader),
+    "uow": Provide(provide_uow, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
     "principal": Provide(provide_principal, sync_to_thread=False),
 }

@@ -1,14 +1,19 @@
 """Idempotency-Key for every POST that moves money, implemented once (Stripe semantics).
 
 A key is claimed atomically (INSERT ... ON CONFLICT DO NOTHING) together with a hash of the
-request. The first request runs and its answer is stored; a replay with the same key and body gets
-that answer byte for byte; the same key with another body is 409; a duplicate that arrives while
-the first still runs is 409 too. A server error releases the key so the client can retry. Keys
-are scoped to the caller and kept for 24 hours.
+canonical request (JSON re-encoded with sorted keys). The first request runs and its answer is
+stored; a replay with the same key and body gets that answer byte for byte; the same key with
+another body is 409; a duplicate that arrives while the first still runs is 409 too. A claim is a
+lease (COPOOL_IDEMPOTENCY_LEASE_S): if the process dies mid-request, a retry after the lease runs
+the request again, and since the route derives every money movement's id from the claim (owner,
+key and the claim's generation), the re-run finishes the crashed run's work instead of repeating
+it. A server error releases the key so the client can retry. Keys are scoped to the caller and
+kept for 24 hours; a key used again after it was forgotten is a new request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from datetime import datetime, timedelta
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.enums import ScopeType
-from sqlalchemy import Column, Integer, LargeBinary, String, delete, update
+from sqlalchemy import Column, Integer, LargeBinary, String, delete, or_, update
 from sqlmodel import Field, SQLModel, col, select
 
 from app.auth import Principal
@@ -31,6 +36,8 @@ HEADER = b"idempotency-key"
 KEY_TTL = timedelta(hours=24)
 _VALID_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBLEM_JSON = b"application/problem+json"
+#: Where the middleware leaves the request's Claim for the route (see `idempotent_id`).
+SCOPE_KEY = "copool_idempotency_claim"
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -41,6 +48,8 @@ class IdempotencyRecord(SQLModel, table=True):
     key: str = Field(sa_column=Column(String(128), primary_key=True))
     request_hash: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    #: While the first request runs: until when it owns the key. A retry after that runs again.
+    locked_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     #: NULL while the first request is still running.
     status_code: int | None = Field(default=None, sa_column=Column(Integer))
     content_type: str | None = Field(default=None, max_length=100)
@@ -82,11 +91,28 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """The caller's hold on a key: `generation` (when the key was first claimed) makes the ids
+    derived from it differ from those of an older use of the same key that was forgotten."""
+
+    owner: str
+    key: str
+    generation: datetime
+
+    def derived_id(self) -> str:
+        """A digest of owner, key and generation: fits any id column, whatever the key."""
+        material = f"{self.owner}\x00{self.key}\x00{self.generation.isoformat()}"
+        return hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
 class _Store:
     def __init__(self, sessionmaker: SessionMaker) -> None:
         self._sessionmaker = sessionmaker
 
-    async def claim(self, owner: str, key: str, request_hash: str, now: datetime) -> bool:
+    async def claim(
+        self, owner: str, key: str, request_hash: str, now: datetime, lease: timedelta
+    ) -> Claim | IdempotencyRecord:
+        """Our claim on the key, or the record that someone else holds (or finished)."""
         async with self._sessionmaker() as session:
             # Forget a key older than its time to live, so it may be used again.
             await session.exec(
@@ -96,39 +122,70 @@ class _Store:
                     TABLE.c.created_at < now - KEY_TTL,
                 )
             )
-            result = await session.exec(
+            inserted = await session.exec(
                 dialect_insert(session, TABLE)
-                .values(owner=owner, key=key, request_hash=request_hash, created_at=now)
+                .values(
+                    owner=owner,
+                    key=key,
+                    request_hash=request_hash,
+                    created_at=now,
+                    locked_until=now + lease,
+                )
                 .on_conflict_do_nothing(index_elements=["owner", "key"])
-                .returning(TABLE.c.key)
+                .returning(TABLE.c.created_at)
             )
-            claimed = result.first() is not None
+            generation = inserted.scalar()
+            if generation is None:
+                # A run that crashed (or outlived its lease) gives the key up to its retry.
+                taken_over = await session.exec(
+                    update(TABLE)
+                    .where(
+                        TABLE.c.owner == owner,
+                        TABLE.c.key == key,
+                        TABLE.c.request_hash == request_hash,
+                        TABLE.c.status_code.is_(None),
+                        or_(TABLE.c.locked_until.is_(None), TABLE.c.locked_until <= now),
+                    )
+                    .values(locked_until=now + lease)
+                    .returning(TABLE.c.created_at)
+                )
+                generation = taken_over.scalar()
             await session.commit()
-            return claimed
-
-    async def find(self, owner: str, key: str) -> IdempotencyRecord | None:
-        async with self._sessionmaker() as session:
+            if generation is not None:
+                return Claim(owner, key, generation)
             found = await session.exec(
                 select(IdempotencyRecord).where(
                     col(IdempotencyRecord.owner) == owner, col(IdempotencyRecord.key) == key
                 )
             )
-            return found.first()
+            record = found.first()
+            if record is None:  # forgotten between the two statements: a new request after all
+                return await self.claim(owner, key, request_hash, now, lease)
+            return record
 
-    async def finish(
-        self, owner: str, key: str, status: int, content_type: str, body: bytes
-    ) -> None:
+    async def finish(self, claim: Claim, status: int, content_type: str, body: bytes) -> None:
         async with self._sessionmaker() as session:
             await session.exec(
                 update(TABLE)
-                .where(TABLE.c.owner == owner, TABLE.c.key == key)
-                .values(status_code=status, content_type=content_type, body=body)
+                .where(
+                    TABLE.c.owner == claim.owner,
+                    TABLE.c.key == claim.key,
+                    TABLE.c.created_at == claim.generation,
+                )
+                .values(status_code=status, content_type=content_type, body=body, locked_until=None)
             )
             await session.commit()
 
-    async def release(self, owner: str, key: str) -> None:
+    async def release(self, claim: Claim) -> None:
         async with self._sessionmaker() as session:
-            await session.exec(delete(TABLE).where(TABLE.c.owner == owner, TABLE.c.key == key))
+            await session.exec(
+                delete(TABLE).where(
+                    TABLE.c.owner == claim.owner,
+                    TABLE.c.key == claim.key,
+                    TABLE.c.created_at == claim.generation,
+                    TABLE.c.status_code.is_(None),
+                )
+            )
             await session.commit()
 
 
@@ -138,6 +195,23 @@ async def purge_expired_keys(sessionmaker: SessionMaker, now: datetime) -> int:
         result: Any = await session.exec(delete(TABLE).where(TABLE.c.created_at < now - KEY_TTL))
         await session.commit()
         return int(result.rowcount or 0)
+
+
+def canonical_request_hash(method: str, path: bytes, query: bytes, body: bytes) -> str:
+    """A hash of what the request asks for: a JSON body is parsed and re-encoded with sorted
+    keys, so a retry whose encoder orders keys or spaces differently is the same request."""
+    with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError):  # not JSON: hash as sent
+        body = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+    digest = hashlib.sha256()
+    for part in (method.encode(), path, query, body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def idempotent_id(scope: Scope | Any) -> str | None:
+    """The id a route derives its money movements from, if the request carries a key."""
+    claim = scope.get(SCOPE_KEY)
+    return claim.derived_id() if isinstance(claim, Claim) else None
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
@@ -177,23 +251,25 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return
         user = scope.get("user")
         owner = str(user.user_id) if isinstance(user, Principal) else "anonymous"
-        digest = hashlib.sha256()
-        path = scope.get("raw_path") or scope["path"].encode()
-        for part in (scope["method"].encode(), path, scope.get("query_string", b""), body):
-            digest.update(len(part).to_bytes(8, "big") + part)
-        request_hash = digest.hexdigest()
+        request_hash = canonical_request_hash(
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope.get("query_string", b""),
+            body,
+        )
         store = _Store(state.sessionmaker)
+        lease = timedelta(seconds=state.settings.idempotency_lease_s)
+        claim = await store.claim(owner, key, request_hash, state.clock(), lease)
 
-        if not await store.claim(owner, key, request_hash, state.clock()):
-            first = await store.find(owner, key)
-            if first is None or first.request_hash != request_hash:
+        if not isinstance(claim, Claim):
+            if claim.request_hash != request_hash:
                 answer = _problem(
                     409,
                     "idempotency-key-reused",
                     "Idempotency-Key reused",
                     "this Idempotency-Key was used with a different request",
                 )
-            elif first.status_code is None:
+            elif claim.status_code is None:
                 answer = _problem(
                     409,
                     "idempotency-request-in-progress",
@@ -201,11 +277,12 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                     "a request with this Idempotency-Key is still being processed; retry later",
                 )
             else:
-                stored_type = (first.content_type or "application/json").encode()
-                await _send_answer(send, first.status_code, stored_type, first.body or b"", True)
+                stored_type = (claim.content_type or "application/json").encode()
+                await _send_answer(send, claim.status_code, stored_type, claim.body or b"", True)
                 return
             await _send_answer(send, *answer)
             return
+        scope[SCOPE_KEY] = claim  # type: ignore[literal-required]
 
         replayed_body = False
 
@@ -232,11 +309,11 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive_body, capture)
         except BaseException:
-            await store.release(owner, key)
+            await store.release(claim)
             raise
         if status >= 500:
-            await store.release(owner, key)
+            await store.release(claim)
         else:
-            await store.finish(owner, key, status, content_type, b"".join(chunks))
+            await store.finish(claim, status, content_type, b"".join(chunks))
 
     return middleware

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 from arq.connections import ArqRedis
@@ -17,7 +17,8 @@ from redis.asyncio import ConnectionPool
 from app.accounts.api import AuthController, MeController
 from app.auth import AuthCache, RateLimiter, auth_change_notifier, create_jwt_auth
 from app.body import StrictJSONRequest
-from app.db import create_engine, create_sessionmaker
+from app.clock import utc_now
+from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.deps import DEPENDENCIES
 from app.health import HealthController
 from app.idempotency import idempotency_middleware
@@ -26,17 +27,13 @@ from app.openapi import openapi_config
 from app.problems import exception_handlers
 from app.settings import Settings, load_settings
 from payments.api import LedgerController, WalletController
-from payments.funding import SandboxFundingProvider
-from payments.sequencer import run_sequencer
+from payments.chain_writer import run_chain_writer
+from payments.funding import funding_provider
 from workers.settings import job_deserializer, job_serializer, worker_options
 
 log = structlog.get_logger("copool.app")
 
 REDIS_TIMEOUT_S = 2.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def create_redis(url: str) -> ArqRedis:
@@ -65,10 +62,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_s=settings.db_statement_timeout_s,
+        )
         redis = create_redis(settings.redis_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.redis = redis
         app.state.limiter = RateLimiter(redis)
         app.state.auth_cache = auth_cache = AuthCache(ttl_s=settings.auth_cache_ttl_s)
@@ -76,11 +79,13 @@ def create_app(
         app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)
         auth_listener = asyncio.create_task(auth_cache.listen(redis))
         sequencer = asyncio.create_task(
-            run_sequencer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
+            run_chain_writer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
         )
         worker_task: asyncio.Task[None] | None = None
         if settings.inline_worker:
-            worker = Worker(**worker_options(settings), handle_signals=False)
+            options = worker_options(settings)
+            options["ctx"].update(clock=clock, funding=app.state.funding)
+            worker = Worker(**options, handle_signals=False)
             worker_task = asyncio.create_task(worker.async_run())
             log.info("arq worker running inside this process", redis=settings.redis_url)
         try:
@@ -123,7 +128,7 @@ def create_app(
                 "settings": settings,
                 "jwt_auth": jwt_auth,
                 "clock": clock,
-                "funding": SandboxFundingProvider(),
+                "funding": funding_provider(settings.funding_provider),
             }
         ),
         logging_config=None,

@@ -60,6 +60,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ledger_chain_interval_s: float = 0.2
     #: Connections each process keeps to PostgreSQL (as many again may open under bursts).
     db_pool_size: int = 10
+    #: Seconds to wait for PostgreSQL to accept a connection, and for one statement to answer.
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_s: int = 15
+    #: How long a request in progress owns its Idempotency-Key; a retry after it runs again.
+    idempotency_lease_s: int = 30
+    #: A withdrawal's hold expires after this (the provider's answer settles it before).
+    withdrawal_hold_ttl_s: int = 24 * 3600
+    #: The funding provider; the sandbox must be named explicitly when COPOOL_ENV=prod.
+    funding_provider: str = "sandbox"
 
 
 def normalize_database_url(url: str) -> str:
@@ -96,6 +105,24 @@ def _currency(code: str) -> str:
             f"COPOOL_DEFAULT_CURRENCY must be an active ISO 4217 currency code like CNY: {code!r}"
         )
     return code
+
+
+FUNDING_PROVIDERS = ("sandbox",)
+
+
+def _funding_provider(environ: Mapping[str, str], env: Env) -> str:
+    """The sandbox moves play money: in prod it runs only when named on purpose."""
+    raw = environ.get("COPOOL_FUNDING_PROVIDER", "")
+    if raw and raw not in FUNDING_PROVIDERS:
+        raise SettingsError(
+            f"COPOOL_FUNDING_PROVIDER must be one of {', '.join(FUNDING_PROVIDERS)}, got {raw!r}"
+        )
+    if not raw and env is Env.PROD:
+        raise SettingsError(
+            "COPOOL_FUNDING_PROVIDER is required when COPOOL_ENV=prod "
+            "(set it to sandbox only for a play-money deployment)"
+        )
+    return raw or "sandbox"
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -182,4 +209,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         default_currency=_currency(environ.get("COPOOL_DEFAULT_CURRENCY") or DEFAULT_CURRENCY),
         db_pool_size=_int(environ, "COPOOL_DB_POOL_SIZE", 10, 1, 500),
+        db_connect_timeout_s=_int(environ, "COPOOL_DB_CONNECT_TIMEOUT_S", 5, 1, 300),
+        db_statement_timeout_s=_int(environ, "COPOOL_DB_STATEMENT_TIMEOUT_S", 15, 1, 3600),
+        idempotency_lease_s=_int(environ, "COPOOL_IDEMPOTENCY_LEASE_S", 30, 1, 3600),
+        withdrawal_hold_ttl_s=_int(
+            environ, "COPOOL_WITHDRAWAL_HOLD_TTL_S", 24 * 3600, 60, 30 * 24 * 3600
+        ),
+        funding_provider=_funding_provider(environ, env),
     )

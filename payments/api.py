@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -13,6 +13,7 @@ from litestar.params import FromQuery, JSONBody
 
 from app.auth import Principal
 from app.db import AsyncSession
+from app.idempotency import idempotent_id
 from app.pagination import (
     DEFAULT_LIMIT,
     CursorQuery,
@@ -22,7 +23,9 @@ from app.pagination import (
     encode_cursor,
 )
 from app.problems import problem_responses
-from payments import service
+from app.uow import UnitOfWork
+from payments import chain_writer, service
+from payments.records import TransferRecord
 from payments.schemas import (
     Currency,
     Direction,
@@ -42,33 +45,15 @@ IDEMPOTENCY_DOC = (
 _OUT_FIELDS = [name for name in TransferOut.__struct_fields__ if name != "direction"]
 
 
-def transfer_out(row: service.TransferRecord, direction: Direction) -> TransferOut:
+def transfer_out(row: TransferRecord, direction: Direction) -> TransferOut:
     return TransferOut(direction=direction, **{name: getattr(row, name) for name in _OUT_FIELDS})
 
 
-async def _fund(
-    operation: Any,
-    direction: Direction,
-    request: Request[Any, Any, State],
-    data: FundingIn,
-    principal: Principal,
-    session: AsyncSession,
-    now: datetime,
-) -> TransferOut:
-    """A top-up or withdrawal; its transfer id derives from the Idempotency-Key when there is
-    one, so a retry pays once even if the key's stored answer were lost."""
-    key = request.headers.get("idempotency-key")
-    prefix = operation.__name__
-    row = await operation(
-        session,
-        provider=request.app.state.funding,
-        user_id=principal.user_id,
-        amount_minor=data.amount_minor,
-        currency=data.currency,
-        transfer_id=f"{prefix}:{principal.user_id}:{key}" if key else f"{prefix}:{uuid.uuid4()}",
-        now=now,
-    )
-    return transfer_out(row, direction)
+def _transfer_id(request: Request[Any, Any, State], prefix: str) -> str:
+    """Derived from the request's Idempotency-Key claim when there is one, so a retry (even one
+    that re-runs after a crash) finishes the first run's transfer instead of making another."""
+    derived = idempotent_id(request.scope)
+    return f"{prefix}:{derived}" if derived else f"{prefix}:{uuid.uuid4().hex}"
 
 
 class WalletController(Controller):
@@ -89,18 +74,28 @@ class WalletController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[FundingIn],
         principal: NamedDependency[Principal],
-        session: NamedDependency[AsyncSession],
+        uow: NamedDependency[UnitOfWork],
         now: NamedDependency[datetime],
     ) -> TransferOut:
-        return await _fund(service.top_up, "credit", request, data, principal, session, now)
+        row = await service.top_up(
+            uow,
+            provider=request.app.state.funding,
+            user_id=principal.user_id,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            transfer_id=_transfer_id(request, "top_up"),
+            now=now,
+        )
+        return transfer_out(row, "credit")
 
     @post(
         "/withdrawals",
         status_code=201,
         opt=IDEMPOTENT,
         summary="Pay money out of the wallet through the funding provider",
-        description="Held first, captured when the provider pays out, voided if it declines."
-        + IDEMPOTENCY_DOC,
+        description="Held first, captured when the provider pays out, voided if it declines. "
+        "If the provider's answer is not known yet, the answer is the pending hold (status "
+        "`pending`); a worker asks the provider until it is decided." + IDEMPOTENCY_DOC,
         responses=problem_responses(401, 402, 409, 422),
     )
     async def withdraw(
@@ -108,21 +103,32 @@ class WalletController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[FundingIn],
         principal: NamedDependency[Principal],
-        session: NamedDependency[AsyncSession],
+        uow: NamedDependency[UnitOfWork],
         now: NamedDependency[datetime],
     ) -> TransferOut:
-        return await _fund(service.withdraw, "debit", request, data, principal, session, now)
+        settings = request.app.state.settings
+        row = await service.withdraw(
+            uow,
+            provider=request.app.state.funding,
+            user_id=principal.user_id,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            transfer_id=_transfer_id(request, "withdrawal"),
+            hold_ttl=timedelta(seconds=settings.withdrawal_hold_ttl_s),
+            now=now,
+        )
+        return transfer_out(row, "debit")
 
     @get("", summary="The caller's wallet in one currency", responses=problem_responses(401, 422))
     async def wallet(
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        session: NamedDependency[AsyncSession],
+        reader: NamedDependency[AsyncSession],
         currency: FromQuery[Currency | None] = None,
     ) -> WalletOut:
         balance = await service.wallet_balance(
-            session, principal.user_id, currency or request.app.state.settings.default_currency
+            reader, principal.user_id, currency or request.app.state.settings.default_currency
         )
         return WalletOut(
             currency=balance.currency,
@@ -139,14 +145,13 @@ class WalletController(Controller):
     async def transactions(
         self,
         principal: NamedDependency[Principal],
-        session: NamedDependency[AsyncSession],
+        reader: NamedDependency[AsyncSession],
         limit: LimitQuery = DEFAULT_LIMIT,
         cursor: CursorQuery = None,
     ) -> Page[TransferOut]:
         before = decode_cursor(cursor)
-        await service.chain_all(session)
         lines = await service.statement(
-            session, user_id=principal.user_id, limit=limit + 1, before_row_id=before
+            reader, user_id=principal.user_id, limit=limit + 1, before_row_id=before
         )
         page = lines[:limit]
         has_more = len(lines) > limit and page[-1].transfer.row_id is not None
@@ -165,7 +170,6 @@ class LedgerController(Controller):
         summary="The newest entry of the hash chain: hold it to verify your statement later",
         responses=problem_responses(401),
     )
-    async def head(self, session: NamedDependency[AsyncSession]) -> LedgerHeadOut:
-        await service.chain_all(session)
-        seq, hash_ = await service.chain_head(session)
+    async def head(self, reader: NamedDependency[AsyncSession]) -> LedgerHeadOut:
+        seq, hash_ = await chain_writer.chain_head(reader)
         return LedgerHeadOut(seq=seq, hash=hash_)

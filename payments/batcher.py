@@ -3,7 +3,9 @@
 While one batch is in the database, new calls queue; the next batch takes all of them (up to
 MAX_BATCH). A lone call goes alone, so nothing waits for company: latency stays one round trip,
 and under load the per-call cost of a statement and a commit is shared. Two operations batch
-this way: staging transfers (ledger_stage_batch) and resolving holds (ledger_resolve_batch).
+this way: staging transfers and resolving holds (payments/postgres.py names the statements).
+Each element succeeds or fails on its own: the functions answer an outcome per element, and if
+the statement as a whole fails, each element is run alone so one bad element fails only itself.
 """
 
 from __future__ import annotations
@@ -29,29 +31,6 @@ class BatchedCall:
     columns: tuple[str, ...]
 
 
-STAGE = BatchedCall(
-    "SELECT outcome, (transfer).* FROM ledger_stage_batch($1::text[], $2::integer[], "
-    "$3::integer[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::boolean[], "
-    "$9::timestamptz[], $10::timestamptz[])",
-    (
-        "id",
-        "debit_account_id",
-        "credit_account_id",
-        "amount_minor",
-        "currency",
-        "kind",
-        "ref",
-        "is_hold",
-        "expires_at",
-        "created_at",
-    ),
-)
-RESOLVE = BatchedCall(
-    "SELECT outcome, (transfer).* FROM ledger_resolve_batch($1::text[], $2::text[], "
-    "$3::bigint[], $4::timestamptz[])",
-    ("hold_id", "status", "amount_minor", "now"),
-)
-
 Pending = tuple[dict[str, Any], "asyncio.Future[tuple[str, Any]]"]
 
 
@@ -76,18 +55,32 @@ class Batcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    answers = await self._execute([values for values, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(answer)
+                await self._answer(batch)
         finally:
             self._draining = False
+
+    async def _answer(self, batch: list[Pending]) -> None:
+        try:
+            answers = await self._execute([values for values, _ in batch])
+        except DBAPIError as exc:
+            if len(batch) > 1:  # find the element at fault: alone, it fails only itself
+                for pending in batch:
+                    await self._answer([pending])
+                return
+            self._fail(batch, exc)
+            return
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+    @staticmethod
+    def _fail(batch: list[Pending], exc: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
     async def _execute(self, batch: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         params = tuple([values[column] for values in batch] for column in self._call.columns)

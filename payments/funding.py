@@ -72,4 +72,14 @@ class SandboxFundingProvider:
         return self._answer(reference, amount_minor)
 
     async def status(self, *, reference: str) -> FundingResult:
-        return self._seen.get(reference) or FundingResult(FundingStatus.UNKNOWN, "", "not found")
+        # A reference the sandbox never saw was never paid: as final as a decline.
+        return self._seen.get(reference) or FundingResult(
+            FundingStatus.DECLINED, "", "payment_not_found"
+        )
+
+
+def funding_provider(name: str) -> FundingProvider:
+    """The provider a deployment names in COPOOL_FUNDING_PROVIDER."""
+    if name == SandboxFundingProvider.name:
+        return SandboxFundingProvider()
+    raise ValueError(f"no funding provider named {name!r}")

@@ -39,6 +39,25 @@ class TransferStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class TransferKind(StrEnum):
+    """Kinds the ledger itself writes; domains name their own (`pool_join`, `fare`, ...)."""
+
+    TOP_UP = "top_up"
+    WITHDRAWAL = "withdrawal"
+    CAPTURE = "capture"
+    VOID = "void"
+    EXPIRY = "expiry"
+    REFUND = "refund"
+
+
+#: The kind of the entry that records a hold's resolution into each final status.
+RESOLUTION_KIND = {
+    TransferStatus.POSTED: TransferKind.CAPTURE,
+    TransferStatus.VOIDED: TransferKind.VOID,
+    TransferStatus.EXPIRED: TransferKind.EXPIRY,
+}
+
+
 def _money(name: str) -> Column[int]:
     return Column(name, BigInteger, nullable=False, server_default=text("0"))
 
@@ -123,6 +142,10 @@ class Transfer(SQLModel, table=True):
     credit_account_id: int = Field(
         sa_column=Column(Integer, ForeignKey("ledger_accounts.id"), nullable=False)
     )
+    #: The account keys the caller named; verify checks the ids above still belong to them.
+    #: NULL on resolutions and refunds, whose accounts are copied from their parent.
+    debit_key: str | None = Field(default=None, sa_column=Column(String(120)))
+    credit_key: str | None = Field(default=None, sa_column=Column(String(120)))
     amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
     kind: str = Field(max_length=32)

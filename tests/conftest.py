@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +17,25 @@ from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.main import create_app
 from app.settings import Env, Settings
 from tests.support.services import PostgresDatabase, flushed_redis, migrate, sqlite_url, unavailable
+
+# `make test` runs the "ci" profile: derandomized, so a run is repeatable on any machine, with no
+# example database (a fresh clone has none either). `make fuzz` runs "fuzz": random and long.
+hypothesis_settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.register_profile(
+    "fuzz",
+    max_examples=2_000,
+    stateful_step_count=60,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"

@@ -8,9 +8,12 @@ import msgspec
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 
+from app.clock import utc_now
 from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, load_settings
-from workers.jobs import chain_ledger, expire_holds, heartbeat, purge_idempotency_keys
+from payments.funding import funding_provider
+from payments.jobs import chain_ledger, expire_holds, settle_withdrawals
+from workers.jobs import heartbeat, purge_idempotency_keys
 
 
 def job_serializer(obj: Any) -> bytes:
@@ -34,6 +37,7 @@ def heartbeat_cron(interval_s: int) -> CronJob:
 SWEEPS = [
     cron(expire_holds, second={5, 35}, unique=True, timeout=120),
     cron(chain_ledger, second=set(range(0, 60, 10)), unique=True, timeout=120),
+    cron(settle_withdrawals, second={20, 50}, unique=True, timeout=120),
     cron(purge_idempotency_keys, minute={17}, second={0}, unique=True, timeout=300),
 ]
 
@@ -41,7 +45,14 @@ SWEEPS = [
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
-    ctx["engine"] = create_engine(settings.database_url, pool_size=5)
+    ctx.setdefault("clock", utc_now)
+    ctx.setdefault("funding", funding_provider(settings.funding_provider))
+    ctx["engine"] = create_engine(
+        settings.database_url,
+        pool_size=5,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+    )
     ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
 
 
@@ -54,7 +65,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """Functions, schedules and hooks of the copool worker."""
 
-    functions: ClassVar[list[Any]] = [heartbeat, expire_holds, chain_ledger, purge_idempotency_keys]
+    functions: ClassVar[list[Any]] = [
+        heartbeat,
+        expire_holds,
+        chain_ledger,
+        settle_withdrawals,
+        purge_idempotency_keys,
+    ]
     cron_jobs: ClassVar[list[CronJob]] = [heartbeat_cron(10), *SWEEPS]
     on_startup = startup
     on_shutdown = shutdown

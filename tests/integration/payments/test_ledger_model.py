@@ -42,9 +42,11 @@ T = TypeVar("T")
 USERS = 3
 #: Modest on purpose: the file runs on both backends in well under 40 s. The CI profile
 #: (tests/conftest.py) decides derandomization; these settings inherit it.
+#: `make fuzz` (a profile with more examples) runs a tenth of its examples here, longer ones.
+LONG_RUN = settings.default.max_examples > 100
 MODEL_SETTINGS = settings(
-    max_examples=12,
-    stateful_step_count=25,
+    max_examples=settings.default.max_examples // 10 if LONG_RUN else 12,
+    stateful_step_count=settings.default.stateful_step_count if LONG_RUN else 25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

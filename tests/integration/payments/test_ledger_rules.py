@@ -26,7 +26,7 @@ from app.uow import UnitOfWork
 from payments import ledger, postgres, service
 from payments.batcher import batcher_for
 from payments.chain_writer import chain_all
-from payments.errors import HoldExpired, InsufficientFunds, InvalidTransfer, TransferIdConflict
+from payments.errors import InsufficientFunds, InvalidTransfer, TransferIdConflict
 from payments.funding import FundingResult, FundingStatus
 from payments.models import AccountKind, TransferKind, TransferStatus
 from payments.money import MAX_AMOUNT_MINOR
@@ -139,24 +139,12 @@ ENTRIES: dict[str, Entry] = {
     "ledger.transfer": through_ledger_transfer,
     "ledger.hold": through_ledger_hold,
 }
-#: payments/ledger.py `transfer` and `hold` open the accounts on PostgreSQL before `_stage`
-#: validates the spec: statements go out first, and a 121-character account key fails in the
-#: database (DBAPIError, a 500) instead of InvalidTransfer.
-VALIDATED_AFTER_OPENING_ACCOUNTS = pytest.mark.xfail(
-    strict=True,
-    reason="library defect: ledger.transfer/ledger.hold call open_accounts before validate "
-    "on PostgreSQL",
-)
-
-
 @pytest.mark.parametrize("entry", list(ENTRIES))
 @pytest.mark.parametrize("case", list(INVALID))
 async def test_an_invalid_transfer_is_refused_before_the_database_sees_it(
-    sessionmaker: SessionMaker, case: str, entry: str, request: pytest.FixtureRequest
+    sessionmaker: SessionMaker, case: str, entry: str
 ) -> None:
     uow = UnitOfWork(sessionmaker)
-    if uow.on_postgres and entry.startswith("ledger."):
-        request.applymarker(VALIDATED_AFTER_OPENING_ACCOUNTS)
     payer, payee = uuid.uuid4(), uuid.uuid4()
     changes = dict(INVALID[case])
     if changes.get("credit", "") is None:
@@ -495,13 +483,6 @@ async def test_the_expiry_sweep_leaves_withdrawal_holds_to_the_provider(
     assert await balance(sessionmaker, user) == service.WalletBalance("EUR", 600, 400, 1_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=HoldExpired,
-    reason="library defect: service._settle_withdrawal captures with `now` past the withdrawal "
-    "hold's expiry, so ledger.capture raises HoldExpired and a payout the provider confirmed "
-    "late can never be settled",
-)
 async def test_a_withdrawal_the_provider_confirms_after_its_ttl_is_still_settled(
     sessionmaker: SessionMaker,
 ) -> None:
@@ -523,6 +504,11 @@ async def test_a_withdrawal_the_provider_confirms_after_its_ttl_is_still_settled
     assert await service.settle_withdrawals(uow, provider=bank, now=later) >= 1
     async with sessionmaker() as session:
         settled = await ledger.get_transfer(session, withdrawal.id)
+        paid = await ledger.get_transfer(session, f"{withdrawal.id}/paid-late")
+    # The expired hold cannot be captured: it is released and the payout posted in its place.
     assert settled is not None
-    assert settled.status is TransferStatus.POSTED
+    assert settled.status is TransferStatus.VOIDED
+    assert paid is not None
+    assert (paid.status, paid.amount_minor) == (TransferStatus.POSTED, 400)
     assert await balance(sessionmaker, user) == service.WalletBalance("EUR", 600, 0, 600)
+    assert await service.settle_withdrawals(uow, provider=bank, now=later) == 0  # nothing left

@@ -17,7 +17,7 @@ async def top_up(
     extra = {"Idempotency-Key": key} if key else {}
     return await client.post(
         "/v1/wallet/top-ups",
-        json={"amount_minor": amount, "currency": "EUR"},
+        json={"amount_minor": amount, "currency": "CNY"},
         headers={**headers, **extra},
     )
 
@@ -37,7 +37,7 @@ async def test_a_top_up_credits_the_wallet_and_lands_in_the_chain(
 
     wallet = (await client.get("/v1/wallet", headers=auth)).json()
     assert wallet == {
-        "currency": "EUR",
+        "currency": "CNY",
         "available_minor": 5_000,
         "held_minor": 0,
         "balance_minor": 5_000,
@@ -45,8 +45,13 @@ async def test_a_top_up_credits_the_wallet_and_lands_in_the_chain(
     me = (await client.get("/v1/me", headers=auth)).json()
     assert me["wallet"]["available_minor"] == 5_000
 
-    page = (await client.get("/v1/wallet/transactions", headers=auth)).json()
-    [line] = page["items"]
+    # A GET never writes: the app's chain writer chains the entry within moments.
+    for _ in range(100):
+        page = (await client.get("/v1/wallet/transactions", headers=auth)).json()
+        [line] = page["items"]
+        if line["seq"] is not None:
+            break
+        await asyncio.sleep(0.05)
     assert line["id"] == transfer["id"]
     assert line["direction"] == "credit"
     assert isinstance(line["seq"], int)
@@ -108,11 +113,11 @@ async def test_withdrawing_more_than_available_is_402_insufficient_funds(
     _, auth = await sign_up(client)
     await top_up(client, auth, 500)
     too_much = await client.post(
-        "/v1/wallet/withdrawals", json={"amount_minor": 501, "currency": "EUR"}, headers=auth
+        "/v1/wallet/withdrawals", json={"amount_minor": 501, "currency": "CNY"}, headers=auth
     )
     assert_problem(too_much, 402, "insufficient-funds")
     ok = await client.post(
-        "/v1/wallet/withdrawals", json={"amount_minor": 200, "currency": "EUR"}, headers=auth
+        "/v1/wallet/withdrawals", json={"amount_minor": 200, "currency": "CNY"}, headers=auth
     )
     assert ok.status_code == 201, ok.text
     assert ok.json()["status"] == "posted"
@@ -128,8 +133,8 @@ async def test_bad_money_input_is_422(client: AsyncTestClient[Any]) -> None:
     assert_problem(unknown, 422, "unknown-currency")
     for body in (
         {"amount_minor": 100, "currency": "eur"},
-        {"amount_minor": 0, "currency": "EUR"},
-        {"amount_minor": 1.5, "currency": "EUR"},
+        {"amount_minor": 0, "currency": "CNY"},
+        {"amount_minor": 1.5, "currency": "CNY"},
     ):
         response = await client.post("/v1/wallet/top-ups", json=body, headers=auth)
         assert_problem(response, 422, "validation-error")
@@ -138,7 +143,7 @@ async def test_bad_money_input_is_422(client: AsyncTestClient[Any]) -> None:
     )
     bad_key = await client.post(
         "/v1/wallet/top-ups",
-        json={"amount_minor": 100, "currency": "EUR"},
+        json={"amount_minor": 100, "currency": "CNY"},
         headers={**auth, "Idempotency-Key": "spaces are not allowed"},
     )
     assert_problem(bad_key, 422, "validation-error")
@@ -147,7 +152,7 @@ async def test_bad_money_input_is_422(client: AsyncTestClient[Any]) -> None:
 async def test_the_wallet_needs_a_token(client: AsyncTestClient[Any]) -> None:
     assert_problem(await client.get("/v1/wallet"), 401, "unauthorized")
     assert_problem(
-        await client.post("/v1/wallet/top-ups", json={"amount_minor": 1, "currency": "EUR"}),
+        await client.post("/v1/wallet/top-ups", json={"amount_minor": 1, "currency": "CNY"}),
         401,
         "unauthorized",
     )
@@ -188,7 +193,7 @@ async def test_a_declined_withdrawal_releases_its_hold(client: AsyncTestClient[A
     _, auth = await sign_up(client)
     await top_up(client, auth, 50_000)
     declined = await client.post(
-        "/v1/wallet/withdrawals", json={"amount_minor": 20_002, "currency": "EUR"}, headers=auth
+        "/v1/wallet/withdrawals", json={"amount_minor": 20_002, "currency": "CNY"}, headers=auth
     )
     assert_problem(declined, 402, "payment-declined")
     wallet = (await client.get("/v1/wallet", headers=auth)).json()

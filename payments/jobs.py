@@ -1,0 +1,41 @@
+"""Payments' arq jobs: thin and idempotent, each calling a use case with the worker's clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from app.uow import UnitOfWork
+from payments import chain_writer, service
+
+log = structlog.get_logger("copool.payments.jobs")
+
+
+async def expire_holds(ctx: dict[str, Any]) -> int:
+    """Release every pending hold past its expiry (status `expired`)."""
+    now = ctx["clock"]()
+    total = 0
+    while expired := await service.expire_due_holds(UnitOfWork(ctx["sessionmaker"]), now=now):
+        total += expired
+    if total:
+        log.info("expired holds", count=total)
+    return total
+
+
+async def chain_ledger(ctx: dict[str, Any]) -> int:
+    """Sweep: chain whatever committed entries the app processes have not chained yet."""
+    chained = await chain_writer.chain_all(ctx["sessionmaker"])
+    if chained:
+        log.info("chained ledger entries", count=chained)
+    return chained
+
+
+async def settle_withdrawals(ctx: dict[str, Any]) -> int:
+    """Ask the provider about withdrawals whose outcome was unknown; capture or void them."""
+    decided = await service.settle_withdrawals(
+        UnitOfWork(ctx["sessionmaker"]), provider=ctx["funding"], now=ctx["clock"]()
+    )
+    if decided:
+        log.info("settled withdrawals", count=decided)
+    return decided

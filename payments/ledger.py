@@ -1,0 +1,283 @@
+"""Ledger operations inside the caller's transaction: they never commit, roll back or open
+sessions of their own (the use case's unit of work does).
+
+A refused operation raises a PaymentError. On PostgreSQL that also aborts the transaction, so a
+use case that goes on after a refusal wraps the operation in `async with uow.savepoint():`; on
+SQLite a refused operation writes nothing. Account rows are locked in ascending id order: by
+each PL/pgSQL call for its own two accounts, and by `lock_accounts` for all the accounts of a use
+case that makes several calls (call it first, as `post_linked` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+
+from app.db import AsyncSession, dialect_insert, on_postgres
+from payments import portable, postgres, rules
+from payments.errors import (
+    HoldExpired,
+    HoldNotPending,
+    InsufficientFunds,
+    InvalidTransfer,
+    RefundExceedsCaptured,
+    TransferIdConflict,
+    TransferNotFound,
+)
+from payments.models import Account, Transfer, TransferKind, TransferStatus
+from payments.records import (
+    AccountRef,
+    TransferRecord,
+    TransferSpec,
+    resolution_id,
+    row_values,
+    validate,
+)
+
+ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
+TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
+
+get_transfer = portable.get_transfer
+
+
+async def open_accounts(
+    session: AsyncSession, refs: Sequence[AccountRef], now: datetime
+) -> dict[str, int]:
+    """Ids of these accounts, opening the missing ones (concurrent openers are harmless).
+
+    Read from the database every time: no id outlives the transaction that read it.
+    """
+    wanted = {ref.key: ref for ref in refs}
+    found = dict(
+        (
+            await session.execute(
+                select(ACCOUNTS.c.key, ACCOUNTS.c.id).where(ACCOUNTS.c.key.in_(list(wanted)))
+            )
+        ).all()
+    )
+    missing = [ref for key, ref in wanted.items() if key not in found]
+    if missing:
+        await session.execute(
+            dialect_insert(session, ACCOUNTS)
+            .values(
+                [
+                    {
+                        "key": ref.key,
+                        "kind": ref.kind.value,
+                        "currency": ref.currency,
+                        "owner_id": ref.owner_id,
+                        "debits_must_not_exceed_credits": ref.limited,
+                        "created_at": now,
+                    }
+                    for ref in missing
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        opened = await session.execute(
+            select(ACCOUNTS.c.key, ACCOUNTS.c.id).where(
+                ACCOUNTS.c.key.in_([ref.key for ref in missing])
+            )
+        )
+        found.update(opened.all())
+    return found
+
+
+async def lock_accounts(session: AsyncSession, account_ids: Sequence[int]) -> None:
+    """Lock these accounts in ascending id order (PostgreSQL; SQLite has one writer anyway)."""
+    if on_postgres(session) and account_ids:
+        await postgres.lock_accounts(session, list(account_ids))
+
+
+async def _stage(
+    session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
+) -> TransferRecord:
+    validate(spec, is_hold=is_hold, now=now)
+    values = row_values(spec, is_hold=is_hold, now=now)
+    if on_postgres(session):
+        staged = await postgres.call(session, postgres.STAGE, postgres.stage_params(values, now))
+        assert staged is not None, "the accounts were opened in this transaction"
+        return staged
+    ids = await open_accounts(session, [spec.debit, spec.credit], now)
+    values["debit_account_id"] = ids[spec.debit.key]
+    values["credit_account_id"] = ids[spec.credit.key]
+    return await portable.stage(session, values)
+
+
+async def post_linked(
+    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
+) -> list[TransferRecord]:
+    """Post several transfers in the caller's transaction: all of them or, on error, none."""
+    for spec in specs:
+        validate(spec, is_hold=False, now=now)
+    refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
+    ids = await open_accounts(session, refs, now)
+    await lock_accounts(session, list(ids.values()))
+    return [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
+
+
+async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
+    """Move money now (posted); the same id again returns the first transfer."""
+    validate(spec, is_hold=False, now=now)
+    if on_postgres(session):
+        await open_accounts(session, [spec.debit, spec.credit], now)
+    return await _stage(session, spec, is_hold=False, now=now)
+
+
+async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
+    """Reserve money (pending): it leaves the source's available balance until resolved."""
+    validate(spec, is_hold=True, now=now)
+    if on_postgres(session):
+        await open_accounts(session, [spec.debit, spec.credit], now)
+    return await _stage(session, spec, is_hold=True, now=now)
+
+
+async def _resolve(
+    session: AsyncSession,
+    *,
+    hold_id: str,
+    status: TransferStatus,
+    amount_minor: int | None,
+    now: datetime,
+) -> TransferRecord:
+    if amount_minor is not None and (isinstance(amount_minor, bool) or amount_minor <= 0):
+        raise InvalidTransfer("a capture posts at least 1 minor unit")
+    if on_postgres(session):
+        resolved = await postgres.call(
+            session, postgres.RESOLVE, (hold_id, status.value, amount_minor, now)
+        )
+    else:
+        resolved = await portable.resolve(
+            session, hold_id=hold_id, status=status, amount_minor=amount_minor, now=now
+        )
+    if resolved is None:
+        return await explain_unclaimed(session, hold_id, status, amount_minor, now)
+    return resolved
+
+
+async def explain_unclaimed(
+    session: AsyncSession,
+    hold_id: str,
+    status: TransferStatus,
+    amount_minor: int | None,
+    now: datetime,
+) -> TransferRecord:
+    """The hold was not pending (or not due): replay the same resolution, else say why not.
+
+    A retried capture of the same amount (or a retried void) is a replay and answers the first
+    resolution; any other second resolution of a hold is refused (409).
+    """
+    held = await get_transfer(session, hold_id)
+    if held is None or not held.is_hold:
+        raise TransferNotFound(f"no hold {hold_id!r}")
+    if held.status == status:
+        done = await get_transfer(session, resolution_id(hold_id, status))
+        if done is not None and amount_minor in (None, done.amount_minor):
+            return done
+    if held.status == TransferStatus.PENDING and status is TransferStatus.POSTED:
+        raise HoldExpired(f"hold {hold_id!r} expired at {held.expires_at}")
+    if held.status == TransferStatus.PENDING:
+        raise HoldNotPending(f"hold {hold_id!r} is not due to expire before {now}")
+    raise HoldNotPending(f"hold {hold_id!r} is already {held.status}")
+
+
+async def capture(
+    session: AsyncSession, *, hold_id: str, amount_minor: int | None = None, now: datetime
+) -> TransferRecord:
+    """Post a pending hold in full or in part; the rest goes back to the source."""
+    return await _resolve(
+        session, hold_id=hold_id, status=TransferStatus.POSTED, amount_minor=amount_minor, now=now
+    )
+
+
+async def void(session: AsyncSession, *, hold_id: str, now: datetime) -> TransferRecord:
+    """Release a pending hold in full."""
+    return await _resolve(
+        session, hold_id=hold_id, status=TransferStatus.VOIDED, amount_minor=None, now=now
+    )
+
+
+async def expire(session: AsyncSession, *, hold_id: str, now: datetime) -> TransferRecord:
+    """Release a pending hold whose expiry has passed (status `expired`)."""
+    return await _resolve(
+        session, hold_id=hold_id, status=TransferStatus.EXPIRED, amount_minor=None, now=now
+    )
+
+
+async def due_holds(
+    session: AsyncSession, *, now: datetime, limit: int, except_kinds: Sequence[str] = ()
+) -> list[str]:
+    """Ids of pending holds past their expiry, oldest first."""
+    rows = await session.execute(
+        select(TRANSFERS.c.id)
+        .where(
+            TRANSFERS.c.status == TransferStatus.PENDING.value,
+            TRANSFERS.c.expires_at <= now,
+            TRANSFERS.c.kind.not_in(list(except_kinds)),
+        )
+        .order_by(TRANSFERS.c.expires_at)
+        .limit(limit)
+    )
+    return list(rows.scalars().all())
+
+
+async def refund(
+    session: AsyncSession,
+    *,
+    transfer_id: str,
+    refund_id: str,
+    amount_minor: int,
+    now: datetime,
+) -> TransferRecord:
+    """Send (part of) a posted transfer back; refunds never add up to more than it moved."""
+    original = await get_transfer(session, transfer_id)
+    if original is None or original.is_hold or original.status != TransferStatus.POSTED:
+        raise TransferNotFound(f"no posted transfer {transfer_id!r} to refund")
+    if not 0 < amount_minor <= original.amount_minor:
+        raise InvalidTransfer(f"refund between 1 and {original.amount_minor} minor units")
+    if not 0 < len(refund_id) <= 120:
+        raise InvalidTransfer("a refund id has 1 to 120 characters")
+    values: dict[str, Any] = {
+        "id": refund_id,
+        # The reverse movement, between the same accounts, as an ordinary posted entry.
+        "debit_account_id": original.credit_account_id,
+        "credit_account_id": original.debit_account_id,
+        "amount_minor": amount_minor,
+        "currency": original.currency,
+        "kind": TransferKind.REFUND.value,
+        "ref": original.ref,
+        "status": TransferStatus.POSTED.value,
+        "is_hold": False,
+        "parent_id": transfer_id,
+        "created_at": now,
+    }
+    existing = await get_transfer(session, refund_id)
+    if existing is not None:
+        if (existing.parent_id, existing.amount_minor) != (transfer_id, amount_minor):
+            raise TransferIdConflict(f"transfer id {refund_id!r} was used for another transfer")
+        return existing
+    # Several statements that must stand or fall together, whatever the caller does next.
+    async with session.begin_nested():
+        await lock_accounts(session, [original.debit_account_id, original.credit_account_id])
+        counted: Any = await session.execute(
+            update(TRANSFERS)
+            .where(
+                TRANSFERS.c.id == transfer_id,
+                TRANSFERS.c.refunded_minor + amount_minor <= TRANSFERS.c.amount_minor,
+            )
+            .values(refunded_minor=TRANSFERS.c.refunded_minor + amount_minor)
+        )
+        if counted.rowcount != 1:
+            raise RefundExceedsCaptured(
+                f"refunds of {transfer_id!r} would exceed the {original.amount_minor} it moved"
+            )
+        debit, credit = rules.staged(amount_minor, is_hold=False)
+        if not await portable.apply(
+            session, values["debit_account_id"], debit, limit_minor=amount_minor
+        ):
+            raise InsufficientFunds("the payee no longer holds enough to refund")
+        await portable.apply(session, values["credit_account_id"], credit)
+        return await portable.insert(session, values)

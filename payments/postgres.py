@@ -1,0 +1,97 @@
+"""The PostgreSQL path: each ledger step is one call of a PL/pgSQL function (one round trip).
+
+The functions (migrations 0003-0007) apply payments/rules.py inside the database. Their own
+SQLSTATEs: CP402 insufficient funds, CP404 account not open, CP409 transfer id reused, CP422
+invalid amount.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from app.db import AsyncSession
+from payments.batcher import BatchedCall
+from payments.errors import InsufficientFunds, InvalidTransfer, PaymentError, TransferIdConflict
+from payments.records import TransferRecord, record
+
+STAGE = "SELECT * FROM ledger_stage_keyed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+RESOLVE = "SELECT * FROM ledger_resolve($1, $2, $3, $4)"
+#: Lock these accounts (by id) in ascending order, so use cases cannot deadlock each other.
+LOCK = "SELECT 1 FROM ledger_accounts WHERE id = ANY($1::integer[]) ORDER BY id FOR NO KEY UPDATE"
+CHAIN_UPDATE = (
+    "UPDATE ledger_transfers t SET seq = u.seq, hash = u.hash "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(row_id, seq, hash) "
+    "WHERE t.row_id = u.row_id"
+)
+
+STAGE_BATCH = BatchedCall(
+    "SELECT outcome, (transfer).* FROM ledger_stage_batch_keyed($1::text[], $2::text[], "
+    "$3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::boolean[], "
+    "$9::timestamptz[], $10::timestamptz[])",
+    (
+        "id",
+        "debit_key",
+        "credit_key",
+        "amount_minor",
+        "currency",
+        "kind",
+        "ref",
+        "is_hold",
+        "expires_at",
+        "created_at",
+    ),
+)
+RESOLVE_BATCH = BatchedCall(
+    "SELECT outcome, (transfer).* FROM ledger_resolve_batch($1::text[], $2::text[], "
+    "$3::bigint[], $4::timestamptz[])",
+    ("hold_id", "status", "amount_minor", "now"),
+)
+
+ERRORS: dict[str, type[PaymentError]] = {
+    "CP402": InsufficientFunds,
+    "CP409": TransferIdConflict,
+    "CP422": InvalidTransfer,
+}
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return getattr(cause, "sqlstate", None)
+
+
+async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> TransferRecord | None:
+    """Run a ledger function in the session's transaction; map its SQLSTATEs to our errors."""
+    connection = await session.connection()
+    try:
+        result = await connection.exec_driver_sql(sql, params)
+    except DBAPIError as exc:
+        error = ERRORS.get(sqlstate(exc) or "")
+        if error is None:
+            raise
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        raise error(str(getattr(cause, "message", ""))) from None
+    row = result.mappings().first()
+    return record(row) if row is not None and row["id"] is not None else None
+
+
+async def lock_accounts(session: AsyncSession, account_ids: list[int]) -> None:
+    connection = await session.connection()
+    await connection.exec_driver_sql(LOCK, (sorted(set(account_ids)),))
+
+
+def stage_params(values: dict[str, Any], now: datetime) -> tuple[Any, ...]:
+    return (
+        values["id"],
+        values["debit_key"],
+        values["credit_key"],
+        values["amount_minor"],
+        values["currency"],
+        values["kind"],
+        values["ref"],
+        values["is_hold"],
+        values["expires_at"],
+        now,
+    )
