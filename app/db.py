@@ -26,7 +26,6 @@ __all__ = [
 ]
 
 
-
 class AsyncSession(SQLModelAsyncSession):
     """SQLModel's session (`exec` for model queries) that also runs Core statements through
     `execute` without SQLModel's warning: the ledger speaks Core on purpose."""

@@ -139,6 +139,8 @@ ENTRIES: dict[str, Entry] = {
     "ledger.transfer": through_ledger_transfer,
     "ledger.hold": through_ledger_hold,
 }
+
+
 @pytest.mark.parametrize("entry", list(ENTRIES))
 @pytest.mark.parametrize("case", list(INVALID))
 async def test_an_invalid_transfer_is_refused_before_the_database_sees_it(
