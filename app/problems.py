@@ -15,7 +15,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.errors import Category, DomainError
@@ -136,6 +136,19 @@ def handle_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Respo
     )
 
 
+#: SQLSTATEs that say "the database is busy or slow", not "this request is wrong": deadlock,
+#: serialization failure, statement timeout (query canceled), lock timeout, too many connections.
+BUSY_SQLSTATES = frozenset({"40P01", "40001", "57014", "55P03", "53300"})
+
+
+def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+    """A database error the use case did not handle: 503 when the database is the cause."""
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    if getattr(cause, "sqlstate", None) in BUSY_SQLSTATES:
+        return handle_unavailable(request, exc)
+    return handle_internal_error(request, exc)
+
+
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled exception", exc_info=exc, path=request.url.path)
     return problem_response(
@@ -150,6 +163,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
     handlers: dict[type[Exception] | int, Any] = {
         HTTPException: handle_http_exception,
         Exception: handle_internal_error,
+        DBAPIError: handle_database_error,
         OperationalError: handle_unavailable,
         InterfaceError: handle_unavailable,
         PoolTimeout: handle_unavailable,
