@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from arq.cron import CronJob, cron
 
 from app.uow import UnitOfWork
 from payments import chain_writer, service
@@ -39,3 +40,13 @@ async def settle_withdrawals(ctx: dict[str, Any]) -> int:
     if decided:
         log.info("settled withdrawals", count=decided)
     return decided
+
+
+#: Jobs enqueued by name after a unit of work commits.
+FUNCTIONS: list[Any] = [expire_holds, chain_ledger, settle_withdrawals]
+#: Periodic sweeps, each idempotent: anything a crashed job missed is picked up next time.
+SWEEPS: list[CronJob] = [
+    cron(expire_holds, second={5, 35}, unique=True, timeout=120),
+    cron(chain_ledger, second=set(range(0, 60, 10)), unique=True, timeout=120),
+    cron(settle_withdrawals, second={20, 50}, unique=True, timeout=120),
+]

@@ -8,11 +8,14 @@ import msgspec
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 
+import groupbuy.jobs
+import payments.jobs
+import rides.jobs
+import trust.jobs
 from app.clock import utc_now
 from app.db import create_engine, create_sessionmaker
 from app.settings import Settings, load_settings
 from payments.funding import funding_provider
-from payments.jobs import chain_ledger, expire_holds, settle_withdrawals
 from workers.jobs import heartbeat, purge_idempotency_keys
 
 
@@ -33,11 +36,10 @@ def heartbeat_cron(interval_s: int) -> CronJob:
     return cron(heartbeat, second=seconds, run_at_startup=True, unique=True, timeout=10)
 
 
-#: Periodic sweeps, each idempotent: anything a crashed job missed is picked up next time.
+DOMAIN_JOBS = (payments.jobs, groupbuy.jobs, rides.jobs, trust.jobs)
+#: Periodic sweeps of every domain, each idempotent: a crashed job's work is picked up next time.
 SWEEPS = [
-    cron(expire_holds, second={5, 35}, unique=True, timeout=120),
-    cron(chain_ledger, second=set(range(0, 60, 10)), unique=True, timeout=120),
-    cron(settle_withdrawals, second={20, 50}, unique=True, timeout=120),
+    *(sweep for domain in DOMAIN_JOBS for sweep in domain.SWEEPS),
     cron(purge_idempotency_keys, minute={17}, second={0}, unique=True, timeout=300),
 ]
 
@@ -67,10 +69,8 @@ class WorkerSettings:
 
     functions: ClassVar[list[Any]] = [
         heartbeat,
-        expire_holds,
-        chain_ledger,
-        settle_withdrawals,
         purge_idempotency_keys,
+        *(job for domain in DOMAIN_JOBS for job in domain.FUNCTIONS),
     ]
     cron_jobs: ClassVar[list[CronJob]] = [heartbeat_cron(10), *SWEEPS]
     on_startup = startup
