@@ -41,6 +41,7 @@ AUTH_CHANNEL = "copool:auth:changed"
 #: Put a limit on everything: beyond this many users, the oldest cached entries are dropped.
 AUTH_CACHE_MAX_ENTRIES = 100_000
 RESUBSCRIBE_DELAY_S = 1.0
+RESUBSCRIBE_MAX_DELAY_S = 30.0
 LISTEN_POLL_S = 0.5
 
 
@@ -100,6 +101,7 @@ class AuthCache:
     async def listen(self, redis: Redis) -> None:
         """Drop entries as changes are announced, until cancelled; resubscribe after errors."""
         task = asyncio.current_task()
+        delay_s = RESUBSCRIBE_DELAY_S
         # redis-py's get_message(timeout=...) can swallow a cancellation; check for one each turn.
         while task is None or not task.cancelling():
             try:
@@ -107,6 +109,7 @@ class AuthCache:
                     await pubsub.subscribe(AUTH_CHANNEL)
                     # Whatever was announced while we were not listening is lost: start afresh.
                     self.clear()
+                    delay_s = RESUBSCRIBE_DELAY_S
                     while task is None or not task.cancelling():
                         message = await pubsub.get_message(timeout=LISTEN_POLL_S)
                         if message is not None and message.get("type") == "message":
@@ -114,7 +117,8 @@ class AuthCache:
             except (RedisError, OSError) as exc:
                 log.warning("auth change channel unavailable; cache entries expire by TTL",
                             error=str(exc))  # fmt: skip
-                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RESUBSCRIBE_MAX_DELAY_S)
         raise asyncio.CancelledError
 
     def _on_message(self, data: Any) -> None:
