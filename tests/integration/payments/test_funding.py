@@ -1,0 +1,184 @@
+"""Withdrawals through a provider whose answers come late: the hold waits with an expiry, the job
+asks the provider until it decides, and no database lock is held while the provider is asked."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from app.db import SessionMaker
+from app.settings import SettingsError, load_settings
+from app.uow import UnitOfWork
+from payments import jobs, ledger, service
+from payments.errors import PaymentDeclined
+from payments.funding import FundingResult, FundingStatus
+from payments.models import TransferStatus
+from tests.support.ledger import NOW, fund, new_id
+
+
+class LateBank:
+    """Payouts stay undecided until the test decides them; remembers what it was asked."""
+
+    name = "latebank"
+
+    def __init__(self) -> None:
+        self.decided = FundingStatus.UNKNOWN
+        self.asked: list[str] = []
+        self.during_call: list[str] = []  # what the test observed while the provider ran
+
+    async def top_up(self, *, reference: str, amount_minor: int, currency: str) -> FundingResult:
+        return FundingResult(FundingStatus.SUCCEEDED, f"in:{reference}")
+
+    async def withdraw(self, *, reference: str, amount_minor: int, currency: str) -> FundingResult:
+        return FundingResult(FundingStatus.UNKNOWN, f"out:{reference}")
+
+    async def status(self, *, reference: str) -> FundingResult:
+        self.asked.append(reference)
+        return FundingResult(self.decided, f"out:{reference}", reason="closed_account")
+
+
+async def withdraw(uow: UnitOfWork, bank: LateBank, user: uuid.UUID, amount: int) -> str:
+    held = await service.withdraw(
+        uow,
+        provider=bank,
+        user_id=user,
+        amount_minor=amount,
+        currency="EUR",
+        transfer_id=new_id("withdrawal"),
+        hold_ttl=timedelta(hours=1),
+        now=NOW,
+    )
+    assert held.status is TransferStatus.PENDING  # the provider's answer is not known yet
+    assert held.expires_at == NOW + timedelta(hours=1)  # but the hold does not wait forever
+    return held.id
+
+
+async def wallet(sessionmaker: SessionMaker, user: uuid.UUID) -> service.WalletBalance:
+    async with sessionmaker() as session:
+        return await service.wallet_balance(session, user, "EUR")
+
+
+@pytest.mark.parametrize("decision", [FundingStatus.SUCCEEDED, FundingStatus.DECLINED])
+async def test_the_job_asks_the_provider_until_it_decides(
+    sessionmaker: SessionMaker, decision: FundingStatus
+) -> None:
+    bank, user = LateBank(), uuid.uuid4()
+    await fund(sessionmaker, user, 1_000)
+    hold_id = await withdraw(UnitOfWork(sessionmaker), bank, user, 300)
+    ctx = {"sessionmaker": sessionmaker, "clock": lambda: NOW + timedelta(minutes=1)}
+
+    assert await jobs.settle_withdrawals({**ctx, "funding": bank}) == 0  # still unknown
+    assert hold_id in bank.asked
+    assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 700, 300, 1_000)
+
+    bank.decided = decision
+    assert await jobs.settle_withdrawals({**ctx, "funding": bank}) == 1
+    async with sessionmaker() as session:
+        settled = await ledger.get_transfer(session, hold_id)
+    assert settled is not None
+    if decision is FundingStatus.SUCCEEDED:
+        assert settled.status is TransferStatus.POSTED
+        assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 700, 0, 700)
+    else:
+        assert settled.status is TransferStatus.VOIDED
+        assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 1_000, 0, 1_000)
+    assert await jobs.settle_withdrawals({**ctx, "funding": bank}) == 0  # nothing left to ask
+
+
+async def test_no_write_lock_is_held_while_the_provider_is_asked(tmp_path: object) -> None:
+    """On SQLite another writer gets the database while a withdrawal waits for its provider."""
+    from app.db import create_engine, create_sessionmaker
+    from tests.support.services import migrate, sqlite_url
+
+    url = sqlite_url(str(tmp_path))
+    await migrate(url)
+    engine = create_engine(url)
+    sessionmaker = create_sessionmaker(engine)
+    path = url.split("///", 1)[1]
+
+    class WatchingBank(LateBank):
+        async def top_up(
+            self, *, reference: str, amount_minor: int, currency: str
+        ) -> FundingResult:
+            self.try_to_write()
+            return FundingResult(FundingStatus.SUCCEEDED, f"in:{reference}")
+
+        async def withdraw(
+            self, *, reference: str, amount_minor: int, currency: str
+        ) -> FundingResult:
+            self.try_to_write()
+            return FundingResult(FundingStatus.SUCCEEDED, f"out:{reference}")
+
+        def try_to_write(self) -> None:
+            other = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # fails at once if a writer holds the lock
+                other.execute("ROLLBACK")
+                self.during_call.append("another writer got in")
+            except sqlite3.OperationalError as exc:
+                self.during_call.append(f"locked: {exc}")
+            finally:
+                other.close()
+
+    try:
+        bank, user = WatchingBank(), uuid.uuid4()
+        await service.top_up(
+            UnitOfWork(sessionmaker),
+            provider=bank,
+            user_id=user,
+            amount_minor=1_000,
+            currency="EUR",
+            transfer_id=new_id("top-up"),
+            now=NOW,
+        )
+        paid = await service.withdraw(
+            UnitOfWork(sessionmaker),
+            provider=bank,
+            user_id=user,
+            amount_minor=250,
+            currency="EUR",
+            transfer_id=new_id("withdrawal"),
+            hold_ttl=timedelta(hours=1),
+            now=NOW,
+        )
+        assert paid.status is TransferStatus.POSTED
+        assert bank.during_call == ["another writer got in"] * 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_declined_withdrawal_releases_its_hold(sessionmaker: SessionMaker) -> None:
+    class NoBank(LateBank):
+        async def withdraw(
+            self, *, reference: str, amount_minor: int, currency: str
+        ) -> FundingResult:
+            return FundingResult(FundingStatus.DECLINED, "", reason="closed_account")
+
+    user = uuid.uuid4()
+    await fund(sessionmaker, user, 1_000)
+    with pytest.raises(PaymentDeclined, match="closed_account"):
+        await service.withdraw(
+            UnitOfWork(sessionmaker),
+            provider=NoBank(),
+            user_id=user,
+            amount_minor=400,
+            currency="EUR",
+            transfer_id=new_id("withdrawal"),
+            hold_ttl=timedelta(hours=1),
+            now=NOW,
+        )
+    assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 1_000, 0, 1_000)
+
+
+def test_the_sandbox_is_refused_in_prod_unless_named() -> None:
+    prod = {"COPOOL_ENV": "prod", "COPOOL_SECRET_KEY": "s" * 40}
+    with pytest.raises(SettingsError, match="COPOOL_FUNDING_PROVIDER"):
+        load_settings(prod)
+    assert load_settings({**prod, "COPOOL_FUNDING_PROVIDER": "sandbox"}).funding_provider == (
+        "sandbox"
+    )
+    with pytest.raises(SettingsError, match="COPOOL_FUNDING_PROVIDER"):
+        load_settings({**prod, "COPOOL_FUNDING_PROVIDER": "paypal-ish"})
