@@ -8,6 +8,7 @@ invalid amount.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -50,10 +51,22 @@ RESOLVE_BATCH = BatchedCall(
     ("hold_id", "status", "amount_minor", "now"),
 )
 
+
+class Outcome(StrEnum):
+    """What a batch function answers for each element (our SQLSTATEs, or success)."""
+
+    OK = "ok"
+    INSUFFICIENT_FUNDS = "CP402"
+    ACCOUNT_NOT_OPEN = "CP404"
+    ID_CONFLICT = "CP409"
+    INVALID_AMOUNT = "CP422"
+    UNCLAIMED = "unclaimed"  # a resolution whose hold was not pending (or not due)
+
+
 ERRORS: dict[str, type[PaymentError]] = {
-    "CP402": InsufficientFunds,
-    "CP409": TransferIdConflict,
-    "CP422": InvalidTransfer,
+    Outcome.INSUFFICIENT_FUNDS: InsufficientFunds,
+    Outcome.ID_CONFLICT: TransferIdConflict,
+    Outcome.INVALID_AMOUNT: InvalidTransfer,
 }
 
 

@@ -33,6 +33,7 @@ from payments.errors import (
 from payments.funding import FundingProvider, FundingResult, FundingStatus
 from payments.models import Account, AccountKind, Transfer, TransferKind, TransferStatus
 from payments.money import is_supported_currency
+from payments.postgres import Outcome
 from payments.records import (
     TransferRecord,
     TransferSpec,
@@ -62,19 +63,19 @@ async def _stage_alone(
     values = row_values(spec, is_hold=is_hold, now=now)
     batcher = batcher_for(uow.engine, postgres.STAGE_BATCH)
     outcome, row = await batcher.submit(values)
-    if outcome == "CP404":  # first money through one of these accounts: open them, then stage
+    if outcome == Outcome.ACCOUNT_NOT_OPEN:  # first money through an account: open, then stage
         async with uow:
             await ledger.open_accounts(uow.session, [spec.debit, spec.credit], now)
             await uow.commit()
         outcome, row = await batcher.submit(values)
-    if outcome == "CP402":
+    if outcome == Outcome.INSUFFICIENT_FUNDS:
         raise InsufficientFunds(
             f"the source account has less than {spec.amount_minor} {spec.debit.currency} "
             "minor units available"
         )
-    if outcome == "CP409":
+    if outcome == Outcome.ID_CONFLICT:
         raise TransferIdConflict(f"transfer id {spec.id!r} was used for another transfer")
-    assert outcome == "ok", outcome
+    assert outcome == Outcome.OK, outcome
     return record(row)
 
 
@@ -129,11 +130,11 @@ async def _resolve_alone(
             "now": now,
         }
         outcome, row = await batcher_for(uow.engine, postgres.RESOLVE_BATCH).submit(call)
-        if outcome == "CP422":
+        if outcome == Outcome.INVALID_AMOUNT:
             raise InvalidTransfer(
                 f"capture between 1 and the held {row['amount_minor']} minor units"
             )
-        if outcome == "ok":
+        if outcome == Outcome.OK:
             return record(row)
         async with uow:
             return await ledger.explain_unclaimed(uow.session, hold_id, status, amount_minor, now)
