@@ -21,7 +21,11 @@ from app.migrate import upgrade
 POSTGRES_ADMIN_DSN = os.environ.get(
     "COPOOL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_TEST_URL = os.environ.get("COPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Tests flush their Redis database; runs side by side (two checkouts, CI beside a developer) each
+# take one of databases 8-15 by process id, so they rarely share one.
+REDIS_TEST_URL = os.environ.get(
+    "COPOOL_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{8 + os.getpid() % 8}"
+)
 REQUIRE_SERVICES = os.environ.get("COPOOL_REQUIRE_SERVICES") == "1"
 
 
