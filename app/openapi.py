@@ -45,7 +45,7 @@ IDEMPOTENCY_HEADER: dict[str, Any] = {
 #: GET /v1/me is 404 once the caller's account is gone.
 EXTRA_PROBLEMS: dict[tuple[str, str], tuple[int, ...]] = {("GET", "/v1/me"): (404,)}
 #: Dependencies that open a database session.
-DATABASE_DEPENDENCIES = frozenset({"session"})
+DATABASE_DEPENDENCIES = frozenset({"session", "reader", "uow"})
 
 _PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -99,3 +99,17 @@ async def test_openapi_tells_the_truth_about_headers_and_problems(
     validation = spec["components"]["schemas"][schema_ref.rpartition("/")[2]]
     field_error = validation["properties"]["errors"]["items"]["$ref"].rpartition("/")[2]
     assert set(spec["components"]["schemas"][field_error]["required"]) == {"field", "message"}
+
+
+async def test_every_route_that_reads_or_writes_the_database_documents_503(
+    client: AsyncTestClient[Any],
+) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    for method, path in (
+        ("get", "/v1/wallet"),
+        ("get", "/v1/wallet/transactions"),
+        ("get", "/v1/ledger/head"),
+        ("post", "/v1/wallet/top-ups"),
+        ("get", "/v1/me"),
+    ):
+        assert "503" in spec["paths"][path][method]["responses"], (method, path)
