@@ -51,9 +51,12 @@ async def test_a_statement_past_its_timeout_is_a_503(postgres_url: str, redis_ur
     settings = make_settings(postgres_url, redis_url, db_statement_timeout_s=1)
     app: Any = create_app(settings)
     from litestar import get
+    from litestar.di import NamedDependency
+
+    from app.db import AsyncSession
 
     @get("/v1/test/slow", opt={"exclude_from_auth": True})
-    async def slow(session: Any) -> dict[str, int]:
+    async def slow(session: NamedDependency[AsyncSession]) -> dict[str, int]:
         from sqlalchemy import text
 
         await session.execute(text("SELECT pg_sleep(5)"))
