@@ -8,8 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 
+from app.db import AsyncSession
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.users import assert_problem, unique_email
@@ -50,15 +54,9 @@ async def test_a_silent_database_is_a_503_within_seconds(
 async def test_a_statement_past_its_timeout_is_a_503(postgres_url: str, redis_url: str) -> None:
     settings = make_settings(postgres_url, redis_url, db_statement_timeout_s=1)
     app: Any = create_app(settings)
-    from litestar import get
-    from litestar.di import NamedDependency
-
-    from app.db import AsyncSession
 
     @get("/v1/test/slow", opt={"exclude_from_auth": True})
     async def slow(session: NamedDependency[AsyncSession]) -> dict[str, int]:
-        from sqlalchemy import text
-
         await session.execute(text("SELECT pg_sleep(5)"))
         return {"slept": 5}
 
