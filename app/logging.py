@@ -20,6 +20,8 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 log = structlog.get_logger("copool.http")
+#: The stdlib logger behind `log`: asked first, so a request line below the level costs nothing.
+_http_logger = logging.getLogger("copool.http")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -124,13 +126,15 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "request",
-                method=scope.get("method", ""),
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            # structlog runs its processors (timestamp, context) before the level is checked.
+            if _http_logger.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    method=scope.get("method", ""),
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
             structlog.contextvars.clear_contextvars()
 
     return middleware
