@@ -20,14 +20,15 @@ from tests.support.services import migrate, sqlite_url
 from tests.support.users import assert_problem, sign_up
 
 
-async def test_a_wallet_read_completes_while_another_connection_holds_the_write_lock(
+async def test_a_wallet_read_and_its_auth_complete_while_another_connection_holds_the_write_lock(
     tmp_path: Path, redis_url: str
 ) -> None:
     url = sqlite_url(str(tmp_path))
     await migrate(url)
-    async with AsyncTestClient(app=create_app(make_settings(url, redis_url))) as client:
+    # No auth cache: every request also reads the caller's row, and must not wait either.
+    settings = make_settings(url, redis_url, auth_cache_ttl_s=0)
+    async with AsyncTestClient(app=create_app(settings)) as client:
         _, headers = await sign_up(client)
-        await client.get("/v1/wallet", headers=headers)  # the caller's auth state is cached
         writer = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
         try:
             writer.execute("BEGIN IMMEDIATE")
