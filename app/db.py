@@ -89,7 +89,7 @@ def create_engine(
         # At most 2 x pool_size connections, as before, but all kept once opened: with an
         # overflow, every connection returned past pool_size was closed, and under a steady
         # load above pool_size requests at once each of them was a new PostgreSQL backend
-        # (fork, TLS, auth): 100-250 new sessions per 10 s of reads, a fifth of the CPU.
+        # (fork, TLS, auth): 100-250 new sessions per 10 s of reads (bench/http.py).
         pool_size=2 * pool_size,
         max_overflow=0,
         pool_pre_ping=False,

@@ -132,14 +132,23 @@ def server(argv: list[str], env: dict[str, str], ready_url: str) -> Iterator[Non
         time.sleep(1.0)  # let the second worker finish its lifespan too
         yield
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL to the whole session if it takes too long or
+    another Ctrl+C arrives meanwhile: nothing is left running on a database about to be dropped."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
 
 
 def copool_env(database_url: str) -> dict[str, str]:
