@@ -318,10 +318,19 @@ def ledger_verify() -> None:
     """
 
     async def verify(settings: Settings) -> Any:
+        from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
         from payments.verify import verify_ledger
 
-        async with _session(settings) as session:
-            return await verify_ledger(session)
+        engine = create_engine(settings.database_url, pool_size=1)
+        # SQLite: a reader's snapshot, no write lock; PostgreSQL: verify_ledger takes a
+        # REPEATABLE READ READ ONLY transaction itself.
+        on_sqlite = engine.dialect.name == "sqlite"
+        make = create_read_sessionmaker if on_sqlite else create_sessionmaker
+        try:
+            async with make(engine)() as session:
+                return await verify_ledger(session)
+        finally:
+            await engine.dispose()
 
     report = _run(verify)
     click.echo(

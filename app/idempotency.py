@@ -7,8 +7,10 @@ another body is 409; a duplicate that arrives while the first still runs is 409 
 lease (COPOOL_IDEMPOTENCY_LEASE_S): if the process dies mid-request, a retry after the lease runs
 the request again, and since the route derives every money movement's id from the claim (owner,
 key and the claim's generation), the re-run finishes the crashed run's work instead of repeating
-it. A server error releases the key so the client can retry. Keys are scoped to the caller and
-kept for 24 hours; a key used again after it was forgotten is a new request.
+it. A server error ends the lease at once so the client can retry; the retry keeps the
+generation (money may have moved before the error) and so finishes the same work. Keys are
+scoped to the caller and kept for 24 hours; a key used again after it was forgotten is a new
+request.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class Claim(msgspec.Struct, frozen=True):
     owner: str
     key: str
     generation: datetime
+    #: When this run's lease ends; it doubles as the run's token: a run that outlived its lease
+    #: (and was taken over) can no longer finish or release the key.
+    lease_until: datetime
 
     def derived_id(self) -> str:
         """A digest of owner, key and generation: fits any id column, whatever the key."""
@@ -134,6 +139,7 @@ class _Store:
                 .on_conflict_do_nothing(index_elements=["owner", "key"])
                 .returning(TABLE.c.created_at)
             )
+            lease_until = now + lease
             generation = inserted.scalar()
             if generation is None:
                 # A run that crashed (or outlived its lease) gives the key up to its retry.
@@ -152,7 +158,7 @@ class _Store:
                 generation = taken_over.scalar()
             await session.commit()
             if generation is not None:
-                return Claim(owner, key, generation)
+                return Claim(owner, key, generation, lease_until)
             found = await session.exec(
                 select(IdempotencyRecord).where(
                     col(IdempotencyRecord.owner) == owner, col(IdempotencyRecord.key) == key
@@ -163,7 +169,8 @@ class _Store:
                 return await self.claim(owner, key, request_hash, now, lease)
             return record
 
-    async def finish(self, claim: Claim, status: int, content_type: str, body: bytes) -> None:
+    async def _update_own(self, claim: Claim, **values: Any) -> None:
+        """Change the key's row only while this run still holds its lease."""
         async with self._sessionmaker() as session:
             await session.exec(
                 update(TABLE)
@@ -171,22 +178,22 @@ class _Store:
                     TABLE.c.owner == claim.owner,
                     TABLE.c.key == claim.key,
                     TABLE.c.created_at == claim.generation,
+                    TABLE.c.locked_until == claim.lease_until,
+                    TABLE.c.status_code.is_(None),
                 )
-                .values(status_code=status, content_type=content_type, body=body, locked_until=None)
+                .values(**values)
             )
             await session.commit()
 
+    async def finish(self, claim: Claim, status: int, content_type: str, body: bytes) -> None:
+        await self._update_own(
+            claim, status_code=status, content_type=content_type, body=body, locked_until=None
+        )
+
     async def release(self, claim: Claim) -> None:
-        async with self._sessionmaker() as session:
-            await session.exec(
-                delete(TABLE).where(
-                    TABLE.c.owner == claim.owner,
-                    TABLE.c.key == claim.key,
-                    TABLE.c.created_at == claim.generation,
-                    TABLE.c.status_code.is_(None),
-                )
-            )
-            await session.commit()
+        """End the lease now, keeping the generation: money may already have moved, so the
+        retry must derive the same ids and finish that work, not start over."""
+        await self._update_own(claim, locked_until=None)
 
 
 async def purge_expired_keys(sessionmaker: SessionMaker, now: datetime) -> int:

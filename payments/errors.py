@@ -87,3 +87,11 @@ class RefundExceedsCaptured(PaymentError):
 
     code = "refund-exceeds-captured"
     title = "Refund too large"
+
+
+class FundingUnconfirmed(PaymentError):
+    """The provider has not confirmed the payment yet; retry with the same Idempotency-Key."""
+
+    category = Category.UNAVAILABLE
+    code = "payment-unconfirmed"
+    title = "Payment not confirmed yet"

@@ -110,13 +110,15 @@ async def _stage(
 async def post_linked(
     session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
 ) -> list[TransferRecord]:
-    """Post several transfers in the caller's transaction: all of them or, on error, none."""
+    """Post several transfers in the caller's transaction: all of them or, on error, none (a
+    savepoint undoes the ones already staged, on both backends)."""
     for spec in specs:
         validate(spec, is_hold=False, now=now)
-    refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
-    ids = await open_accounts(session, refs, now)
-    await lock_accounts(session, list(ids.values()))
-    return [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
+    async with session.begin_nested():
+        refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
+        ids = await open_accounts(session, refs, now)
+        await lock_accounts(session, list(ids.values()))
+        return [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
 
 
 async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
@@ -238,8 +240,8 @@ async def refund(
         raise TransferNotFound(f"no posted transfer {transfer_id!r} to refund")
     if not 0 < amount_minor <= original.amount_minor:
         raise InvalidTransfer(f"refund between 1 and {original.amount_minor} minor units")
-    if not 0 < len(refund_id) <= 120:
-        raise InvalidTransfer("a refund id has 1 to 120 characters")
+    if not 0 < len(refund_id) <= 120 or "/" in refund_id:
+        raise InvalidTransfer("a refund id has 1 to 120 characters, none of them '/'")
     values: dict[str, Any] = {
         "id": refund_id,
         # The reverse movement, between the same accounts, as an ordinary posted entry.

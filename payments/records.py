@@ -110,6 +110,8 @@ def _check_length(what: str, value: str, limit: int) -> None:
 def validate(spec: TransferSpec, *, is_hold: bool, now: datetime) -> None:
     """Refuse what a transfer row could not hold, before the database sees it (both backends)."""
     _check_length("id", spec.id, MAX_TRANSFER_ID_CHARS)
+    if "/" in spec.id:  # `<hold id>/<status>` names a hold's resolution: no transfer may take it
+        raise InvalidTransfer("a transfer id may not contain '/'")
     _check_length("kind", spec.kind, MAX_KIND_CHARS)
     _check_length("ref", spec.ref, MAX_REF_CHARS)
     for ref in (spec.debit, spec.credit):

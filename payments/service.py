@@ -22,6 +22,7 @@ from app.uow import UnitOfWork, use_case
 from payments import ledger, postgres
 from payments.batcher import batcher_for
 from payments.errors import (
+    FundingUnconfirmed,
     HoldExpired,
     HoldNotPending,
     InsufficientFunds,
@@ -50,6 +51,9 @@ ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
 TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
 EXPIRY_BATCH = 500
 SETTLE_BATCH = 100
+#: How old a pending withdrawal must be before the job asks the provider about it: longer than
+#: any request (lease, timeouts) that may still be on its way to the provider.
+SETTLE_GRACE = timedelta(minutes=10)
 
 
 # --- single ledger steps as use cases -----------------------------------------------------------
@@ -234,7 +238,8 @@ async def top_up(
         if result.status is FundingStatus.DECLINED:
             raise PaymentDeclined(f"the {provider.name} provider declined: {result.reason}")
         if result.status is FundingStatus.UNKNOWN:
-            raise PaymentDeclined(f"the {provider.name} provider did not confirm the charge")
+            # Not a refusal: the retry asks the provider again with the same reference.
+            raise FundingUnconfirmed(f"the {provider.name} provider has not confirmed the charge")
         ref = f"funding:{provider.name}:{result.provider_ref}"
     else:
         ref = existing.ref  # compared below like any retried transfer
@@ -302,7 +307,12 @@ async def _settle_withdrawal(
         raise PaymentDeclined(f"the {provider.name} provider declined: {result.reason}")
     try:
         await capture(uow, hold_id=held.id, now=now)
-    except HoldExpired:
+    except (HoldExpired, HoldNotPending) as refused:
+        async with uow:
+            current = await ledger.get_transfer(uow.session, held.id)
+        if current is not None and current.status is TransferStatus.POSTED:
+            return current  # captured meanwhile (a concurrent settlement)
+        log.warning("payout confirmed after its hold ended", transfer_id=held.id, why=str(refused))
         await _pay_out_late(uow, held, now=now)
     async with uow:
         settled = await ledger.get_transfer(uow.session, held.id)
@@ -321,13 +331,15 @@ async def _pay_out_late(uow: UnitOfWork, held: TransferRecord, *, now: datetime)
             )
         )
         keys = dict(account_keys.all())
-        await ledger.void(uow.session, hold_id=held.id, now=now)
+        current = await ledger.get_transfer(uow.session, held.id)
+        if current is not None and current.status is TransferStatus.PENDING:
+            await ledger.void(uow.session, hold_id=held.id, now=now)
         provider = keys[held.credit_account_id].split(":")[1]
         user_id = UUID(keys[held.debit_account_id].split(":")[1])
         await ledger.transfer(
             uow.session,
             TransferSpec(
-                id=f"{held.id}/paid-late",
+                id=f"{held.id}:paid-late",
                 debit=wallet(user_id, held.currency),
                 credit=external_funding(provider, held.currency),
                 amount_minor=held.amount_minor,
@@ -340,11 +352,18 @@ async def _pay_out_late(uow: UnitOfWork, held: TransferRecord, *, now: datetime)
 
 
 async def settle_withdrawals(
-    uow: UnitOfWork, *, provider: FundingProvider, now: datetime, limit: int = SETTLE_BATCH
+    uow: UnitOfWork,
+    *,
+    provider: FundingProvider,
+    now: datetime,
+    limit: int = SETTLE_BATCH,
+    min_age: timedelta = SETTLE_GRACE,
 ) -> int:
-    """Ask the provider about every withdrawal still pending; capture or void what it decided.
+    """Ask the provider about withdrawals still pending; capture or void what it decided.
 
-    Returns how many were decided.
+    Only holds older than `min_age`: a younger one may still be in its request, whose provider
+    call has not reached the provider (which would then answer "not found"). Returns how many
+    were decided.
     """
     async with uow:
         rows = await uow.session.execute(
@@ -353,6 +372,7 @@ async def settle_withdrawals(
                 TRANSFERS.c.kind == TransferKind.WITHDRAWAL.value,
                 TRANSFERS.c.status == TransferStatus.PENDING.value,
                 TRANSFERS.c.ref.startswith(f"funding:{provider.name}:"),
+                TRANSFERS.c.created_at <= now - min_age,
             )
             .order_by(TRANSFERS.c.row_id)
             .limit(limit)

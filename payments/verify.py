@@ -6,7 +6,7 @@ import msgspec
 from sqlalchemy import Table, and_, func, not_, or_, select
 from sqlalchemy.orm import aliased
 
-from app.db import AsyncSession
+from app.db import AsyncSession, on_postgres
 from payments.chain import GENESIS_HASH, first_broken_link
 from payments.chain_writer import ENTRY_COLUMNS, chain_entry, chain_head
 from payments.models import Account, Transfer, TransferKind, TransferStatus
@@ -27,7 +27,15 @@ class VerifyReport(msgspec.Struct):
 
 
 async def verify_ledger(session: AsyncSession, *, page: int = 5_000) -> VerifyReport:
-    """Recompute every hash and every balance from the transfers; report the first bad entry."""
+    """Recompute every hash and every balance from the transfers; report the first bad entry.
+
+    Every read sees one snapshot (on PostgreSQL a REPEATABLE READ READ ONLY transaction, begun
+    here if the session has none yet), so writers working meanwhile cause no false alarm.
+    """
+    if on_postgres(session) and not session.in_transaction():
+        await session.connection(
+            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        )
     head_seq, head_hash = await chain_head(session)
     previous, next_seq, entries = GENESIS_HASH, 1, 0
     while True:
@@ -59,11 +67,47 @@ async def verify_ledger(session: AsyncSession, *, page: int = 5_000) -> VerifyRe
     report = VerifyReport(True, entries, unchained, head_seq, head_hash)
     if (entries, previous) != (head_seq, head_hash):
         report.ok, report.problem = False, f"head says seq {head_seq}, the chain ends at {entries}"
+    elif (disguised := await _first_disguised_hold(session)) is not None:
+        report.ok, report.problem = False, disguised
     elif (wrong := await _first_misdirected_transfer(session)) is not None:
         report.ok, report.problem = False, wrong
     elif (mismatch := await _first_balance_mismatch(session)) is not None:
         report.ok, report.problem = False, mismatch
     return report
+
+
+async def _first_disguised_hold(session: AsyncSession) -> str | None:
+    """A hold never enters the chain, and a resolved hold always has its resolution entry: a
+    posted transfer turned into a "hold" to hide it fails one of the two."""
+    chained = (
+        await session.execute(
+            select(TRANSFERS.c.id).where(TRANSFERS.c.is_hold, TRANSFERS.c.seq.is_not(None)).limit(1)
+        )
+    ).first()
+    if chained is not None:
+        return f"transfer {chained[0]}: a hold with a place in the chain"
+    resolution = aliased(TRANSFERS)
+    orphan = (
+        await session.execute(
+            select(TRANSFERS.c.id)
+            .outerjoin(
+                resolution,
+                and_(
+                    resolution.c.parent_id == TRANSFERS.c.id,
+                    resolution.c.status == TRANSFERS.c.status,
+                ),
+            )
+            .where(
+                TRANSFERS.c.is_hold,
+                TRANSFERS.c.status != TransferStatus.PENDING.value,
+                resolution.c.id.is_(None),
+            )
+            .limit(1)
+        )
+    ).first()
+    if orphan is not None:
+        return f"transfer {orphan[0]}: a resolved hold without its resolution entry"
+    return None
 
 
 async def _first_misdirected_transfer(session: AsyncSession) -> str | None:

@@ -144,13 +144,13 @@ class MeController(Controller):
         self,
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
-        session: NamedDependency[AsyncSession],
+        reader: NamedDependency[AsyncSession],
     ) -> MeOut:
-        user = await service.get_user(session, principal.user_id)
+        user = await service.get_user(reader, principal.user_id)
         if user is None:
             raise NotFoundException("this account no longer exists")
         balance = await payments.wallet_balance(
-            session, user.id, request.app.state.settings.default_currency
+            reader, user.id, request.app.state.settings.default_currency
         )
         return MeOut(
             user_id=user.id,

@@ -68,7 +68,7 @@ async def test_the_job_asks_the_provider_until_it_decides(
     bank, user = LateBank(), uuid.uuid4()
     await fund(sessionmaker, user, 1_000)
     hold_id = await withdraw(UnitOfWork(sessionmaker), bank, user, 300)
-    ctx = {"sessionmaker": sessionmaker, "clock": lambda: NOW + timedelta(minutes=1)}
+    ctx = {"sessionmaker": sessionmaker, "clock": lambda: NOW + timedelta(minutes=15)}
 
     assert await jobs.settle_withdrawals({**ctx, "funding": bank}) == 0  # still unknown
     assert hold_id in bank.asked

@@ -506,7 +506,7 @@ async def test_a_withdrawal_the_provider_confirms_after_its_ttl_is_still_settled
     assert await service.settle_withdrawals(uow, provider=bank, now=later) >= 1
     async with sessionmaker() as session:
         settled = await ledger.get_transfer(session, withdrawal.id)
-        paid = await ledger.get_transfer(session, f"{withdrawal.id}/paid-late")
+        paid = await ledger.get_transfer(session, f"{withdrawal.id}:paid-late")
     # The expired hold cannot be captured: it is released and the payout posted in its place.
     assert settled is not None
     assert settled.status is TransferStatus.VOIDED
