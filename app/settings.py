@@ -58,7 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     default_currency: str = DEFAULT_CURRENCY
     ledger_chain_interval_s: float = 0.2
-    #: Connections each process keeps to PostgreSQL (as many again may open under bursts).
+    #: PostgreSQL connections per process: up to twice this, kept once opened.
     db_pool_size: int = 10
     #: Seconds to wait for PostgreSQL to accept a connection, and for one statement to answer.
     db_connect_timeout_s: int = 5
