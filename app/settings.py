@@ -64,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_connect_timeout_s: int = 5
     db_statement_timeout_s: int = 15
     #: How long a request in progress owns its Idempotency-Key; a retry after it runs again.
-    idempotency_lease_s: int = 30
+    idempotency_lease_s: int = 60
     #: A withdrawal's hold expires after this (the provider's answer settles it before).
     withdrawal_hold_ttl_s: int = 24 * 3600
     #: The funding provider; the sandbox must be named explicitly when COPOOL_ENV=prod.
@@ -211,7 +211,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(environ, "COPOOL_DB_POOL_SIZE", 10, 1, 500),
         db_connect_timeout_s=_int(environ, "COPOOL_DB_CONNECT_TIMEOUT_S", 5, 1, 300),
         db_statement_timeout_s=_int(environ, "COPOOL_DB_STATEMENT_TIMEOUT_S", 15, 1, 3600),
-        idempotency_lease_s=_int(environ, "COPOOL_IDEMPOTENCY_LEASE_S", 30, 1, 3600),
+        idempotency_lease_s=_int(environ, "COPOOL_IDEMPOTENCY_LEASE_S", 60, 1, 3600),
         withdrawal_hold_ttl_s=_int(
             environ, "COPOOL_WITHDRAWAL_HOLD_TTL_S", 24 * 3600, 60, 30 * 24 * 3600
         ),

@@ -7,8 +7,9 @@ concurrent single steps of a process then share one statement and one commit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -214,6 +215,19 @@ async def expire_due_holds(uow: UnitOfWork, *, now: datetime, limit: int = EXPIR
 
 # --- funding: money entering and leaving copool ------------------------------------------------
 
+#: The longest copool waits for a provider's answer; no answer by then is "unknown" (the
+#: request's Idempotency-Key lease, 60 s by default, outlasts it).
+PROVIDER_TIMEOUT_S = 10.0
+
+
+async def _ask(call: Awaitable[FundingResult]) -> FundingResult:
+    """A provider call with a deadline: a provider that does not answer in time is UNKNOWN."""
+    try:
+        async with asyncio.timeout(PROVIDER_TIMEOUT_S):
+            return await call
+    except TimeoutError:
+        return FundingResult(FundingStatus.UNKNOWN, "", reason="provider_timeout")
+
 
 async def top_up(
     uow: UnitOfWork,
@@ -232,8 +246,8 @@ async def top_up(
         existing = await ledger.get_transfer(uow.session, transfer_id)
     if existing is None:
         # The provider charges once per reference, so a re-run after a crash is harmless.
-        result = await provider.top_up(
-            reference=transfer_id, amount_minor=amount_minor, currency=currency
+        result = await _ask(
+            provider.top_up(reference=transfer_id, amount_minor=amount_minor, currency=currency)
         )
         if result.status is FundingStatus.DECLINED:
             raise PaymentDeclined(f"the {provider.name} provider declined: {result.reason}")
@@ -285,8 +299,8 @@ async def withdraw(
     held = existing or await hold(uow, spec, now=now)
     if held.status != TransferStatus.PENDING:  # a retry of a finished withdrawal
         return held
-    result = await provider.withdraw(
-        reference=transfer_id, amount_minor=amount_minor, currency=currency
+    result = await _ask(
+        provider.withdraw(reference=transfer_id, amount_minor=amount_minor, currency=currency)
     )
     return await _settle_withdrawal(uow, held, result, provider=provider, now=now)
 
@@ -380,7 +394,7 @@ async def settle_withdrawals(
         pending = [record(row._mapping) for row in rows.all()]
     decided = 0
     for held in pending:
-        result = await provider.status(reference=held.id)
+        result = await _ask(provider.status(reference=held.id))
         if result.status is FundingStatus.UNKNOWN:
             continue
         with contextlib.suppress(PaymentDeclined):  # voided: the money is back in the wallet

@@ -182,3 +182,35 @@ def test_the_sandbox_is_refused_in_prod_unless_named() -> None:
     )
     with pytest.raises(SettingsError, match="COPOOL_FUNDING_PROVIDER"):
         load_settings({**prod, "COPOOL_FUNDING_PROVIDER": "paypal-ish"})
+
+
+async def test_a_provider_that_never_answers_is_unknown_not_a_hang(
+    sessionmaker: SessionMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from payments.errors import FundingUnconfirmed
+
+    class SilentBank(LateBank):
+        async def top_up(
+            self, *, reference: str, amount_minor: int, currency: str
+        ) -> FundingResult:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+        async def withdraw(
+            self, *, reference: str, amount_minor: int, currency: str
+        ) -> FundingResult:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    monkeypatch.setattr(service, "PROVIDER_TIMEOUT_S", 0.05)
+    bank, user, uow = SilentBank(), uuid.uuid4(), UnitOfWork(sessionmaker)
+    with pytest.raises(FundingUnconfirmed):
+        await service.top_up(
+            uow, provider=bank, user_id=user, amount_minor=100, currency="EUR",
+            transfer_id=new_id("top-up"), now=NOW,
+        )  # fmt: skip
+    await fund(sessionmaker, user, 1_000)
+    await withdraw(uow, bank, user, 300)  # answered as a pending hold, left to the job
+    assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 700, 300, 1_000)
