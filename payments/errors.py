@@ -49,10 +49,6 @@ class InvalidTransfer(PaymentError):
     title = "Invalid transfer"
 
 
-#: The older name, kept for readers of earlier code and tests.
-InvalidAmount = InvalidTransfer
-
-
 class TransferIdConflict(PaymentError):
     """The transfer id was used before for a different transfer."""
 

@@ -35,6 +35,8 @@ from payments.records import (
     resolution_id,
     row_values,
     validate,
+    validate_capture,
+    validate_id,
 )
 
 ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
@@ -92,19 +94,31 @@ async def lock_accounts(session: AsyncSession, account_ids: Sequence[int]) -> No
         await postgres.lock_accounts(session, list(account_ids))
 
 
+async def _stage_opened(
+    session: AsyncSession,
+    spec: TransferSpec,
+    ids: dict[str, int],
+    *,
+    is_hold: bool,
+    now: datetime,
+) -> TransferRecord:
+    """Write a validated spec whose accounts are open (`ids` by key, read in this transaction)."""
+    values = row_values(spec, is_hold=is_hold, now=now)
+    if on_postgres(session):  # the function resolves the keys itself
+        staged = await postgres.call(session, postgres.STAGE, postgres.stage_params(values, now))
+        assert staged is not None, "the accounts were opened in this transaction"
+        return staged
+    values["debit_account_id"] = ids[spec.debit.key]
+    values["credit_account_id"] = ids[spec.credit.key]
+    return await portable.stage(session, values)
+
+
 async def _stage(
     session: AsyncSession, spec: TransferSpec, *, is_hold: bool, now: datetime
 ) -> TransferRecord:
     validate(spec, is_hold=is_hold, now=now)
-    values = row_values(spec, is_hold=is_hold, now=now)
-    if on_postgres(session):
-        staged = await postgres.call(session, postgres.STAGE, postgres.stage_params(values, now))
-        assert staged is not None, "the accounts were opened in this transaction"
-        return staged
     ids = await open_accounts(session, [spec.debit, spec.credit], now)
-    values["debit_account_id"] = ids[spec.debit.key]
-    values["credit_account_id"] = ids[spec.credit.key]
-    return await portable.stage(session, values)
+    return await _stage_opened(session, spec, ids, is_hold=is_hold, now=now)
 
 
 async def post_linked(
@@ -118,22 +132,16 @@ async def post_linked(
         refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
         ids = await open_accounts(session, refs, now)
         await lock_accounts(session, list(ids.values()))
-        return [await _stage(session, spec, is_hold=False, now=now) for spec in specs]
+        return [await _stage_opened(session, spec, ids, is_hold=False, now=now) for spec in specs]
 
 
 async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Move money now (posted); the same id again returns the first transfer."""
-    validate(spec, is_hold=False, now=now)
-    if on_postgres(session):
-        await open_accounts(session, [spec.debit, spec.credit], now)
     return await _stage(session, spec, is_hold=False, now=now)
 
 
 async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Reserve money (pending): it leaves the source's available balance until resolved."""
-    validate(spec, is_hold=True, now=now)
-    if on_postgres(session):
-        await open_accounts(session, [spec.debit, spec.credit], now)
     return await _stage(session, spec, is_hold=True, now=now)
 
 
@@ -145,8 +153,7 @@ async def _resolve(
     amount_minor: int | None,
     now: datetime,
 ) -> TransferRecord:
-    if amount_minor is not None and (isinstance(amount_minor, bool) or amount_minor <= 0):
-        raise InvalidTransfer("a capture posts at least 1 minor unit")
+    validate_capture(amount_minor)
     if on_postgres(session):
         resolved = await postgres.call(
             session, postgres.RESOLVE, (hold_id, status.value, amount_minor, now)
@@ -240,8 +247,7 @@ async def refund(
         raise TransferNotFound(f"no posted transfer {transfer_id!r} to refund")
     if not 0 < amount_minor <= original.amount_minor:
         raise InvalidTransfer(f"refund between 1 and {original.amount_minor} minor units")
-    if not 0 < len(refund_id) <= 120 or "/" in refund_id:
-        raise InvalidTransfer("a refund id has 1 to 120 characters, none of them '/'")
+    validate_id(refund_id)
     values: dict[str, Any] = {
         "id": refund_id,
         # The reverse movement, between the same accounts, as an ordinary posted entry.

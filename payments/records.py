@@ -107,11 +107,23 @@ def _check_length(what: str, value: str, limit: int) -> None:
         raise InvalidTransfer(f"a transfer {what} has 1 to {limit} characters")
 
 
+def validate_id(transfer_id: str) -> None:
+    _check_length("id", transfer_id, MAX_TRANSFER_ID_CHARS)
+    if (
+        "/" in transfer_id
+    ):  # `<hold id>/<status>` names a hold's resolution: no transfer may take it
+        raise InvalidTransfer("a transfer id may not contain '/'")
+
+
+def validate_capture(amount_minor: int | None) -> None:
+    """A capture names a positive amount, or none (the whole hold)."""
+    if amount_minor is not None and (isinstance(amount_minor, bool) or amount_minor <= 0):
+        raise InvalidTransfer("a capture posts at least 1 minor unit")
+
+
 def validate(spec: TransferSpec, *, is_hold: bool, now: datetime) -> None:
     """Refuse what a transfer row could not hold, before the database sees it (both backends)."""
-    _check_length("id", spec.id, MAX_TRANSFER_ID_CHARS)
-    if "/" in spec.id:  # `<hold id>/<status>` names a hold's resolution: no transfer may take it
-        raise InvalidTransfer("a transfer id may not contain '/'")
+    validate_id(spec.id)
     _check_length("kind", spec.kind, MAX_KIND_CHARS)
     _check_length("ref", spec.ref, MAX_REF_CHARS)
     for ref in (spec.debit, spec.credit):

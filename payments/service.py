@@ -43,6 +43,7 @@ from payments.records import (
     record,
     row_values,
     validate,
+    validate_capture,
     wallet,
 )
 
@@ -84,26 +85,27 @@ async def _stage_alone(
     return record(row)
 
 
+async def _stage_as_use_case(
+    uow: UnitOfWork, spec: TransferSpec, *, is_hold: bool, now: datetime
+) -> TransferRecord:
+    if uow.on_postgres:
+        return await _stage_alone(uow, spec, is_hold=is_hold, now=now)
+    async with uow:
+        staged = await (ledger.hold if is_hold else ledger.transfer)(uow.session, spec, now=now)
+        await uow.commit()
+    return staged
+
+
 @use_case
 async def transfer(uow: UnitOfWork, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Move money now, as a use case of its own; the same id again returns the first transfer."""
-    if uow.on_postgres:
-        return await _stage_alone(uow, spec, is_hold=False, now=now)
-    async with uow:
-        posted = await ledger.transfer(uow.session, spec, now=now)
-        await uow.commit()
-    return posted
+    return await _stage_as_use_case(uow, spec, is_hold=False, now=now)
 
 
 @use_case
 async def hold(uow: UnitOfWork, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Reserve money, as a use case of its own."""
-    if uow.on_postgres:
-        return await _stage_alone(uow, spec, is_hold=True, now=now)
-    async with uow:
-        held = await ledger.hold(uow.session, spec, now=now)
-        await uow.commit()
-    return held
+    return await _stage_as_use_case(uow, spec, is_hold=True, now=now)
 
 
 @use_case
@@ -125,8 +127,7 @@ async def _resolve_alone(
     amount_minor: int | None,
     now: datetime,
 ) -> TransferRecord:
-    if amount_minor is not None and amount_minor <= 0:
-        raise InvalidTransfer("a capture posts at least 1 minor unit")
+    validate_capture(amount_minor)
     if uow.on_postgres:
         call = {
             "hold_id": hold_id,
@@ -327,7 +328,7 @@ async def _settle_withdrawal(
         if current is not None and current.status is TransferStatus.POSTED:
             return current  # captured meanwhile (a concurrent settlement)
         log.warning("payout confirmed after its hold ended", transfer_id=held.id, why=str(refused))
-        await _pay_out_late(uow, held, now=now)
+        await _pay_out_late(uow, held, provider=provider, now=now)
     async with uow:
         settled = await ledger.get_transfer(uow.session, held.id)
     assert settled is not None
@@ -335,27 +336,26 @@ async def _settle_withdrawal(
 
 
 @use_case
-async def _pay_out_late(uow: UnitOfWork, held: TransferRecord, *, now: datetime) -> None:
+async def _pay_out_late(
+    uow: UnitOfWork, held: TransferRecord, *, provider: FundingProvider, now: datetime
+) -> None:
     """The provider paid out after the hold's expiry (which forbids a capture): release the
     hold and post the same money as a plain transfer, in one unit of work."""
     async with uow:
-        account_keys = await uow.session.execute(
-            select(ACCOUNTS.c.id, ACCOUNTS.c.key).where(
-                ACCOUNTS.c.id.in_([held.debit_account_id, held.credit_account_id])
+        user_id = (
+            await uow.session.execute(
+                select(ACCOUNTS.c.owner_id).where(ACCOUNTS.c.id == held.debit_account_id)
             )
-        )
-        keys = dict(account_keys.all())
+        ).scalar_one()
         current = await ledger.get_transfer(uow.session, held.id)
         if current is not None and current.status is TransferStatus.PENDING:
             await ledger.void(uow.session, hold_id=held.id, now=now)
-        provider = keys[held.credit_account_id].split(":")[1]
-        user_id = UUID(keys[held.debit_account_id].split(":")[1])
         await ledger.transfer(
             uow.session,
             TransferSpec(
                 id=f"{held.id}:paid-late",
                 debit=wallet(user_id, held.currency),
-                credit=external_funding(provider, held.currency),
+                credit=external_funding(provider.name, held.currency),
                 amount_minor=held.amount_minor,
                 kind=TransferKind.WITHDRAWAL.value,
                 ref=held.ref,
