@@ -269,18 +269,31 @@ def revoke_role(email: str, role: str) -> None:
     click.echo(f"{user.email} now has roles {user.roles}")
 
 
+def _operator() -> str:
+    """Who acted, for the audit trail of decisions taken at the command line."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 @admin.command("ban")
 @click.argument("email")
 @click.option("--reason", required=True, help="Why (kept with the account, at most 500 chars).")
 def ban(email: str, reason: str) -> None:
-    """Ban EMAIL's account: every request it makes is refused (403 banned)."""
-    from app.accounts import service
+    """Ban EMAIL's account: every request it makes is refused (403 banned); audited."""
+    from app import admin as decisions
 
     if not reason.strip() or len(reason) > 500:
         click.echo("copool: --reason must have 1 to 500 characters", err=True)
         sys.exit(2)
     user = _run_change(
-        email, functools.partial(service.ban_user, reason=reason, now=datetime.now(UTC))
+        email,
+        functools.partial(
+            decisions.ban, admin_id=None, actor=_operator(), reason=reason, now=datetime.now(UTC)
+        ),
     )
     click.echo(f"banned {user.email}: {user.ban_reason}")
 
@@ -288,11 +301,32 @@ def ban(email: str, reason: str) -> None:
 @admin.command("unban")
 @click.argument("email")
 def unban(email: str) -> None:
-    """Lift the ban on EMAIL's account."""
-    from app.accounts import service
+    """Lift the ban on EMAIL's account; audited."""
+    from app import admin as decisions
 
-    user = _run_change(email, service.unban_user)
+    user = _run_change(
+        email,
+        functools.partial(decisions.unban, admin_id=None, actor=_operator(), now=datetime.now(UTC)),
+    )
     click.echo(f"unbanned {user.email}")
+
+
+@admin.command("verify-insurance")
+@click.argument("email")
+def verify_insurance(email: str) -> None:
+    """Verify EMAIL's pending insurance policy: grants the driver role at once; audited."""
+    from app import admin as decisions
+
+    policy = _run_change(
+        email,
+        functools.partial(
+            decisions.verify_pending_insurance, actor=_operator(), now=datetime.now(UTC)
+        ),
+    )
+    click.echo(
+        f"verified policy {policy.id} ({policy.provider} {policy.policy_number}, "
+        f"expires {policy.expires_at.isoformat()}); {email} may now offer rides"
+    )
 
 
 @admin.command("deactivate")

@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from redis.asyncio import ConnectionPool
 
 from app.accounts.api import AuthController, MeController
+from app.admin import AdminController
 from app.auth import AuthCache, RateLimiter, auth_change_notifier, create_jwt_auth
 from app.body import StrictJSONRequest
 from app.clock import utc_now
@@ -29,6 +30,7 @@ from app.settings import Settings, load_settings
 from payments.api import LedgerController, WalletController
 from payments.chain_writer import run_chain_writer
 from payments.funding import funding_provider
+from trust.api import TrustAdminController, TrustController
 from workers.settings import job_deserializer, job_serializer, worker_options
 
 log = structlog.get_logger("copool.app")
@@ -113,6 +115,9 @@ def create_app(
             MeController,
             WalletController,
             LedgerController,
+            TrustController,
+            TrustAdminController,
+            AdminController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
@@ -129,6 +134,7 @@ def create_app(
                 "jwt_auth": jwt_auth,
                 "clock": clock,
                 "funding": funding_provider(settings.funding_provider),
+                "trust": settings.trust(),
             }
         ),
         logging_config=None,

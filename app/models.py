@@ -3,5 +3,29 @@
 from app.accounts.models import User
 from app.idempotency import IdempotencyRecord
 from payments.models import Account, ChainHead, Transfer
+from trust.models import (
+    AuditEntry,
+    Complaint,
+    Deposit,
+    InsurancePolicy,
+    Rating,
+    Reputation,
+    TrustParty,
+    TrustTransaction,
+)
 
-__all__ = ["Account", "ChainHead", "IdempotencyRecord", "Transfer", "User"]
+__all__ = [
+    "Account",
+    "AuditEntry",
+    "ChainHead",
+    "Complaint",
+    "Deposit",
+    "IdempotencyRecord",
+    "InsurancePolicy",
+    "Rating",
+    "Reputation",
+    "Transfer",
+    "TrustParty",
+    "TrustTransaction",
+    "User",
+]

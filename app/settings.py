@@ -6,14 +6,18 @@ import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
 import msgspec
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from trust.policy import PolicyRules
+from trust.score import ScoreParams
 
-from payments.money import is_supported_currency
+from payments.money import BASIS_POINTS, MAX_AMOUNT_MINOR, is_supported_currency
+from trust.config import TrustConfig
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./copool.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -69,6 +73,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     withdrawal_hold_ttl_s: int = 24 * 3600
     #: The funding provider; the sandbox must be named explicitly when COPOOL_ENV=prod.
     funding_provider: str = "sandbox"
+    #: Trust: rating window, score prior, the gate's thresholds (see the README's rule table).
+    rating_window_days: int = 14
+    score_prior_mean: float = 4.0
+    score_prior_weight: int = 5
+    score_floor: float = 2.5
+    score_floor_min_ratings: int = 5
+    experienced_after: int = 10
+    new_user_completions: int = 3
+    new_user_amount_minor: int = 50_000
+    new_user_deposit_bp: int = 2_000
+    high_value_pool_minor: int = 1_000_000
+    organizer_deposit_bp: int = 1_000
+    protection_premium_bp: int = 200
+    deposit_hold_ttl_days: int = 45
+
+    def trust(self) -> TrustConfig:
+        """The trust rules these settings describe."""
+        return TrustConfig(
+            score=ScoreParams(
+                prior_mean=self.score_prior_mean,
+                prior_weight=float(self.score_prior_weight),
+                experienced_after=self.experienced_after,
+            ),
+            rules=PolicyRules(
+                score_floor=self.score_floor,
+                score_floor_min_ratings=self.score_floor_min_ratings,
+                new_user_completions=self.new_user_completions,
+                new_user_amount_minor=self.new_user_amount_minor,
+                new_user_deposit_bp=self.new_user_deposit_bp,
+                high_value_pool_minor=self.high_value_pool_minor,
+                organizer_deposit_bp=self.organizer_deposit_bp,
+            ),
+            rating_window=timedelta(days=self.rating_window_days),
+            deposit_ttl=timedelta(days=self.deposit_hold_ttl_days),
+            protection_premium_bp=self.protection_premium_bp,
+        )
 
 
 def normalize_database_url(url: str) -> str:
@@ -135,6 +175,19 @@ def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: in
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be between {low} and {high}, got {raw}")
     return value
 
 
@@ -216,4 +269,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             environ, "COPOOL_WITHDRAWAL_HOLD_TTL_S", 24 * 3600, 60, 30 * 24 * 3600
         ),
         funding_provider=_funding_provider(environ, env),
+        rating_window_days=_int(environ, "COPOOL_RATING_WINDOW_DAYS", 14, 1, 365),
+        score_prior_mean=_float(environ, "COPOOL_SCORE_PRIOR_MEAN", 4.0, 1.0, 5.0),
+        score_prior_weight=_int(environ, "COPOOL_SCORE_PRIOR_WEIGHT", 5, 1, 1_000),
+        score_floor=_float(environ, "COPOOL_SCORE_FLOOR", 2.5, 1.0, 5.0),
+        score_floor_min_ratings=_int(environ, "COPOOL_SCORE_FLOOR_MIN_RATINGS", 5, 1, 10_000),
+        experienced_after=_int(environ, "COPOOL_EXPERIENCED_AFTER", 10, 1, 10_000),
+        new_user_completions=_int(environ, "COPOOL_NEW_USER_COMPLETIONS", 3, 0, 10_000),
+        new_user_amount_minor=_int(
+            environ, "COPOOL_NEW_USER_AMOUNT_MINOR", 50_000, 0, MAX_AMOUNT_MINOR
+        ),
+        new_user_deposit_bp=_int(environ, "COPOOL_NEW_USER_DEPOSIT_BP", 2_000, 0, BASIS_POINTS),
+        high_value_pool_minor=_int(
+            environ, "COPOOL_HIGH_VALUE_POOL_MINOR", 1_000_000, 0, MAX_AMOUNT_MINOR
+        ),
+        organizer_deposit_bp=_int(environ, "COPOOL_ORGANIZER_DEPOSIT_BP", 1_000, 0, BASIS_POINTS),
+        protection_premium_bp=_int(environ, "COPOOL_PROTECTION_PREMIUM_BP", 200, 0, BASIS_POINTS),
+        deposit_hold_ttl_days=_int(environ, "COPOOL_DEPOSIT_HOLD_TTL_DAYS", 45, 1, 365),
     )

@@ -19,7 +19,7 @@ from app.accounts.schemas import (
     MeOut,
     RegisterIn,
     RegisterOut,
-    ReputationOut,
+    ReputationSummaryOut,
     TokenOut,
     WalletSummaryOut,
 )
@@ -27,6 +27,7 @@ from app.auth import PUBLIC, Principal, RateLimiter, issue_token, request_addres
 from app.db import AsyncSession
 from app.problems import problem_responses
 from payments import service as payments
+from trust import service as trust
 
 #: An address that signed in to an account is remembered for it this long (see `login`).
 KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
@@ -145,20 +146,28 @@ class MeController(Controller):
         request: Request[Any, Any, State],
         principal: NamedDependency[Principal],
         reader: NamedDependency[AsyncSession],
+        now: NamedDependency[datetime],
     ) -> MeOut:
         user = await service.get_user(reader, principal.user_id)
         if user is None:
             raise NotFoundException("this account no longer exists")
-        balance = await payments.wallet_balance(
-            reader, user.id, request.app.state.settings.default_currency
+        state = request.app.state
+        balance = await payments.wallet_balance(reader, user.id, state.settings.default_currency)
+        standing = await trust.reputation_of(
+            reader, user_id=user.id, params=state.trust.score, now=now
         )
+        reputation = standing.reputation
         return MeOut(
             user_id=user.id,
             email=user.email,
             display_name=user.display_name,
             roles=[r.value for r in user.role_list],
-            reputation=ReputationOut(
-                score=None, rating_average=None, rating_count=0, completed_count=0
+            reputation=ReputationSummaryOut(
+                score=reputation.score,
+                rating_average=reputation.rating_average,
+                rating_count=reputation.rating_count,
+                completed_count=reputation.completed_count,
+                badges=list(reputation.badges),
             ),
             wallet=WalletSummaryOut(
                 currency=balance.currency,

@@ -52,11 +52,14 @@ class TokenOut(msgspec.Struct):
     token_type: str = "bearer"
 
 
-class ReputationOut(msgspec.Struct):
-    score: float | None
+class ReputationSummaryOut(msgspec.Struct):
+    """The caller's reputation (GET /v1/users/{id}/reputation has the full public view)."""
+
+    score: float
     rating_average: float | None
     rating_count: int
     completed_count: int
+    badges: list[str]
 
 
 class WalletSummaryOut(msgspec.Struct):
@@ -71,5 +74,5 @@ class MeOut(msgspec.Struct):
     email: str
     display_name: str
     roles: list[str]
-    reputation: ReputationOut
+    reputation: ReputationSummaryOut
     wallet: WalletSummaryOut

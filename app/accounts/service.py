@@ -34,6 +34,9 @@ from app.uow import UnitOfWork
 
 #: Called with a user's id once a change to their roles or standing is committed.
 AuthChanged = Callable[[UUID], Awaitable[None]]
+#: More work for the same unit of work (an audit row, the decision that grants a role): it runs
+#: after the change, before the commit, and fails the whole change if it raises.
+AlsoDo = Callable[[AsyncSession, User], Awaitable[None]]
 #: Concurrent changes to one user are rare; after this many lost races, give up (503).
 CHANGE_ATTEMPTS = 5
 
@@ -128,6 +131,7 @@ async def _change_user(
     user_id: UUID,
     change: Callable[[User], dict[str, Any] | None],
     notify: AuthChanged,
+    also: AlsoDo | None = None,
 ) -> User:
     """Apply `change` (new column values, or None for nothing to do) as one versioned UPDATE.
 
@@ -141,6 +145,9 @@ async def _change_user(
                 raise UserNotFound(f"no user with id {user_id}")
             values = change(user)
             if values is None:
+                if also is not None:
+                    await also(uow.session, user)
+                    await uow.commit()
                 return user
             connection = await uow.session.connection()
             result = await connection.execute(
@@ -151,13 +158,22 @@ async def _change_user(
             if result.rowcount != 1:
                 continue  # someone else changed this user meanwhile: read again
             await uow.session.refresh(user)
+            if also is not None:
+                await also(uow.session, user)
             uow.after_commit(notify, user_id)
             await uow.commit()
             return user
     raise ServiceBusy("this user is being changed concurrently; retry shortly")
 
 
-async def grant_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: AuthChanged) -> User:
+async def grant_role(
+    uow: UnitOfWork,
+    *,
+    user_id: UUID,
+    role: Role,
+    notify: AuthChanged,
+    also: AlsoDo | None = None,
+) -> User:
     """Give the user `role` (a no-op if they have it); effective on their next request."""
 
     def change(user: User) -> dict[str, Any] | None:
@@ -165,7 +181,7 @@ async def grant_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: Auth
             return None
         return {"roles": _roles_column([*user.role_list, role])}
 
-    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify, also=also)
 
 
 async def revoke_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: AuthChanged) -> User:
@@ -182,7 +198,13 @@ async def revoke_role(uow: UnitOfWork, *, user_id: UUID, role: Role, notify: Aut
 
 
 async def ban_user(
-    uow: UnitOfWork, *, user_id: UUID, reason: str, now: datetime, notify: AuthChanged
+    uow: UnitOfWork,
+    *,
+    user_id: UUID,
+    reason: str,
+    now: datetime,
+    notify: AuthChanged,
+    also: AlsoDo | None = None,
 ) -> User:
     """Ban the user: from their next request on, everything they try is refused (403 banned)."""
     reason = reason.strip()[:500]
@@ -192,10 +214,12 @@ async def ban_user(
             return None
         return {"banned_at": user.banned_at or now, "ban_reason": reason}
 
-    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify, also=also)
 
 
-async def unban_user(uow: UnitOfWork, *, user_id: UUID, notify: AuthChanged) -> User:
+async def unban_user(
+    uow: UnitOfWork, *, user_id: UUID, notify: AuthChanged, also: AlsoDo | None = None
+) -> User:
     """Lift a ban (a no-op if there is none); effective on the user's next request."""
 
     def change(user: User) -> dict[str, Any] | None:
@@ -203,7 +227,7 @@ async def unban_user(uow: UnitOfWork, *, user_id: UUID, notify: AuthChanged) -> 
             return None
         return {"banned_at": None, "ban_reason": None}
 
-    return await _change_user(uow, user_id=user_id, change=change, notify=notify)
+    return await _change_user(uow, user_id=user_id, change=change, notify=notify, also=also)
 
 
 async def deactivate_user(

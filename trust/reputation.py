@@ -1,0 +1,90 @@
+"""Reputation: one row per user, changed with additive upserts in the unit of work of whatever
+changes it (a revealed rating, a completion, a complaint decision), read as one indexed row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Table, select
+
+from app.accounts.models import User
+from app.db import AsyncSession, dialect_insert
+from trust import score
+from trust.errors import (
+    UserNotFound,
+)
+from trust.models import (
+    Reputation,
+)
+
+REPUTATIONS: Table = Reputation.__table__  # type: ignore[attr-defined]
+USERS: Table = User.__table__  # type: ignore[attr-defined]
+
+
+async def add_to_reputation(session: AsyncSession, deltas: dict[UUID, Counter[str]]) -> None:
+    """Add to users' reputation counters, creating missing rows, in ascending user id order (so
+    concurrent use cases touching the same users lock their rows in one order)."""
+    for user_id in sorted(deltas, key=str):
+        values = {name: n for name, n in deltas[user_id].items() if n}
+        if not values:
+            continue
+        insert = dialect_insert(session, REPUTATIONS).values(user_id=user_id, **values)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={name: REPUTATIONS.c[name] + n for name, n in values.items()},
+            )
+        )
+
+
+class InsuranceState(msgspec.Struct, frozen=True):
+    verified: bool
+    expires_at: datetime
+
+
+class ReputationView(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: UUID
+    banned: bool
+    roles: frozenset[str]
+    reputation: score.Reputation
+    insurance: InsuranceState | None
+
+
+async def reputation_of(
+    session: AsyncSession, *, user_id: UUID, params: score.ScoreParams, now: datetime
+) -> ReputationView:
+    """A user's reputation: one indexed row (users joined to trust_reputations)."""
+    row = (
+        await session.execute(
+            select(USERS.c.banned_at, USERS.c.roles, REPUTATIONS)
+            .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
+            .where(USERS.c.id == user_id, USERS.c.deactivated_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    values = row._mapping
+    tally = score.Tally(
+        **{name: values[name] or 0 for name in score.Tally.__struct_fields__},
+    )
+    expires_at = values["insurance_expires_at"]
+    insured = expires_at is not None and expires_at > now
+    return ReputationView(
+        user_id=user_id,
+        banned=values["banned_at"] is not None,
+        roles=frozenset(r for r in values["roles"].split(",") if r),
+        reputation=score.reputation(tally, params, insured=insured),
+        insurance=InsuranceState(insured, expires_at) if expires_at else None,
+    )
+
+
+async def require_user(session: AsyncSession, user_id: UUID) -> None:
+    found = await session.execute(
+        select(USERS.c.id).where(USERS.c.id == user_id, USERS.c.deactivated_at.is_(None))
+    )
+    if found.first() is None:
+        raise UserNotFound(f"no user with id {user_id}")
