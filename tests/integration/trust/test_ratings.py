@@ -241,4 +241,5 @@ async def test_reading_a_reputation_is_one_query(world: TrustWorld) -> None:
     # SQLite's read transaction begins with a BEGIN (a deferred one: no lock); nothing else.
     queries = [s for s in statements if s != "BEGIN"]
     assert len(queries) == 1, statements
-    assert queries[0].startswith("SELECT") and "trust_reputations" in queries[0]
+    assert queries[0].startswith("SELECT")
+    assert "trust_reputations" in queries[0]
