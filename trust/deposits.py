@@ -101,9 +101,7 @@ async def release_deposits(
     """Give back the held deposits of a subject (all, or those of `user_ids`): a clean end."""
     query = (
         update(DEPOSITS)
-        .where(
-            _of_subject(subject_type, subject_id), DEPOSITS.c.status == DepositStatus.HELD.value
-        )
+        .where(_of_subject(subject_type, subject_id), DEPOSITS.c.status == DepositStatus.HELD.value)
         .values(status=DepositStatus.RELEASED.value, resolved_at=now)
         .returning(DEPOSITS.c.hold_id)
     )
