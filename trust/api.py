@@ -56,6 +56,8 @@ from trust.schemas import (
     TrustOut,
 )
 
+#: A retry with the same Idempotency-Key answers what the first request did (see app/idempotency).
+IDEMPOTENT = {"idempotent": True}
 #: The amount at which GET /v1/me/trust asks the gate about each action.
 PROBE_AMOUNT_MINOR = 1
 
@@ -122,6 +124,7 @@ def reputation_out(view: service.ReputationView) -> ReputationOut:
         insurance=_insurance_out(view),
         positive_lower_bound=rep.positive_lower_bound,
         cancellation_rate=rep.cancellation_rate,
+        complaints_received=view.complaints_received,
         complaints_upheld=rep.complaints_upheld,
     )
 
@@ -137,6 +140,7 @@ class TrustController(Controller):
 
     @post(
         "/ratings",
+        opt=IDEMPOTENT,
         status_code=201,
         summary="Rate a counterparty of a completed pool or ride",
         description="Once per counterparty and transaction, within the rating window (14 days "
@@ -223,6 +227,7 @@ class TrustController(Controller):
     @post(
         "/me/insurance",
         status_code=201,
+        opt=IDEMPOTENT,
         summary="Submit an insurance policy for verification",
         description="An admin verifies it; verification grants the driver role. One policy "
         "at a time waits for a decision (409 insurance-pending).",
@@ -322,6 +327,7 @@ class TrustController(Controller):
     @post(
         "/complaints",
         status_code=201,
+        opt=IDEMPOTENT,
         summary="Complain about a counterparty of a completed pool or ride",
         description="An admin decides it (upheld or rejected) with a written reason; the filer "
         "and the accused both see the decision.",
@@ -460,6 +466,7 @@ class TrustAdminController(Controller):
 
     @post(
         "/complaints/{complaint_id:uuid}/decide",
+        opt=IDEMPOTENT,
         status_code=200,
         summary="Uphold or reject an open complaint",
         description="Upheld: counts against the accused's reputation; `forfeit_deposit` pays "

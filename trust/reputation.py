@@ -52,6 +52,8 @@ class ReputationView(msgspec.Struct, frozen=True, kw_only=True):
     roles: frozenset[str]
     reputation: score.Reputation
     insurance: InsuranceState | None
+    #: Complaints filed against the user, decided or not (public, like the upheld count).
+    complaints_received: int
 
 
 async def reputation_of(
@@ -79,6 +81,7 @@ async def reputation_of(
         roles=frozenset(r for r in values["roles"].split(",") if r),
         reputation=score.reputation(tally, params, insured=insured),
         insurance=InsuranceState(insured, expires_at) if expires_at else None,
+        complaints_received=values["complaints_received"] or 0,
     )
 
 

@@ -82,6 +82,7 @@ class ReputationOut(msgspec.Struct):
     insurance: InsuranceOut | None
     positive_lower_bound: float | None
     cancellation_rate: float
+    complaints_received: int
     complaints_upheld: int
 
 

@@ -90,6 +90,7 @@ async def test_a_complaint_is_seen_by_both_parties_and_decided_once_with_an_audi
 
     after = (await world.client.get(f"/v1/users/{driver}/reputation", headers=rider_h)).json()
     assert after["complaints_upheld"] == before["complaints_upheld"] + 1
+    assert after["complaints_received"] == 1
     assert after["score"] < before["score"]
 
     trail = await world.client.get(f"/v1/admin/audit?target_id={complaint_id}", headers=admin_h)
@@ -187,9 +188,13 @@ async def test_an_upheld_complaint_forfeits_the_deposit_and_pays_protection_exac
         "payout_minor": 800,
         "currency": "CNY",
     }
-    decided = await world.client.post(decide, json=decision, headers=admin_h)
+    keyed = {**admin_h, "Idempotency-Key": f"decide-{uuid.uuid4().hex}"}
+    decided = await world.client.post(decide, json=decision, headers=keyed)
     assert decided.status_code == 200, decided.text
     assert (decided.json()["forfeited_minor"], decided.json()["payout_minor"]) == (3_000, 800)
+    # A retry of the same decision (the answer was lost) gets the first answer, moves nothing.
+    retried = await world.client.post(decide, json=decision, headers=keyed)
+    assert (retried.status_code, retried.json()) == (200, decided.json())
 
     async with world.sessionmaker() as session:
         member_wallet = await wallet_balance(session, member, "CNY")
