@@ -40,6 +40,8 @@ class Reason(StrEnum):
 
 
 class Standing(msgspec.Struct, frozen=True, kw_only=True):
+    """What the gate knows of a user (the service reads it and passes it in)."""
+
     banned: bool
     score: float
     rating_count: int
@@ -50,6 +52,8 @@ class Standing(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
+    """The gate's thresholds (built from settings by the app; amounts in minor units)."""
+
     score_floor: float = 2.5
     score_floor_min_ratings: int = 5
     new_user_completions: int = 3
@@ -67,6 +71,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RuleRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One rule as GET /v1/me/trust and the README's table show it."""
+
     rule: str
     applies_to: str
     outcome: str
@@ -130,11 +136,12 @@ def evaluate(
         deposits.append(
             (fee_minor(amount_minor, rules.new_user_deposit_bp), Reason.NEW_USER_DEPOSIT)
         )
-    deposit_minor = max((amount for amount, _ in deposits), default=0)
-    if deposit_minor > 0:
+    # A rule whose deposit rounds to nothing asks for nothing, so it gives no reason either.
+    deposits = [(amount, reason) for amount, reason in deposits if amount > 0]
+    if deposits:
         return Decision(
             verdict=Verdict.REQUIRE_DEPOSIT,
-            deposit_minor=deposit_minor,
+            deposit_minor=max(amount for amount, _ in deposits),
             reasons=[reason.value for _, reason in deposits] + [n.value for n in notes],
         )
     return Decision(
