@@ -2,6 +2,7 @@
 
 from app.accounts.models import User
 from app.idempotency import IdempotencyRecord
+from groupbuy.models import Join, Pool
 from payments.models import Account, ChainHead, Transfer
 from trust.models import (
     AuditEntry,
@@ -22,6 +23,8 @@ __all__ = [
     "Deposit",
     "IdempotencyRecord",
     "InsurancePolicy",
+    "Join",
+    "Pool",
     "Rating",
     "Reputation",
     "Transfer",

@@ -13,11 +13,11 @@ from pathlib import Path
 import msgspec
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from trust.policy import PolicyRules
-from trust.score import ScoreParams
 
 from payments.money import BASIS_POINTS, MAX_AMOUNT_MINOR, is_supported_currency
 from trust.config import TrustConfig
+from trust.policy import PolicyRules
+from trust.score import ScoreParams
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./copool.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -87,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     organizer_deposit_bp: int = 1_000
     protection_premium_bp: int = 200
     deposit_hold_ttl_days: int = 45
+    #: The platform's fee on a successful pool, basis points of what its members pay.
+    pool_fee_bp: int = 300
 
     def trust(self) -> TrustConfig:
         """The trust rules these settings describe."""
@@ -286,4 +288,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         organizer_deposit_bp=_int(environ, "COPOOL_ORGANIZER_DEPOSIT_BP", 1_000, 0, BASIS_POINTS),
         protection_premium_bp=_int(environ, "COPOOL_PROTECTION_PREMIUM_BP", 200, 0, BASIS_POINTS),
         deposit_hold_ttl_days=_int(environ, "COPOOL_DEPOSIT_HOLD_TTL_DAYS", 45, 1, 365),
+        pool_fee_bp=_int(environ, "COPOOL_POOL_FEE_BP", 300, 0, BASIS_POINTS),
     )

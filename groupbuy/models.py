@@ -1,1 +1,135 @@
-"""SQLModel tables of groupbuy."""
+"""SQLModel tables of groupbuy.
+
+`pools.committed_quantity` is the pool's one hot counter: a join reserves quantity with a single
+conditional UPDATE on it (`committed_quantity + q <= max_quantity`, status open, before the
+deadline), so the database itself makes overselling impossible. Progress fields shown in lists
+(committed quantity, participants) live on the pool row: reading a pool is one row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID, uuid4
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime
+
+
+class PoolStatus(StrEnum):
+    OPEN = "open"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JoinStatus(StrEnum):
+    ACTIVE = "active"  # quantity reserved, price held
+    LEFT = "left"  # left before the deadline: hold released
+    CHARGED = "charged"  # the pool succeeded: charged at the final price
+    RELEASED = "released"  # the pool failed or was cancelled: hold released
+
+
+def _row_id() -> Column[int]:
+    return Column("row_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+
+
+def _when(name: str, *, nullable: bool = False) -> Column[datetime]:
+    return Column(name, UTCDateTime(), nullable=nullable)
+
+
+class Pool(SQLModel, table=True):
+    __tablename__ = "pools"
+    __table_args__ = (
+        CheckConstraint(
+            "committed_quantity >= 0 AND committed_quantity <= max_quantity",
+            name="ck_pools_never_oversold",
+        ),
+        CheckConstraint("min_quantity >= 1 AND min_quantity <= max_quantity", name="ck_pools_min"),
+        CheckConstraint("participant_count >= 0", name="ck_pools_participants"),
+        Index("ix_pools_status_deadline", "status", "deadline"),
+        Index("ix_pools_status_row", "status", "row_id"),
+        Index("ix_pools_pickup", "pickup_lat", "pickup_lon"),
+        Index("ix_pools_organizer", "organizer_id", "row_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
+    organizer_id: UUID = Field(foreign_key="users.id", nullable=False)
+    title: str = Field(max_length=120)
+    description: str = Field(max_length=2000)
+    currency: str = Field(max_length=3)
+    #: JSON list of {min_quantity, unit_price_minor}, validated by groupbuy/pricing.py.
+    tiers: str = Field(max_length=2000)
+    min_quantity: int = Field(sa_column=Column(Integer, nullable=False))
+    max_quantity: int = Field(sa_column=Column(Integer, nullable=False))
+    deadline: datetime = Field(sa_column=_when("deadline"))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    committed_quantity: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    participant_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    pickup_lat: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    pickup_lon: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    pickup_label: str | None = Field(default=None, max_length=200)
+    #: Purchase protection: each join also pays a premium into the insurance fund.
+    protected: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    premium_bp: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    platform_fee_bp: int = Field(sa_column=Column(Integer, nullable=False))
+    final_unit_price_minor: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
+    created_at: datetime = Field(sa_column=_when("created_at"))
+    #: When the outcome was decided (status left open) and when its money finished moving.
+    decided_at: datetime | None = Field(default=None, sa_column=_when("decided_at", nullable=True))
+    settled_at: datetime | None = Field(default=None, sa_column=_when("settled_at", nullable=True))
+
+
+class Join(SQLModel, table=True):
+    """One member's stake in a pool (joining again raises its quantity)."""
+
+    __tablename__ = "pool_joins"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "user_id", name="uq_pool_joins_member"),
+        CheckConstraint("quantity >= 0", name="ck_pool_joins_quantity"),
+        Index("ix_pool_joins_user", "user_id", "row_id"),
+        Index("ix_pool_joins_pool_status", "pool_id", "status", "row_id"),
+    )
+
+    row_id: int | None = Field(default=None, sa_column=_row_id())
+    id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
+    pool_id: UUID = Field(foreign_key="pools.id", nullable=False)
+    user_id: UUID = Field(foreign_key="users.id", nullable=False)
+    quantity: int = Field(sa_column=Column(Integer, nullable=False))
+    held_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: The ledger hold of this join's current quantity; a raise replaces it (version + 1).
+    hold_id: str = Field(max_length=120)
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    #: The request (derived from its Idempotency-Key) that last changed this join: its retry
+    #: after a crash answers the join instead of adding the quantity again.
+    last_request: str | None = Field(default=None, max_length=160)
+    charged_minor: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+    created_at: datetime = Field(sa_column=_when("created_at"))
+    updated_at: datetime = Field(sa_column=_when("updated_at"))

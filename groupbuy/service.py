@@ -1,1 +1,699 @@
-"""Use cases of groupbuy: one function per user or job action, taking a session and `now`."""
+"""Use cases of groupbuy: create, join, leave, close, cancel, and settle a pool.
+
+Every use case is one unit of work. A join consults the trust gate, reserves quantity with one
+conditional UPDATE of the pool row (status open, before the deadline, never past the cap) and
+holds quantity x the first tier's price from the member's wallet into the pool's escrow: all of it
+or none. Settlement decides the outcome once (a conditional UPDATE of the status), then works
+through the joins in bounded chunks, each its own unit of work, with ledger ids derived from the
+pool and the join, so a repeated, concurrent or resumed settlement never pays twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import Table, case, select, update
+
+from app.db import AsyncSession, on_postgres
+from app.uow import UnitOfWork, use_case
+from groupbuy import pricing
+from groupbuy.errors import (
+    InvalidPool,
+    JoinNotFound,
+    MinimumNotReached,
+    NotOrganizer,
+    OrganizerCannotJoin,
+    PoolClosed,
+    PoolFull,
+    PoolNotFound,
+)
+from groupbuy.models import Join, JoinStatus, Pool, PoolStatus
+from payments import ledger
+from payments.errors import UnknownCurrency
+from payments.models import AccountKind
+from payments.money import is_supported_currency
+from payments.records import AccountRef, TransferSpec, escrow, insurance_fund, platform_revenue
+from payments.records import wallet as wallet_account
+from trust import service as trust
+from trust.config import TrustConfig
+from trust.models import PartyRole, SubjectType
+from trust.policy import Action, Verdict
+
+POOLS: Table = Pool.__table__  # type: ignore[attr-defined]
+JOINS: Table = Join.__table__  # type: ignore[attr-defined]
+
+#: A pool's deadline lies between these from its creation.
+MIN_DEADLINE = timedelta(minutes=5)
+MAX_DEADLINE = timedelta(days=30)
+#: Join holds outlive the deadline by this much, so a late settlement can still capture them.
+HOLD_GRACE = timedelta(days=7)
+#: Joins settled per unit of work.
+SETTLE_CHUNK = 200
+
+#: Schedules the settlement of a pool at a time (arq `_defer_until`); called after commit.
+Scheduler = Callable[[UUID, datetime], Awaitable[Any]]
+
+
+class PoolDraft(msgspec.Struct, frozen=True, kw_only=True):
+    title: str
+    description: str
+    currency: str
+    tiers: list[pricing.Tier]
+    min_quantity: int
+    max_quantity: int
+    deadline: datetime
+    pickup_lat: float | None = None
+    pickup_lon: float | None = None
+    pickup_label: str | None = None
+    protected: bool = False
+
+
+def tiers_of(pool: Pool) -> list[pricing.Tier]:
+    return msgspec.json.decode(pool.tiers, type=list[pricing.Tier])
+
+
+def pool_escrow(pool: Pool) -> AccountRef:
+    return escrow(AccountKind.POOL_ESCROW, pool.id, pool.currency)
+
+
+def _pool(row: Any) -> Pool:
+    return Pool(**row._mapping)
+
+
+def _join(row: Any) -> Join:
+    return Join(**row._mapping)
+
+
+async def get_pool(session: AsyncSession, pool_id: UUID, *, lock: bool = False) -> Pool:
+    query = select(POOLS).where(POOLS.c.id == pool_id)
+    if lock and on_postgres(session):
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise PoolNotFound(f"no pool {pool_id}")
+    return _pool(row)
+
+
+async def _gate(
+    session: AsyncSession,
+    *,
+    user_id: UUID,
+    action: Action,
+    amount_minor: int,
+    pool: Pool,
+    config: TrustConfig,
+    now: datetime,
+) -> None:
+    """Ask the trust gate; deny raises (403), a required deposit is held in this unit of work."""
+    decision = trust.require_allowed(
+        await trust.evaluate(
+            session,
+            user_id=user_id,
+            action=action,
+            amount_minor=amount_minor,
+            currency=pool.currency,
+            now=now,
+            rules=config.rules,
+            params=config.score,
+            protected=pool.protected,
+        )
+    )
+    if decision.verdict is Verdict.REQUIRE_DEPOSIT:
+        await trust.take_deposit(
+            session,
+            user_id=user_id,
+            subject_type=SubjectType.POOL,
+            subject_id=pool.id,
+            amount_minor=decision.deposit_minor,
+            currency=pool.currency,
+            expires_at=pool.deadline + HOLD_GRACE + config.deposit_ttl,
+            now=now,
+        )
+
+
+@use_case
+async def create_pool(
+    uow: UnitOfWork,
+    *,
+    organizer_id: UUID,
+    draft: PoolDraft,
+    platform_fee_bp: int,
+    config: TrustConfig,
+    schedule: Scheduler | None,
+    now: datetime,
+) -> Pool:
+    """Open a pool; the trust gate may ask the organizer for a deposit (high-value pools)."""
+    errors = pricing.tier_errors(
+        draft.tiers, min_quantity=draft.min_quantity, max_quantity=draft.max_quantity
+    )
+    if not now + MIN_DEADLINE <= draft.deadline <= now + MAX_DEADLINE:
+        errors.append("the deadline must be between 5 minutes and 30 days ahead")
+    if errors:
+        raise InvalidPool("; ".join(errors), errors=errors)
+    if not is_supported_currency(draft.currency):
+        raise UnknownCurrency(f"{draft.currency!r} is not an active ISO 4217 currency")
+    pool = Pool(
+        organizer_id=organizer_id,
+        title=draft.title,
+        description=draft.description,
+        currency=draft.currency,
+        tiers=msgspec.json.encode(draft.tiers).decode(),
+        min_quantity=draft.min_quantity,
+        max_quantity=draft.max_quantity,
+        deadline=draft.deadline,
+        status=PoolStatus.OPEN.value,
+        pickup_lat=draft.pickup_lat,
+        pickup_lon=draft.pickup_lon,
+        pickup_label=draft.pickup_label,
+        protected=draft.protected,
+        premium_bp=config.protection_premium_bp if draft.protected else 0,
+        platform_fee_bp=platform_fee_bp,
+        created_at=now,
+    )
+    async with uow:
+        uow.session.add(pool)
+        await uow.session.flush()
+        full_value = draft.max_quantity * draft.tiers[0].unit_price_minor
+        await _gate(
+            uow.session,
+            user_id=organizer_id,
+            action=Action.CREATE_POOL,
+            amount_minor=full_value,
+            pool=pool,
+            config=config,
+            now=now,
+        )
+        if schedule is not None:
+            uow.after_commit(schedule, pool.id, pool.deadline)
+        await uow.commit()
+    return pool
+
+
+async def _member_join(session: AsyncSession, pool_id: UUID, user_id: UUID) -> Join | None:
+    query = select(JOINS).where(JOINS.c.pool_id == pool_id, JOINS.c.user_id == user_id)
+    if on_postgres(session):
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return _join(row) if row else None
+
+
+async def _reserve(
+    session: AsyncSession, *, pool: Pool, quantity: int, new_member: bool, now: datetime
+) -> int:
+    """Add `quantity` to the pool's committed quantity, or raise PoolFull / PoolClosed.
+
+    One conditional UPDATE: the database refuses what would pass the cap, whoever else is
+    joining at the same moment (never a read-then-write)."""
+    reserved = await session.execute(
+        update(POOLS)
+        .where(
+            POOLS.c.id == pool.id,
+            POOLS.c.status == PoolStatus.OPEN.value,
+            POOLS.c.deadline > now,
+            POOLS.c.committed_quantity + quantity <= POOLS.c.max_quantity,
+        )
+        .values(
+            committed_quantity=POOLS.c.committed_quantity + quantity,
+            participant_count=POOLS.c.participant_count + int(new_member),
+        )
+        .returning(POOLS.c.committed_quantity)
+    )
+    committed = reserved.scalar()
+    if committed is None:
+        current = await get_pool(session, pool.id)
+        if current.status != PoolStatus.OPEN or current.deadline <= now:
+            raise PoolClosed("this pool no longer takes joins")
+        left = current.max_quantity - current.committed_quantity
+        raise PoolFull(f"only {left} left in this pool", available_quantity=left)
+    return int(committed)
+
+
+def _hold_spec(pool: Pool, join: Join, amount_minor: int, version: int) -> TransferSpec:
+    return TransferSpec(
+        id=f"pool:{pool.id}:join:{join.id}:v{version}",
+        debit=wallet_account(join.user_id, pool.currency),
+        credit=pool_escrow(pool),
+        amount_minor=amount_minor,
+        kind="pool_join",
+        ref=f"pool:{pool.id}",
+        expires_at=pool.deadline + HOLD_GRACE,
+    )
+
+
+@use_case
+async def join_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    quantity: int,
+    request_id: str | None,
+    config: TrustConfig,
+    schedule: Scheduler | None,
+    now: datetime,
+) -> Join:
+    """Reserve quantity in an open pool and hold its price: all of it or nothing, never past
+    the cap. Joining again raises the member's quantity (one join per member per pool).
+
+    `request_id` names the request (derived from its Idempotency-Key): a request that already
+    changed this join (a retry after a crash) answers the join instead of adding again."""
+    async with uow:
+        session = uow.session
+        pool = await get_pool(session, pool_id)
+        if pool.organizer_id == user_id:
+            raise OrganizerCannotJoin("organizers cannot join their own pool")
+        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+            raise PoolClosed("this pool no longer takes joins")
+        join = await _member_join(session, pool_id, user_id)
+        if join is not None and request_id is not None and join.last_request == request_id:
+            return join
+        active = join is not None and join.status == JoinStatus.ACTIVE
+        total = quantity + (join.quantity if join is not None and active else 0)
+        tiers = tiers_of(pool)
+        amount = pricing.hold_minor(tiers, total, premium_bp=pool.premium_bp)
+        await _gate(
+            session,
+            user_id=user_id,
+            action=Action.JOIN_POOL,
+            amount_minor=amount,
+            pool=pool,
+            config=config,
+            now=now,
+        )
+        committed = await _reserve(
+            session, pool=pool, quantity=quantity, new_member=not active, now=now
+        )
+        if join is None:
+            join = Join(
+                pool_id=pool.id,
+                user_id=user_id,
+                quantity=0,
+                held_minor=0,
+                hold_id="",
+                version=0,
+                status=JoinStatus.ACTIVE.value,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(join)
+            await session.flush()
+        elif active:
+            # The raise replaces the hold: release the old one, hold the new total.
+            await ledger.void(session, hold_id=join.hold_id, now=now)
+        version = join.version + 1
+        hold = _hold_spec(pool, join, amount, version)
+        await ledger.hold(session, hold, now=now)
+        values = {
+            "quantity": total,
+            "held_minor": amount,
+            "hold_id": hold.id,
+            "version": version,
+            "status": JoinStatus.ACTIVE.value,
+            "last_request": request_id,
+            "updated_at": now,
+        }
+        await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
+        join = Join(**{**join.model_dump(), **values})
+        if committed >= pool.max_quantity:
+            # Full: the pool succeeds now, and its settlement runs right after the commit.
+            await _decide(session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)
+            if schedule is not None:
+                uow.after_commit(schedule, pool.id, now)
+        await uow.commit()
+    return join
+
+
+@use_case
+async def leave_pool(
+    uow: UnitOfWork, *, pool_id: UUID, join_id: UUID, user_id: UUID, now: datetime
+) -> Join:
+    """Give the quantity back and release the hold, while the pool is open."""
+    async with uow:
+        session = uow.session
+        row = (
+            await session.execute(
+                select(JOINS).where(
+                    JOINS.c.id == join_id, JOINS.c.pool_id == pool_id, JOINS.c.user_id == user_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise JoinNotFound(f"no join {join_id} of yours in pool {pool_id}")
+        join = _join(row)
+        if join.status != JoinStatus.ACTIVE:
+            raise PoolClosed(f"this join is already {join.status}")
+        returned = await session.execute(
+            update(POOLS)
+            .where(
+                POOLS.c.id == pool_id,
+                POOLS.c.status == PoolStatus.OPEN.value,
+                POOLS.c.deadline > now,
+            )
+            .values(
+                committed_quantity=POOLS.c.committed_quantity - join.quantity,
+                participant_count=POOLS.c.participant_count - 1,
+            )
+            .returning(POOLS.c.id)
+        )
+        if returned.first() is None:
+            raise PoolClosed("this pool is no longer open: joins cannot leave it")
+        left = await session.execute(
+            update(JOINS)
+            .where(JOINS.c.id == join_id, JOINS.c.status == JoinStatus.ACTIVE.value)
+            .values(status=JoinStatus.LEFT.value, updated_at=now)
+            .returning(JOINS.c.id)
+        )
+        if left.first() is None:
+            raise PoolClosed("this join changed meanwhile; try again")
+        await ledger.void(session, hold_id=join.hold_id, now=now)
+        await trust.release_deposits(
+            session, subject_type=SubjectType.POOL, subject_id=pool_id, user_ids=[user_id], now=now
+        )
+        join = Join(**{**join.model_dump(), "status": JoinStatus.LEFT.value, "updated_at": now})
+        await uow.commit()
+    return join
+
+
+async def _decide(
+    session: AsyncSession, *, pool: Pool, outcome: PoolStatus, now: datetime
+) -> Pool | None:
+    """Move an open pool to its outcome exactly once; None if it was not open any more."""
+    final_price = _final_price_sql(pool) if outcome is PoolStatus.SUCCEEDED else None
+    decided = await session.execute(
+        update(POOLS)
+        .where(POOLS.c.id == pool.id, POOLS.c.status == PoolStatus.OPEN.value)
+        .values(status=outcome.value, decided_at=now, final_unit_price_minor=final_price)
+        .returning(*POOLS.c)
+    )
+    row = decided.first()
+    return _pool(row) if row else None
+
+
+def _final_price_sql(pool: Pool) -> Any:
+    """The final unit price from the committed quantity as the database has it at the UPDATE
+    (a CASE over the tiers), so a join committed just before is priced in."""
+    tiers = tiers_of(pool)
+    whens = [
+        (POOLS.c.committed_quantity >= tier.min_quantity, tier.unit_price_minor)
+        for tier in reversed(tiers)
+    ]
+    return case(*whens, else_=tiers[0].unit_price_minor)
+
+
+async def _organizer_action(uow: UnitOfWork, *, pool_id: UUID, user_id: UUID) -> Pool:
+    pool = await get_pool(uow.session, pool_id, lock=True)
+    if pool.organizer_id != user_id:
+        raise NotOrganizer("only the pool's organizer may do this")
+    if pool.status != PoolStatus.OPEN:
+        raise PoolClosed(f"this pool is already {pool.status}")
+    return pool
+
+
+@use_case
+async def close_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    schedule: Scheduler | None,
+    now: datetime,
+) -> Pool:
+    """The organizer ends the pool early once it reached its minimum: it succeeds now."""
+    async with uow:
+        pool = await _organizer_action(uow, pool_id=pool_id, user_id=user_id)
+        if pool.committed_quantity < pool.min_quantity:
+            raise MinimumNotReached(
+                f"{pool.min_quantity - pool.committed_quantity} more needed before closing"
+            )
+        decided = await _decide(uow.session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)
+        if decided is None:
+            raise PoolClosed("this pool was decided meanwhile")
+        if schedule is not None:
+            uow.after_commit(schedule, pool.id, now)
+        await uow.commit()
+    return decided
+
+
+@use_case
+async def cancel_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    schedule: Scheduler | None,
+    now: datetime,
+) -> Pool:
+    """The organizer calls the pool off: every hold is released by its settlement."""
+    async with uow:
+        pool = await _organizer_action(uow, pool_id=pool_id, user_id=user_id)
+        decided = await _decide(uow.session, pool=pool, outcome=PoolStatus.CANCELLED, now=now)
+        if decided is None:
+            raise PoolClosed("this pool was decided meanwhile")
+        if schedule is not None:
+            uow.after_commit(schedule, pool.id, now)
+        await uow.commit()
+    return decided
+
+
+# -- settlement -----------------------------------------------------------------------------------
+
+
+async def _settle_chunk(uow: UnitOfWork, *, pool: Pool, limit: int, now: datetime) -> int:
+    """Charge (success) or release (failure, cancel) up to `limit` active joins; answers how
+    many. Each join's ledger ids derive from the pool and the join: a repeat changes nothing."""
+    async with uow:
+        session = uow.session
+        query = (
+            select(JOINS)
+            .where(JOINS.c.pool_id == pool.id, JOINS.c.status == JoinStatus.ACTIVE.value)
+            .order_by(JOINS.c.row_id)
+            .limit(limit)
+        )
+        if on_postgres(session):
+            query = query.with_for_update(skip_locked=True)
+        joins = [_join(row) for row in (await session.execute(query)).all()]
+        if not joins:
+            return 0
+        succeeded = pool.status == PoolStatus.SUCCEEDED
+        price = pool.final_unit_price_minor or 0
+        for join in joins:
+            if succeeded:
+                charge = pricing.charge_minor(price, join.quantity, premium_bp=pool.premium_bp)
+                await ledger.capture(session, hold_id=join.hold_id, amount_minor=charge, now=now)
+                premium = pricing.premium_minor(price, join.quantity, pool.premium_bp)
+                if premium:
+                    await ledger.transfer(
+                        session,
+                        TransferSpec(
+                            id=f"settle:pool:{pool.id}:join:{join.id}:premium",
+                            debit=pool_escrow(pool),
+                            credit=insurance_fund(pool.currency),
+                            amount_minor=premium,
+                            kind="protection_premium",
+                            ref=f"pool:{pool.id}",
+                        ),
+                        now=now,
+                    )
+                status, charged = JoinStatus.CHARGED, charge
+            else:
+                await ledger.void(session, hold_id=join.hold_id, now=now)
+                status, charged = JoinStatus.RELEASED, 0
+            await session.execute(
+                update(JOINS)
+                .where(JOINS.c.id == join.id, JOINS.c.status == JoinStatus.ACTIVE.value)
+                .values(status=status.value, charged_minor=charged, updated_at=now)
+            )
+        members = [join.user_id for join in joins]
+        if succeeded:
+            await trust.register_transaction(
+                session,
+                subject_type=SubjectType.POOL,
+                subject_id=pool.id,
+                parties=[
+                    trust.Party(pool.organizer_id, PartyRole.ORGANIZER),
+                    *(trust.Party(member, PartyRole.MEMBER) for member in members),
+                ],
+                completed_at=pool.decided_at or now,
+            )
+        await trust.release_deposits(
+            session, subject_type=SubjectType.POOL, subject_id=pool.id, user_ids=members, now=now
+        )
+        await uow.commit()
+    return len(joins)
+
+
+async def _finish(uow: UnitOfWork, *, pool: Pool, config: TrustConfig, now: datetime) -> bool:
+    """Pay the organizer and the platform out of the escrow (success) and mark the pool settled;
+    False if the trust gate holds the payout back (the sweep tries again later)."""
+    async with uow:
+        session = uow.session
+        if pool.status == PoolStatus.SUCCEEDED:
+            totals = pricing.settlement(
+                tiers_of(pool), pool.committed_quantity, platform_fee_bp=pool.platform_fee_bp
+            )
+            decision = await trust.evaluate(
+                session,
+                user_id=pool.organizer_id,
+                action=Action.PAYOUT,
+                amount_minor=totals.payout_minor,
+                currency=pool.currency,
+                now=now,
+                rules=config.rules,
+                params=config.score,
+            )
+            if decision.verdict is Verdict.DENY:
+                return False
+            payouts = [
+                ("payout", wallet_account(pool.organizer_id, pool.currency), totals.payout_minor),
+                ("fee", platform_revenue(pool.currency), totals.fee_minor),
+            ]
+            await ledger.post_linked(
+                session,
+                [
+                    TransferSpec(
+                        id=f"settle:pool:{pool.id}:{name}",
+                        debit=pool_escrow(pool),
+                        credit=account,
+                        amount_minor=amount,
+                        kind=f"pool_{name}",
+                        ref=f"pool:{pool.id}",
+                    )
+                    for name, account, amount in payouts
+                    if amount > 0
+                ],
+                now=now,
+            )
+        await trust.release_deposits(
+            session,
+            subject_type=SubjectType.POOL,
+            subject_id=pool.id,
+            user_ids=[pool.organizer_id],
+            now=now,
+        )
+        await session.execute(
+            update(POOLS)
+            .where(POOLS.c.id == pool.id, POOLS.c.settled_at.is_(None))
+            .values(settled_at=now)
+        )
+        await uow.commit()
+    return True
+
+
+async def settle_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    config: TrustConfig,
+    now: datetime,
+    chunk: int = SETTLE_CHUNK,
+) -> Pool:
+    """Settle a pool whose outcome is due or decided: idempotent, safe to run twice or at once.
+
+    An open pool past its deadline is decided first (succeeded if it reached its minimum, else
+    failed); an open pool before its deadline is left alone."""
+    async with uow:
+        pool = await get_pool(uow.session, pool_id)
+        if pool.status == PoolStatus.OPEN and pool.deadline <= now:
+            reached = pool.committed_quantity >= pool.min_quantity
+            outcome = PoolStatus.SUCCEEDED if reached else PoolStatus.FAILED
+            await _decide(uow.session, pool=pool, outcome=outcome, now=now)
+            await uow.commit()
+    async with uow:
+        pool = await get_pool(uow.session, pool_id)
+    if pool.status == PoolStatus.OPEN or pool.settled_at is not None:
+        return pool
+    while await _settle_chunk(uow, pool=pool, limit=chunk, now=now):
+        pass
+    async with uow:
+        remaining = (
+            await uow.session.execute(
+                select(JOINS.c.id)
+                .where(JOINS.c.pool_id == pool.id, JOINS.c.status == JoinStatus.ACTIVE.value)
+                .limit(1)
+            )
+        ).first()
+    if remaining is None:  # a concurrent settler may still hold some joins: it finishes then
+        await _finish(uow, pool=pool, config=config, now=now)
+    async with uow:
+        return await get_pool(uow.session, pool_id)
+
+
+async def due_pools(session: AsyncSession, *, now: datetime, limit: int) -> list[UUID]:
+    """Pools whose settlement is owed: open past their deadline, or decided but not settled."""
+    query = (
+        select(POOLS.c.id)
+        .where(
+            ((POOLS.c.status == PoolStatus.OPEN.value) & (POOLS.c.deadline <= now))
+            | ((POOLS.c.status != PoolStatus.OPEN.value) & POOLS.c.settled_at.is_(None))
+        )
+        .order_by(POOLS.c.deadline)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+async def list_pools(
+    session: AsyncSession,
+    *,
+    status: PoolStatus | None,
+    box: tuple[float, float, float, float] | None,
+    limit: int,
+    before: int | None,
+) -> list[Pool]:
+    """Pools newest first; `box` (south, west, north, east) keeps those whose pickup lies in it
+    (an index range on the pickup's latitude, then longitude)."""
+    query = select(POOLS).order_by(POOLS.c.row_id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(POOLS.c.status == status.value)
+    if box is not None:
+        south, west, north, east = box
+        query = query.where(POOLS.c.pickup_lat.between(south, north))
+        if west <= east:
+            query = query.where(POOLS.c.pickup_lon.between(west, east))
+        else:  # the box crosses the antimeridian
+            query = query.where((POOLS.c.pickup_lon >= west) | (POOLS.c.pickup_lon <= east))
+    if before is not None:
+        query = query.where(POOLS.c.row_id < before)
+    return [_pool(row) for row in (await session.execute(query)).all()]
+
+
+class JoinView(msgspec.Struct, frozen=True, kw_only=True):
+    join: Join
+    pool: Pool
+
+
+async def my_joins(
+    session: AsyncSession,
+    *,
+    user_id: UUID,
+    status: JoinStatus | None,
+    limit: int,
+    before: int | None,
+) -> list[JoinView]:
+    query = (
+        select(JOINS, POOLS)
+        .join(POOLS, POOLS.c.id == JOINS.c.pool_id)
+        .where(JOINS.c.user_id == user_id)
+        .order_by(JOINS.c.row_id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(JOINS.c.status == status.value)
+    if before is not None:
+        query = query.where(JOINS.c.row_id < before)
+    rows = (await session.execute(query)).all()
+    join_columns = len(JOINS.c)
+    return [
+        JoinView(
+            join=Join(**dict(zip(JOINS.c.keys(), row[:join_columns], strict=True))),
+            pool=Pool(**dict(zip(POOLS.c.keys(), row[join_columns:], strict=True))),
+        )
+        for row in rows
+    ]

@@ -18,7 +18,7 @@ from trust.complaints import (
     list_complaints,
 )
 from trust.deposits import collect_premium, forfeit_deposits, release_deposits, take_deposit
-from trust.gate import evaluate, standing_of
+from trust.gate import evaluate, require_allowed, standing_of
 from trust.insurance import get_policy, list_policies, reject_policy, submit_policy, verify_policy
 from trust.ratings import PublicRating, public_ratings, rate, reveal_due_ratings
 from trust.registry import Party, record_cancellation, register_transaction
@@ -48,6 +48,7 @@ __all__ = [
     "reject_policy",
     "release_deposits",
     "reputation_of",
+    "require_allowed",
     "reveal_due_ratings",
     "standing_of",
     "submit_policy",

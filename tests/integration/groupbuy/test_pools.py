@@ -1,0 +1,261 @@
+"""Pool life cycles over HTTP on SQLite and PostgreSQL, in CNY, every amount checked against the
+ledger: tipping across tiers, failure, cancel, leave, settlement run twice or at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from groupbuy import service
+from tests.support.pools import (
+    ledger_verifies,
+    member,
+    open_pool,
+    pool_body,
+    settle,
+    sweep,
+    wallet,
+)
+from tests.support.trust import TrustWorld
+from tests.support.users import assert_problem
+
+START = 10_000
+
+
+async def join(world: TrustWorld, pool_id: str, headers: dict[str, str], quantity: int) -> Any:
+    return await world.client.post(
+        f"/v1/pools/{pool_id}/joins", json={"quantity": quantity}, headers=headers
+    )
+
+
+async def test_a_pool_tipping_across_two_tiers_charges_everyone_the_final_price(
+    world: TrustWorld,
+) -> None:
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    assert (pool["status"], pool["current_unit_price_minor"]) == ("open", 1_000)
+    assert pool["next_tier"] == {"min_quantity": 5, "unit_price_minor": 800, "quantity_needed": 5}
+    a, a_h = await member(world)
+    b, b_h = await member(world)
+
+    first = await join(world, pool["id"], a_h, 3)
+    assert first.status_code == 201, first.text
+    assert (first.json()["held_minor"], first.json()["status"]) == (3_000, "active")
+    assert await wallet(world.sessionmaker, a) == (START - 3_000, 3_000)
+    second = await join(world, pool["id"], b_h, 4)  # 7: the second tier
+    assert second.status_code == 201, second.text
+    raised = await join(world, pool["id"], a_h, 3)  # 10: the third tier, one join raised
+    assert raised.json()["id"] == first.json()["id"]
+    assert (raised.json()["quantity"], raised.json()["held_minor"]) == (6, 6_000)
+    assert await wallet(world.sessionmaker, a) == (START - 6_000, 6_000)
+
+    progress = (await world.client.get(f"/v1/pools/{pool['id']}", headers=a_h)).json()
+    assert (progress["committed_quantity"], progress["participant_count"]) == (10, 2)
+    assert progress["current_unit_price_minor"] == 600
+    assert progress["next_tier"] is None
+
+    world.clock.advance(timedelta(hours=2))
+    assert await sweep(world) >= 1
+    settled = (await world.client.get(f"/v1/pools/{pool['id']}", headers=a_h)).json()
+    assert (settled["status"], settled["final_unit_price_minor"]) == ("succeeded", 600)
+    assert settled["settled_at"] is not None
+    # Everyone pays 600 a unit; the rest of each hold is released.
+    assert await wallet(world.sessionmaker, a) == (START - 3_600, 0)
+    assert await wallet(world.sessionmaker, b) == (START - 2_400, 0)
+    total = 6_000
+    fee = total * world.client.app.state.settings.pool_fee_bp // 10_000
+    assert await wallet(world.sessionmaker, organizer) == (total - fee, 0)
+    joins = (await world.client.get("/v1/me/joins", headers=a_h)).json()["items"]
+    assert [(j["status"], j["charged_minor"], j["unit_price_minor"]) for j in joins] == [
+        ("charged", 3_600, 600)
+    ]
+    # The members and the organizer can now rate each other.
+    rated = await world.client.post(
+        "/v1/ratings",
+        json={
+            "subject_type": "pool",
+            "subject_id": pool["id"],
+            "ratee_id": str(organizer),
+            "stars": 5,
+        },
+        headers=b_h,
+    )
+    assert rated.status_code == 201, rated.text
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_pool_that_misses_its_minimum_releases_every_hold(world: TrustWorld) -> None:
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world)
+    assert (await join(world, pool["id"], a_h, 4)).status_code == 201
+    world.clock.advance(timedelta(hours=2))
+    assert await settle(world, pool["id"]) == "failed"
+    assert await wallet(world.sessionmaker, a) == (START, 0)
+    assert await wallet(world.sessionmaker, organizer) == (0, 0)
+    assert_problem(await join(world, pool["id"], a_h, 1), 409, "pool-closed")
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
+    world: TrustWorld,
+) -> None:
+    _organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world)
+    b, b_h = await member(world)
+    joined_a = (await join(world, pool["id"], a_h, 2)).json()
+    assert (await join(world, pool["id"], b_h, 2)).status_code == 201
+
+    left = await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h)
+    assert (left.status_code, left.json()["status"]) == (200, "left")
+    assert await wallet(world.sessionmaker, a) == (START, 0)
+    assert_problem(
+        await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=b_h),
+        404,
+        "join-not-found",
+    )
+    progress = (await world.client.get(f"/v1/pools/{pool['id']}", headers=a_h)).json()
+    assert (progress["committed_quantity"], progress["participant_count"]) == (2, 1)
+
+    assert_problem(
+        await world.client.post(f"/v1/pools/{pool['id']}/cancel", headers=b_h), 403, "not-organizer"
+    )
+    assert_problem(
+        await world.client.post(f"/v1/pools/{pool['id']}/close", headers=organizer_h),
+        409,
+        "minimum-not-reached",
+    )
+    cancelled = await world.client.post(f"/v1/pools/{pool['id']}/cancel", headers=organizer_h)
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    assert_problem(
+        await world.client.post(f"/v1/pools/{pool['id']}/cancel", headers=organizer_h),
+        409,
+        "pool-closed",
+    )
+    assert await settle(world, pool["id"]) == "cancelled"
+    assert await wallet(world.sessionmaker, b) == (START, 0)
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_join_past_the_cap_is_refused_and_moves_no_money_and_a_full_pool_succeeds(
+    world: TrustWorld,
+) -> None:
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world, amount_minor=30_000)
+    assert (await join(world, pool["id"], a_h, 15)).status_code == 201
+    b, b_h = await member(world)
+    body = assert_problem(await join(world, pool["id"], b_h, 6), 409, "pool-full")
+    assert body["available_quantity"] == 5
+    assert await wallet(world.sessionmaker, b) == (START, 0)
+    poor, poor_h = await member(world, amount_minor=100)
+    assert_problem(await join(world, pool["id"], poor_h, 1), 402, "insufficient-funds")
+    after = (await world.client.get(f"/v1/pools/{pool['id']}", headers=b_h)).json()
+    assert after["committed_quantity"] == 15  # the refused joins reserved nothing
+
+    filled = await join(world, pool["id"], b_h, 5)
+    assert filled.status_code == 201
+    full = (await world.client.get(f"/v1/pools/{pool['id']}", headers=b_h)).json()
+    assert (full["status"], full["final_unit_price_minor"]) == ("succeeded", 600)
+    await settle(world, pool["id"])
+    assert await wallet(world.sessionmaker, b) == (START - 3_000, 0)
+    del a, poor, organizer
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_settlement_run_twice_or_at_once_pays_once(world: TrustWorld) -> None:
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    members = [await member(world) for _ in range(6)]
+    for _, headers in members:
+        assert (await join(world, pool["id"], headers, 1)).status_code == 201
+    closed = await world.client.post(f"/v1/pools/{pool['id']}/close", headers=organizer_h)
+    assert (closed.status_code, closed.json()["final_unit_price_minor"]) == (200, 800)
+    config = world.client.app.state.trust
+    pool_id = uuid.UUID(pool["id"])
+    await asyncio.gather(
+        *(
+            service.settle_pool(
+                world.uow, pool_id=pool_id, config=config, now=world.clock(), chunk=2
+            )
+            for _ in range(3)
+        )
+    )
+    await settle(world, pool["id"])
+    await sweep(world)
+    total = 6 * 800
+    fee = total * world.client.app.state.settings.pool_fee_bp // 10_000
+    assert await wallet(world.sessionmaker, organizer) == (total - fee, 0)
+    for user_id, _ in members:
+        assert await wallet(world.sessionmaker, user_id) == (START - 800, 0)
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_bad_pools_are_422_and_only_organizers_open_pools(world: TrustWorld) -> None:
+    _, organizer_h = await world.user(roles=["organizer"])
+    _, member_h = await world.user()
+    soon = world.clock() + timedelta(hours=1)
+    assert_problem(
+        await world.client.post("/v1/pools", json=pool_body(soon), headers=member_h),
+        403,
+        "forbidden",
+    )
+    bad_tiers = [
+        [{"min_quantity": 2, "unit_price_minor": 1_000}],
+        [
+            {"min_quantity": 1, "unit_price_minor": 1_000},
+            {"min_quantity": 5, "unit_price_minor": 1_200},
+        ],
+        [
+            {"min_quantity": 1, "unit_price_minor": 1_000},
+            {"min_quantity": 1, "unit_price_minor": 900},
+        ],
+        [{"min_quantity": i + 1, "unit_price_minor": 1_000 - i} for i in range(11)],
+    ]
+    for tiers in bad_tiers:
+        answer = await world.client.post(
+            "/v1/pools", json=pool_body(soon, tiers=tiers), headers=organizer_h
+        )
+        assert answer.status_code == 422, answer.text
+    for extra in (
+        {"min_quantity": 30},
+        {"deadline": (world.clock() + timedelta(minutes=1)).isoformat()},
+        {"deadline": (world.clock() + timedelta(days=31)).isoformat()},
+        {"deadline": "2030-01-01T00:00:00"},
+        {"currency": "XAU"},
+        {"title": " "},
+    ):
+        answer = await world.client.post(
+            "/v1/pools", json={**pool_body(soon), **extra}, headers=organizer_h
+        )
+        assert answer.status_code == 422, (extra, answer.text)
+    unknown = f"/v1/pools/{uuid.uuid4()}"
+    assert_problem(await world.client.get(unknown, headers=member_h), 404, "pool-not-found")
+    assert_problem(
+        await world.client.post(f"{unknown}/joins", json={"quantity": 1}, headers=member_h),
+        404,
+        "pool-not-found",
+    )
+
+
+async def test_pools_are_found_near_a_place(world: TrustWorld) -> None:
+    _, organizer_h = await world.user(roles=["organizer"])
+    shanghai = {"lat": 31.2304, "lon": 121.4737, "label": "People's Square"}
+    pudong = {"lat": 31.2213, "lon": 121.5440, "label": "Lujiazui"}
+    beijing = {"lat": 39.9042, "lon": 116.4074, "label": "Tiananmen"}
+    ids = {}
+    for name, pickup in (("shanghai", shanghai), ("pudong", pudong), ("beijing", beijing)):
+        ids[name] = (await open_pool(world, organizer_h, pickup=pickup))["id"]
+    found = await world.client.get(
+        "/v1/pools?status=open&near=31.2304,121.4737&radius_km=10", headers=organizer_h
+    )
+    assert found.status_code == 200, found.text
+    items = found.json()["items"]
+    assert {p["id"] for p in items} >= {ids["shanghai"], ids["pudong"]}
+    assert ids["beijing"] not in {p["id"] for p in items}
+    assert all(p["distance_km"] <= 10 for p in items)
+    bad = await world.client.get("/v1/pools?near=91,0", headers=organizer_h)
+    assert_problem(bad, 422, "validation-error")
