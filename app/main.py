@@ -27,6 +27,7 @@ from app.logging import configure_logging, request_id_middleware
 from app.openapi import openapi_config
 from app.problems import exception_handlers
 from app.settings import Settings, load_settings
+from groupbuy.admission import Admission
 from groupbuy.api import MyJoinsController, PoolController
 from groupbuy.jobs import scheduler as pool_scheduler
 from payments.api import LedgerController, WalletController
@@ -80,6 +81,8 @@ def create_app(
         app.state.limiter = RateLimiter(redis)
         #: Pool settlements are enqueued (after their unit of work commits) through this.
         app.state.schedule_pool = pool_scheduler(redis)
+        #: The Redis admission gate in front of each pool's row (groupbuy/admission.py).
+        app.state.admission = Admission(redis)
         app.state.auth_cache = auth_cache = AuthCache(ttl_s=settings.auth_cache_ttl_s)
         #: Pass to account use cases: forgets the user here and announces it to other processes.
         app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)

@@ -29,6 +29,7 @@ from app.pagination import (
 from app.problems import problem_responses
 from app.uow import UnitOfWork
 from groupbuy import pricing, service
+from groupbuy.admission import Admission
 from groupbuy.models import Join, JoinStatus, Pool, PoolStatus
 from groupbuy.schemas import (
     JoinIn,
@@ -132,6 +133,11 @@ def _box(lat: float, lon: float, radius_km: float) -> tuple[float, float, float,
 def _schedule(request: Request[Any, Any, State]) -> service.Scheduler | None:
     schedule: service.Scheduler | None = getattr(request.app.state, "schedule_pool", None)
     return schedule
+
+
+def _admission(request: Request[Any, Any, State]) -> Admission | None:
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    return admission
 
 
 class PoolController(Controller):
@@ -262,6 +268,7 @@ class PoolController(Controller):
             request_id=idempotent_id(request.scope),
             config=request.app.state.trust,
             schedule=_schedule(request),
+            admission=_admission(request),
             now=now,
         )
         return join_out(join)
@@ -274,6 +281,7 @@ class PoolController(Controller):
     )
     async def leave(
         self,
+        request: Request[Any, Any, State],
         pool_id: FromPath[UUID],
         join_id: FromPath[UUID],
         principal: NamedDependency[Principal],
@@ -281,7 +289,12 @@ class PoolController(Controller):
         now: NamedDependency[datetime],
     ) -> JoinOut:
         join = await service.leave_pool(
-            uow, pool_id=pool_id, join_id=join_id, user_id=principal.user_id, now=now
+            uow,
+            pool_id=pool_id,
+            join_id=join_id,
+            user_id=principal.user_id,
+            admission=_admission(request),
+            now=now,
         )
         return join_out(join)
 
@@ -300,7 +313,12 @@ class PoolController(Controller):
         now: NamedDependency[datetime],
     ) -> PoolOut:
         pool = await service.close_pool(
-            uow, pool_id=pool_id, user_id=principal.user_id, schedule=_schedule(request), now=now
+            uow,
+            pool_id=pool_id,
+            user_id=principal.user_id,
+            schedule=_schedule(request),
+            admission=_admission(request),
+            now=now,
         )
         return pool_out(pool)
 
@@ -319,7 +337,12 @@ class PoolController(Controller):
         now: NamedDependency[datetime],
     ) -> PoolOut:
         pool = await service.cancel_pool(
-            uow, pool_id=pool_id, user_id=principal.user_id, schedule=_schedule(request), now=now
+            uow,
+            pool_id=pool_id,
+            user_id=principal.user_id,
+            schedule=_schedule(request),
+            admission=_admission(request),
+            now=now,
         )
         return pool_out(pool)
 

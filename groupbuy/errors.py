@@ -57,3 +57,10 @@ class NotOrganizer(GroupBuyError):
 class OrganizerCannotJoin(GroupBuyError):
     code = "organizer-cannot-join"
     title = "The organizer cannot join their own pool"
+
+
+class JoinConflict(GroupBuyError):
+    """Two joins of one member to one pool at the same moment: one waits, the other retries."""
+
+    code = "join-conflict"
+    title = "Another join is in progress"

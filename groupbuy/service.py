@@ -17,12 +17,15 @@ from uuid import UUID
 
 import msgspec
 from sqlalchemy import Table, case, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.db import AsyncSession, on_postgres
 from app.uow import UnitOfWork, use_case
 from groupbuy import pricing
+from groupbuy.admission import Admission, Admit
 from groupbuy.errors import (
     InvalidPool,
+    JoinConflict,
     JoinNotFound,
     MinimumNotReached,
     NotOrganizer,
@@ -244,8 +247,17 @@ def _hold_spec(pool: Pool, join: Join, amount_minor: int, version: int) -> Trans
     )
 
 
+class Joined(msgspec.Struct, frozen=True, kw_only=True):
+    join: Join
+    #: The pool's committed quantity and cap right after this join.
+    committed_quantity: int
+    max_quantity: int
+    #: True when this join filled the pool (it succeeded at once).
+    filled: bool
+
+
 @use_case
-async def join_pool(
+async def _join_once(
     uow: UnitOfWork,
     *,
     pool_id: UUID,
@@ -255,12 +267,7 @@ async def join_pool(
     config: TrustConfig,
     schedule: Scheduler | None,
     now: datetime,
-) -> Join:
-    """Reserve quantity in an open pool and hold its price: all of it or nothing, never past
-    the cap. Joining again raises the member's quantity (one join per member per pool).
-
-    `request_id` names the request (derived from its Idempotency-Key): a request that already
-    changed this join (a retry after a crash) answers the join instead of adding again."""
+) -> Joined:
     async with uow:
         session = uow.session
         pool = await get_pool(session, pool_id)
@@ -270,11 +277,15 @@ async def join_pool(
             raise PoolClosed("this pool no longer takes joins")
         join = await _member_join(session, pool_id, user_id)
         if join is not None and request_id is not None and join.last_request == request_id:
-            return join
+            return Joined(
+                join=join,
+                committed_quantity=pool.committed_quantity,
+                max_quantity=pool.max_quantity,
+                filled=False,
+            )
         active = join is not None and join.status == JoinStatus.ACTIVE
         total = quantity + (join.quantity if join is not None and active else 0)
-        tiers = tiers_of(pool)
-        amount = pricing.hold_minor(tiers, total, premium_bp=pool.premium_bp)
+        amount = pricing.hold_minor(tiers_of(pool), total, premium_bp=pool.premium_bp)
         await _gate(
             session,
             user_id=user_id,
@@ -283,9 +294,6 @@ async def join_pool(
             pool=pool,
             config=config,
             now=now,
-        )
-        committed = await _reserve(
-            session, pool=pool, quantity=quantity, new_member=not active, now=now
         )
         if join is None:
             join = Join(
@@ -300,7 +308,10 @@ async def join_pool(
                 updated_at=now,
             )
             session.add(join)
-            await session.flush()
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise JoinConflict("another join of yours to this pool is in progress") from None
         elif active:
             # The raise replaces the hold: release the old one, hold the new total.
             await ledger.void(session, hold_id=join.hold_id, now=now)
@@ -318,18 +329,89 @@ async def join_pool(
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
         join = Join(**{**join.model_dump(), **values})
-        if committed >= pool.max_quantity:
+        # The pool's row is the one every joiner of this pool waits for: it is updated last,
+        # so its lock is held only for this statement and the commit.
+        committed = await _reserve(
+            session, pool=pool, quantity=quantity, new_member=not active, now=now
+        )
+        filled = committed >= pool.max_quantity
+        if filled:
             # Full: the pool succeeds now, and its settlement runs right after the commit.
             await _decide(session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)
             if schedule is not None:
                 uow.after_commit(schedule, pool.id, now)
         await uow.commit()
-    return join
+    return Joined(
+        join=join, committed_quantity=committed, max_quantity=pool.max_quantity, filled=filled
+    )
+
+
+async def join_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    quantity: int,
+    request_id: str | None,
+    config: TrustConfig,
+    schedule: Scheduler | None,
+    admission: Admission | None,
+    now: datetime,
+) -> Join:
+    """Reserve quantity in an open pool and hold its price: all of it or nothing, never past
+    the cap. Joining again raises the member's quantity (one join per member per pool).
+
+    The admission gate refuses what cannot fit before the database is asked; the database's
+    conditional UPDATE decides the rest. `request_id` names the request (derived from its
+    Idempotency-Key): a request that already changed this join (a retry after a crash) answers
+    the join instead of adding again."""
+    verdict, left = await admission.admit(pool_id, quantity) if admission else (Admit.UNKNOWN, 0)
+    if admission is not None and verdict is Admit.UNKNOWN:
+        # No count (new, expired, flushed): start one from the database's row, then ask again,
+        # so a crowd arriving meanwhile does not all queue for the pool's row.
+        async with uow:
+            pool = await get_pool(uow.session, pool_id)
+        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+            await admission.close(pool_id)
+            raise PoolClosed("this pool no longer takes joins")
+        await admission.seed(pool_id, pool.max_quantity - pool.committed_quantity)
+        verdict, left = await admission.admit(pool_id, quantity)
+    if verdict is Admit.FULL:
+        raise PoolFull(f"only {left} left in this pool", available_quantity=left)
+    if verdict is Admit.CLOSED:
+        raise PoolClosed("this pool no longer takes joins")
+    try:
+        joined = await _join_once(
+            uow,
+            pool_id=pool_id,
+            user_id=user_id,
+            quantity=quantity,
+            request_id=request_id,
+            config=config,
+            schedule=schedule,
+            now=now,
+        )
+    except Exception:
+        if admission is not None and verdict is Admit.ADMITTED:
+            await admission.give_back(pool_id, quantity)
+        raise
+    if admission is not None:
+        if joined.filled:
+            await admission.close(pool_id)
+        elif verdict is Admit.UNKNOWN:
+            await admission.seed(pool_id, joined.max_quantity - joined.committed_quantity)
+    return joined.join
 
 
 @use_case
 async def leave_pool(
-    uow: UnitOfWork, *, pool_id: UUID, join_id: UUID, user_id: UUID, now: datetime
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    join_id: UUID,
+    user_id: UUID,
+    admission: Admission | None,
+    now: datetime,
 ) -> Join:
     """Give the quantity back and release the hold, while the pool is open."""
     async with uow:
@@ -375,6 +457,8 @@ async def leave_pool(
         )
         join = Join(**{**join.model_dump(), "status": JoinStatus.LEFT.value, "updated_at": now})
         await uow.commit()
+    if admission is not None:
+        await admission.give_back(pool_id, join.quantity)
     return join
 
 
@@ -420,6 +504,7 @@ async def close_pool(
     pool_id: UUID,
     user_id: UUID,
     schedule: Scheduler | None,
+    admission: Admission | None,
     now: datetime,
 ) -> Pool:
     """The organizer ends the pool early once it reached its minimum: it succeeds now."""
@@ -435,6 +520,8 @@ async def close_pool(
         if schedule is not None:
             uow.after_commit(schedule, pool.id, now)
         await uow.commit()
+    if admission is not None:
+        await admission.close(pool_id)
     return decided
 
 
@@ -445,6 +532,7 @@ async def cancel_pool(
     pool_id: UUID,
     user_id: UUID,
     schedule: Scheduler | None,
+    admission: Admission | None,
     now: datetime,
 ) -> Pool:
     """The organizer calls the pool off: every hold is released by its settlement."""
@@ -456,6 +544,8 @@ async def cancel_pool(
         if schedule is not None:
             uow.after_commit(schedule, pool.id, now)
         await uow.commit()
+    if admission is not None:
+        await admission.close(pool_id)
     return decided
 
 

@@ -1,0 +1,102 @@
+"""The admission gate in front of a pool's row: a Redis counter of the quantity a pool still has.
+
+A flash crowd sends thousands of joins to one pool in seconds; most of them find it full. The gate
+reserves quantity atomically in Redis (one Lua script: read, compare, decrement) so a join past
+the cap is refused without touching the database, and only joins that can succeed queue for the
+pool's row. The database stays the record and the guard: every admitted join still reserves with
+the conditional UPDATE, so a wrong count can never oversell, only refuse early or admit late.
+
+The count is a cache of `max_quantity - committed_quantity` that lives `ttl_s` seconds and is seeded
+again from the database: a Redis flush, a lost give-back after a crash, or a leave are healed
+within that time. All keys of one pool share a Redis Cluster hash slot (`{pool:<id>}`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("copool.groupbuy.admission")
+
+#: The count is re-read from the database at least this often.
+DEFAULT_TTL_S = 10
+#: Stored instead of a count once the pool no longer takes joins.
+CLOSED = -1
+
+# KEYS[1] the pool's count; ARGV[1] the quantity. Answers {outcome, left}: 0 admitted, 1 not
+# enough left, 2 closed, 3 no count (ask the database).
+_ADMIT = """
+local left = redis.call('GET', KEYS[1])
+if not left then return {3, 0} end
+left = tonumber(left)
+if left < 0 then return {2, 0} end
+local want = tonumber(ARGV[1])
+if left < want then return {1, left} end
+return {0, redis.call('DECRBY', KEYS[1], want)}
+"""
+# Give quantity back to a count that still exists (an expired one is re-read anyway).
+_GIVE_BACK = """
+local left = redis.call('GET', KEYS[1])
+if left and tonumber(left) >= 0 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return -1
+"""
+
+
+class Admit(StrEnum):
+    ADMITTED = "admitted"
+    FULL = "full"
+    CLOSED = "closed"
+    #: The gate has no count (new pool, expired, Redis flushed or down): ask the database.
+    UNKNOWN = "unknown"
+
+
+_OUTCOMES = (Admit.ADMITTED, Admit.FULL, Admit.CLOSED, Admit.UNKNOWN)
+
+
+def key(pool_id: UUID) -> str:
+    return f"copool:{{pool:{pool_id}}}:left"
+
+
+class Admission:
+    """The gate's operations; every Redis failure degrades to UNKNOWN (the database decides)."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int = DEFAULT_TTL_S) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._admit = redis.register_script(_ADMIT)
+        self._give_back = redis.register_script(_GIVE_BACK)
+
+    async def admit(self, pool_id: UUID, quantity: int) -> tuple[Admit, int]:
+        """Take `quantity` from the pool's count if it has that much; answers the outcome and
+        what the count has left."""
+        try:
+            outcome, left = await self._admit(keys=[key(pool_id)], args=[quantity])
+        except RedisError as exc:
+            log.warning("admission gate unavailable", error=str(exc))
+            return Admit.UNKNOWN, 0
+        return _OUTCOMES[int(outcome)], int(left)
+
+    async def give_back(self, pool_id: UUID, quantity: int) -> None:
+        """Return quantity taken by a join that did not commit (or a join that left)."""
+        try:
+            await self._give_back(keys=[key(pool_id)], args=[quantity])
+        except RedisError as exc:
+            log.warning("admission gate unavailable", error=str(exc))
+
+    async def seed(self, pool_id: UUID, left: int) -> None:
+        """Start a count from the database's figure, unless another request already did."""
+        try:
+            await self._redis.set(key(pool_id), max(left, 0), ex=self._ttl_s, nx=True)
+        except RedisError as exc:
+            log.warning("admission gate unavailable", error=str(exc))
+
+    async def close(self, pool_id: UUID) -> None:
+        """The pool was decided: refuse joins at the gate from now on."""
+        try:
+            await self._redis.set(key(pool_id), CLOSED, ex=self._ttl_s)
+        except RedisError as exc:
+            log.warning("admission gate unavailable", error=str(exc))
