@@ -6,21 +6,28 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
 
 __all__ = [
     "AsyncSession",
+    "ReadSession",
+    "ReadSessionMaker",
     "SessionMaker",
     "UTCDateTime",
     "create_engine",
     "create_read_sessionmaker",
     "create_sessionmaker",
     "dialect_insert",
+    "driver_fetchrow",
     "on_postgres",
     "session_scope",
 ]
@@ -33,10 +40,24 @@ class AsyncSession(SQLModelAsyncSession):
     execute = SQLAlchemyAsyncSession.execute
 
 
+class ReadSession(AsyncSession):
+    """The session of a GET route (the `reader` dependency): reads only, never a write lock.
+
+    Core and ORM reads work as on any session. On PostgreSQL, `driver_fetchrow` on a read
+    session that holds no connection yet borrows one from the engine's pool for that statement
+    alone, without building SQLAlchemy's Connection and transaction around it (those were
+    most of the cost of a one-row read).
+    """
+
+
 SessionMaker = async_sessionmaker[AsyncSession]
+ReadSessionMaker = async_sessionmaker[ReadSession]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Execution option of the read-only engine: on SQLite its transactions take no write lock.
 READ_ONLY = "copool_read_only"
+#: Put a limit on everything: a read tries this many pooled connections the driver knows are
+#: closed (after a database restart) before it runs on the next one, whatever it is.
+BORROW_ATTEMPTS = 3
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -92,6 +113,8 @@ def create_engine(
         # (fork, TLS, auth): 100-250 new sessions per 10 s of reads (bench/http.py).
         pool_size=2 * pool_size,
         max_overflow=0,
+        # No pre-ping: a round trip per checkout (and driver_fetchrow's checkout would then
+        # need a greenlet every time).
         pool_pre_ping=False,
         pool_timeout=connect_timeout_s + 5,
         connect_args={
@@ -116,7 +139,7 @@ def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-def create_read_sessionmaker(engine: AsyncEngine) -> SessionMaker:
+def create_read_sessionmaker(engine: AsyncEngine) -> ReadSessionMaker:
     """Sessions for GET routes: no write lock on SQLite, no BEGIN/ROLLBACK trips on PostgreSQL.
 
     On PostgreSQL the connection runs in autocommit: each SELECT is its own snapshot, which is
@@ -126,8 +149,133 @@ def create_read_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "AUTOCOMMIT"
     return async_sessionmaker(
-        engine.execution_options(**options), class_=AsyncSession, expire_on_commit=False
+        engine.execution_options(**options), class_=ReadSession, expire_on_commit=False
     )
+
+
+async def driver_fetchrow(session: AsyncSession, query: str, *args: Any) -> Any:
+    """One row of `query` (asyncpg's SQL, `$1` parameters) run by the driver itself, PostgreSQL
+    only; a database error is raised as SQLAlchemy raises it for a statement it runs.
+
+    A read session (bound to an engine) that holds no connection borrows one from the pool for
+    this statement and gives it straight back; any other session runs it on its own
+    connection, inside whatever transaction it has.
+    """
+    bind = session.bind
+    if (
+        not isinstance(session, ReadSession)
+        or not isinstance(bind, AsyncEngine)
+        or session.in_transaction()
+    ):
+        connection = await session.connection()
+        pooled = await connection.get_raw_connection()
+        try:
+            return await pooled.driver_connection.fetchrow(query, *args)  # type: ignore[union-attr]
+        except Exception as exc:
+            error = _sqlalchemy_error(session.get_bind().dialect, pooled, exc, query, args)
+            if error is None:
+                raise
+            if error.connection_invalidated:  # as SQLAlchemy does: the pool replaces it
+                await connection.invalidate(error)
+            raise error from error.orig
+    engine = bind.sync_engine
+    pooled = await _borrow(engine)
+    try:
+        row = await pooled.driver_connection.fetchrow(query, *args)  # type: ignore[union-attr]
+    except BaseException as exc:
+        error = _sqlalchemy_error(engine.dialect, pooled, exc, query, args)
+        await _give_back(pooled, exc)
+        if error is None:
+            raise
+        raise error from error.orig
+    await _give_back(pooled, None)
+    return row
+
+
+async def _borrow(engine: Any) -> PoolProxiedConnection:
+    """A connection from the engine's pool, with no Connection or transaction around it; one
+    the driver already knows is closed (the server restarted, or ended the session) is replaced
+    instead of failing the read. Failing to connect raises what `engine.connect()` raises."""
+    dialect = engine.dialect
+    try:
+        for _ in range(BORROW_ATTEMPTS - 1):
+            pooled = await _checkout(engine.pool)
+            driver: Any = pooled.driver_connection
+            if driver is not None and not driver.is_closed():
+                return pooled
+            await greenlet_spawn(pooled.invalidate)  # back to the pool, to reconnect when used
+        return await _checkout(engine.pool)
+    except dialect.loaded_dbapi.Error as exc:  # e.g. too many clients: 503, as from a session
+        raise DBAPIError.instance(
+            None,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            dialect=dialect,
+            connection_invalidated=dialect.is_disconnect(exc, None, None),
+        ) from exc
+
+
+async def _checkout(pool: Any) -> PoolProxiedConnection:
+    # A pre-ping (not configured: see create_engine) would be I/O on every checkout.
+    if pool.checkedin() and not getattr(pool, "_pre_ping", False):
+        try:
+            # One waiting in the pool is handed over without I/O, so without a greenlet, which
+            # costs as much as the rest of the checkout (~10 us).
+            connection: PoolProxiedConnection = pool.connect()
+            return connection
+        except MissingGreenlet:
+            # It had been invalidated and must reconnect first, which needs I/O. The pool
+            # undid the attempt (as after any failed connect): try again where I/O can happen.
+            pass
+    # None waiting: the pool opens one or waits for one, which it does in a greenlet.
+    connection = await greenlet_spawn(pool.connect)
+    return connection
+
+
+async def _give_back(pooled: PoolProxiedConnection, error: BaseException | None) -> None:
+    """Return the connection to the pool, or discard it if it may not be idle and healthy."""
+    driver: Any = pooled.driver_connection
+    # A server-side error (a statement timeout, ...) leaves the connection idle and usable; a
+    # cancellation, a client-side timeout or a lost connection may leave it mid-statement.
+    if (
+        driver is None
+        or driver.is_closed()
+        or driver.is_in_transaction()
+        or (error is not None and not isinstance(error, asyncpg.PostgresError))
+    ):
+        await greenlet_spawn(pooled.invalidate, error if isinstance(error, Exception) else None)
+    else:
+        pooled.close()  # no transaction to roll back, nothing to close: no I/O
+
+
+def _sqlalchemy_error(
+    dialect: Any, pooled: PoolProxiedConnection, error: BaseException, query: str, args: Any
+) -> DBAPIError | None:
+    """What SQLAlchemy raises when the driver fails a statement it runs: the dialect's
+    translation of `error` wrapped in a DBAPIError subclass (OperationalError, ...), so the
+    problem handlers answer exactly as for a statement run through a session (503 for a
+    statement timeout or a lost server). None for what is not a driver error (a cancellation,
+    a client-side timeout): SQLAlchemy lets those through as they are."""
+    if not isinstance(error, Exception):
+        return None
+    base = dialect.loaded_dbapi.Error
+    adapter: Any = pooled.dbapi_connection
+    try:
+        adapter._handle_exception(error)  # raises the dialect's translation (from `error`)
+    except base as translated:
+        wrapped: DBAPIError = DBAPIError.instance(
+            query,
+            tuple(args),
+            translated,
+            base,
+            dialect=dialect,
+            connection_invalidated=dialect.is_disconnect(translated, adapter, None),
+        )
+        return wrapped
+    except Exception:  # noqa: S110 - not a driver error: raised as it is
+        pass
+    return None
 
 
 async def session_scope(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession]:

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.auth import Principal, principal_of
-from app.db import AsyncSession, session_scope
+from app.db import AsyncSession, ReadSession, session_scope
 from app.uow import UnitOfWork
 
 
@@ -20,10 +20,16 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def provide_reader(state: State) -> AsyncIterator[AsyncSession]:
+async def provide_reader(state: State) -> AsyncIterator[ReadSession]:
     """A session for reads: takes no write lock (SQLite), no BEGIN/ROLLBACK trips (PostgreSQL)."""
-    async with state.read_sessionmaker() as session:
+    session: ReadSession = state.read_sessionmaker()
+    try:
         yield session
+    finally:
+        # One that never began holds nothing: closing it (a greenlet and a task) would cost a
+        # one-row read (driver_fetchrow borrows and returns its own) a tenth of its time.
+        if session.in_transaction():
+            await session.__aexit__(None, None, None)  # as `async with`: shielded from cancel
 
 
 def provide_uow(state: State) -> UnitOfWork:

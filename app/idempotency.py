@@ -225,15 +225,18 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     """Applies to POST routes whose handler sets `opt={"idempotent": True}`."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        # Anything but an idempotent POST passes straight through, before any header is read.
         handler = scope.get("route_handler")
-        key_raw = next((v for k, v in scope.get("headers", []) if k == HEADER), None)
         if (
             scope["type"] != ScopeType.HTTP
             or scope.get("method") != "POST"
-            or key_raw is None
             or handler is None
             or not handler.opt.get("idempotent")
         ):
+            await app(scope, receive, send)
+            return
+        key_raw = next((v for k, v in scope.get("headers", []) if k == HEADER), None)
+        if key_raw is None:
             await app(scope, receive, send)
             return
         key = key_raw.decode("latin-1")

@@ -2,15 +2,18 @@
 
   copool on PostgreSQL: authenticated GET /v1/wallet, req/s and latency p50/p99
   a bare Litestar app doing the same SELECT with a raw asyncpg pool: the same figures, and
-  the ratio copool / bare
+  the ratio copool / bare; then the same bare app with the pool's reset on release turned off
+  (asyncpg runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+  release by default: a second round trip per request that copool's reads do not make)
   copool on SQLite (the embedded default): GET /v1/wallet alone, then while a second load posts
   top-ups (POST /v1/wallet/top-ups) to the same wallet: reads must not queue behind writes
 
 Every server runs as `uvicorn --workers 2` (copool through `copool serve --workers 2`, COPOOL_ENV
 =prod, logs at WARNING) and is loaded by wrk (64 connections, 2 threads) on the same machine, so
 the load client competes with the servers for the cores: compare figures of one run, not of two
-machines. Everything made is thrown away afterwards (servers stopped, database dropped), also
-after Ctrl+C.
+machines. Each read load also prints the CPU time the server's processes spent per request
+(from /proc), which moves much less than req/s when something else runs on the machine.
+Everything made is thrown away afterwards (servers stopped, database dropped), also after Ctrl+C.
 
 Environment: COPOOL_BENCH_POSTGRES_DSN (default postgresql://postgres@127.0.0.1:5432/postgres),
 COPOOL_BENCH_REDIS_URL (default redis://127.0.0.1:6379/14), COPOOL_BENCH_SECONDS (default 10),
@@ -55,6 +58,8 @@ STOP_TIMEOUT_S = 15.0
 #: The bare app reads these (it runs in uvicorn's worker processes).
 BARE_DSN_ENV = "COPOOL_BENCH_BARE_DSN"
 BARE_KEY_ENV = "COPOOL_BENCH_BARE_KEY"
+#: "0": the bare app's pool keeps a connection's session as it is on release (no reset query).
+BARE_POOL_RESET_ENV = "COPOOL_BENCH_BARE_POOL_RESET"
 
 
 # --- the bare app: one SELECT by key on a raw asyncpg pool, the same JSON as copool ----------
@@ -80,10 +85,16 @@ def bare_app() -> Any:
         "SELECT debits_pending, debits_posted, credits_posted FROM ledger_accounts WHERE key = $1"
     )
 
+    async def keep_session(_: Any) -> None:
+        """Nothing to reset: the app only ever runs that one SELECT outside a transaction."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         # As many connections as copool may open per process (pool_size + max_overflow).
-        state["pool"] = await asyncpg.create_pool(os.environ[BARE_DSN_ENV], min_size=1, max_size=20)
+        options: dict[str, Any] = {"min_size": 1, "max_size": 20}
+        if os.environ.get(BARE_POOL_RESET_ENV) == "0":
+            options["reset"] = keep_session
+        state["pool"] = await asyncpg.create_pool(os.environ[BARE_DSN_ENV], **options)
         try:
             yield
         finally:
@@ -112,8 +123,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
-    """Run a server in its own session until the block ends; stop it (and its workers) after."""
+def server(argv: list[str], env: dict[str, str], ready_url: str) -> Iterator[int]:
+    """Run a server in its own session until the block ends; stop it (and its workers) after.
+    Yields its process id."""
     process = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -130,9 +142,30 @@ def server(argv: list[str], env: dict[str, str], ready_url: str) -> Iterator[Non
                     raise RuntimeError(f"{' '.join(argv)} did not start") from None
                 time.sleep(0.2)
         time.sleep(1.0)  # let the second worker finish its lifespan too
-        yield
+        yield process.pid
     finally:
         stop(process)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and all its descendants so far (None without /proc)."""
+    children: dict[int, list[int]] = {}
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+                    children.setdefault(int(stat[1]), []).append(int(entry))
+    except OSError:
+        return None
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -165,13 +198,14 @@ def copool_env(database_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def copool(database_url: str) -> Iterator[str]:
+def copool(database_url: str) -> Iterator[tuple[str, int]]:
+    """A running copool: (base URL, process id)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [str(Path(sys.executable).with_name("copool")), "serve", "--workers", "2"]
     argv += ["--port", str(port)]
-    with server(argv, copool_env(database_url), base + "/v1/health"):
-        yield base
+    with server(argv, copool_env(database_url), base + "/v1/health") as pid:
+        yield base, pid
 
 
 def post_json(url: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
@@ -211,12 +245,15 @@ class Load:
     p99_ms: float
     requests: int
     errors: int
+    #: CPU time the server's processes spent per request, if it was measured.
+    cpu_us: float | None = None
 
     def __str__(self) -> str:
         bad = f", {self.errors} errors" if self.errors else ""
+        cpu = f"   server CPU {self.cpu_us:5.0f} us/req" if self.cpu_us is not None else ""
         return (
             f"{self.rps:8.0f} req/s   p50 {self.p50_ms:7.2f} ms   p99 {self.p99_ms:7.2f} ms"
-            f"   ({self.requests} requests{bad})"
+            f"{cpu}   ({self.requests} requests{bad})"
         )
 
 
@@ -270,10 +307,16 @@ def lua_script(directory: Path, name: str, token: str | None, body: str | None =
     return path
 
 
-def load(url: str, script: Path) -> Load:
+def load(url: str, script: Path, server_pid: int | None = None) -> Load:
+    """wrk's figures, and the server's CPU per request if its process id is given."""
     argv = wrk_argv(url, connections=CONNECTIONS, threads=2, script=script)
+    before = cpu_seconds(server_pid) if server_pid is not None else None
     result = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return parse_wrk(result.stdout)
+    measured = parse_wrk(result.stdout)
+    after = cpu_seconds(server_pid) if server_pid is not None else None
+    if before is not None and after is not None and measured.requests:
+        measured.cpu_us = (after - before) / measured.requests * 1e6
+    return measured
 
 
 def load_with_writer(url: str, reads: Path, writes: Path) -> tuple[Load, Load]:
@@ -345,6 +388,25 @@ def flush_redis() -> None:
 # --- the run ---------------------------------------------------------------------------------
 
 
+def load_bare(dsn: str, key: str, expected: bytes, workdir: Path, *, pool_reset: bool) -> Load:
+    """The bare app under the same load, once it answers exactly what copool answered."""
+    port = free_port()
+    env = dict(os.environ)
+    env[BARE_DSN_ENV] = dsn
+    env[BARE_KEY_ENV] = key
+    env[BARE_POOL_RESET_ENV] = "1" if pool_reset else "0"
+    argv = [
+        sys.executable, "-m", "uvicorn", "bench.http:bare_app", "--factory",
+        "--workers", "2", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/wallet"
+    with server(argv, env, url) as pid:
+        answer = get_body(url)
+        if answer != expected:
+            raise RuntimeError(f"bare app answers {answer!r}, not {expected!r}")
+        return load(url, lua_script(workdir, "reads-bare.lua", None), pid)
+
+
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="copool-bench-http-"))
     try:
@@ -356,41 +418,33 @@ def main() -> None:
         copool_pg: Load | None = None
         if RUNS & {"pg", "bare"}:
             with postgres_database() as (dsn, url):
-                with copool(url) as base:
+                with copool(url) as (base, pid):
                     user_id, token = sign_up_and_top_up(base)
                     expected = get_body(base + "/v1/wallet", token)
                     reads = lua_script(workdir, "reads-pg.lua", token)
                     if "pg" in RUNS:
-                        copool_pg = load(base + "/v1/wallet", reads)
+                        copool_pg = load(base + "/v1/wallet", reads, pid)
                         print(f"  copool, PostgreSQL : {copool_pg}")
                 if "bare" in RUNS:
-                    port = free_port()
-                    env = dict(os.environ)
-                    env[BARE_DSN_ENV] = dsn
-                    env[BARE_KEY_ENV] = f"wallet:{user_id}:{CURRENCY}"
-                    argv = [
-                        sys.executable, "-m", "uvicorn", "bench.http:bare_app", "--factory",
-                        "--workers", "2", "--port", str(port), "--log-level", "warning",
-                        "--no-access-log",
-                    ]  # fmt: skip
-                    url_bare = f"http://127.0.0.1:{port}/v1/wallet"
-                    with server(argv, env, url_bare):
-                        answer = get_body(url_bare)
-                        if answer != expected:
-                            raise RuntimeError(f"bare app answers {answer!r}, not {expected!r}")
-                        bare = load(url_bare, lua_script(workdir, "reads-bare.lua", None))
+                    key = f"wallet:{user_id}:{CURRENCY}"
+                    bare = load_bare(dsn, key, expected, workdir, pool_reset=True)
                     print(f"  bare asyncpg       : {bare}")
                     if copool_pg is not None:
                         ratio = copool_pg.rps / bare.rps
                         print(f"  copool / bare      : {ratio:8.2f}   (target >= 0.60)")
+                    bare = load_bare(dsn, key, expected, workdir, pool_reset=False)
+                    print(f"  bare asyncpg, no reset on release: {bare}")
+                    if copool_pg is not None:
+                        ratio = copool_pg.rps / bare.rps
+                        print(f"  copool / that      : {ratio:8.2f}")
         if "sqlite" in RUNS:
             database = workdir / "copool.db"
             sqlite_url = f"sqlite+aiosqlite:///{database}"
             asyncio.run(migrate(sqlite_url))
-            with copool(sqlite_url) as base:
+            with copool(sqlite_url) as (base, pid):
                 _, token = sign_up_and_top_up(base)
                 reads = lua_script(workdir, "reads-sqlite.lua", token)
-                alone = load(base + "/v1/wallet", reads)
+                alone = load(base + "/v1/wallet", reads, pid)
                 print(f"  copool, SQLite, reads alone      : {alone}")
                 body = json.dumps({"amount_minor": 1, "currency": CURRENCY})
                 writes = lua_script(workdir, "writes-sqlite.lua", token, body)

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from sqlalchemy import Table, or_, select
 
-from app.db import AsyncSession, on_postgres
+from app.db import AsyncSession, driver_fetchrow, on_postgres
 from app.uow import UnitOfWork, use_case
 from payments import ledger, postgres
 from payments.batcher import batcher_for
@@ -427,9 +427,9 @@ async def wallet_balance(session: AsyncSession, user_id: UUID, currency: str) ->
     row: Any
     if on_postgres(session):
         # The read every screen makes: straight to the driver (asyncpg prepares it once per
-        # connection), which halves its cost against SQLAlchemy's statement machinery.
-        connection = await (await session.connection()).get_raw_connection()
-        row = await connection.driver_connection.fetchrow(_PG_WALLET, key)  # type: ignore[union-attr]
+        # connection), on a pooled connection borrowed for it alone: SQLAlchemy's statement,
+        # Connection and transaction machinery were most of its cost.
+        row = await driver_fetchrow(session, _PG_WALLET, key)
     else:
         row = (await session.execute(_WALLET.where(ACCOUNTS.c.key == key))).first()
     if row is None:

@@ -1,19 +1,26 @@
-"""The read path: GETs take no write lock, tokens are verified once, the pool does not churn."""
+"""The read path: GETs take no write lock, tokens are verified once, the pool does not churn,
+and a read that goes straight to the driver fails (and recovers) as any other read does."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import pytest
 from litestar.security.jwt import Token
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.util import greenlet_spawn
 
 from app.auth import DECODED_TOKENS, DecodedTokens
-from app.db import create_engine
+from app.db import create_engine, create_read_sessionmaker, driver_fetchrow
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.services import migrate, sqlite_url
@@ -101,3 +108,132 @@ async def test_connections_opened_under_a_burst_are_kept_up_to_twice_the_pool_si
     finally:
         held.set()
         await engine.dispose()
+
+
+# A read whose pooled connection must reconnect first tries without I/O, and SQLAlchemy drops
+# the connect it may not run there with this warning; the read then reconnects properly.
+RECONNECT_WARNING = "ignore:coroutine 'connect' was never awaited:RuntimeWarning"
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@contextlib.asynccontextmanager
+async def _ledger_accounts_locked(url: str) -> AsyncIterator[None]:
+    """Another connection holds ledger_accounts in ACCESS EXCLUSIVE mode: every read of it waits."""
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        await conn.execute("BEGIN; LOCK TABLE ledger_accounts IN ACCESS EXCLUSIVE MODE")
+        yield
+    finally:
+        await conn.close()  # ends the transaction, and so the lock
+
+
+async def test_a_wallet_read_past_the_statement_timeout_is_a_503_and_its_connection_reads_on(
+    postgres_url: str, redis_url: str
+) -> None:
+    settings = make_settings(postgres_url, redis_url, db_statement_timeout_s=1)
+    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+        _, headers = await sign_up(client)
+        assert (await client.get("/v1/wallet", headers=headers)).status_code == 200
+        async with _ledger_accounts_locked(postgres_url):
+            response = await client.get("/v1/wallet", headers=headers)
+        body = assert_problem(response, 503, "service-unavailable")
+        assert response.headers["retry-after"]
+        assert "57014" not in str(body)  # the driver's error is logged, not shown
+        for _ in range(3):  # the connection the timeout hit went back to the pool, usable
+            assert (await client.get("/v1/wallet", headers=headers)).status_code == 200
+
+
+@pytest.mark.filterwarnings(RECONNECT_WARNING)
+async def test_reads_recover_from_connections_the_server_closed(
+    postgres_url: str, redis_url: str
+) -> None:
+    # Two pooled connections at most; the chain writer stays asleep after its first pass.
+    settings = make_settings(postgres_url, redis_url, db_pool_size=1, ledger_chain_interval_s=3600)
+    async with AsyncTestClient(app=create_app(settings), timeout=30) as client:
+        _, headers = await sign_up(client)
+        assert (await client.get("/v1/wallet", headers=headers)).status_code == 200
+        await _terminate_other_sessions(postgres_url)
+        answers = [await client.get("/v1/wallet", headers=headers) for _ in range(5)]
+    failed = [a for a in answers if a.status_code != 200]
+    for answer in failed:
+        # Mostly 503; a read that races the server's goodbye gets the 500 SQLAlchemy gives for
+        # asyncpg's "another operation is in progress", as a session's read would.
+        assert answer.status_code in (500, 503), answer.text
+        assert_problem(answer, answer.status_code, answer.json()["type"])
+    # Each dead connection fails one read at most and is then replaced, never handed out again.
+    assert len(failed) <= 2
+    assert [a.status_code for a in answers[-3:]] == [200, 200, 200]
+
+
+@pytest.mark.filterwarnings(RECONNECT_WARNING)
+async def test_a_pooled_connection_the_driver_knows_is_closed_is_replaced_not_read_from(
+    postgres_url: str,
+) -> None:
+    engine = create_engine(postgres_url, pool_size=1)
+    readers = create_read_sessionmaker(engine)
+    try:
+        async with readers() as session:
+            assert await driver_fetchrow(session, "SELECT 1") == (1,)  # opens the connection
+        # Close it under the pool's feet, as a server restart would, and put it back.
+        pooled = await engine.raw_connection()
+        await pooled.driver_connection.close()  # type: ignore[union-attr]
+        await greenlet_spawn(pooled.close)
+        assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        async with readers() as session:
+            assert await driver_fetchrow(session, "SELECT 2") == (2,)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_driver_read_that_cannot_connect_fails_as_a_session_read_does(
+    postgres_url: str,
+) -> None:
+    # Connect errors are answered by category (too many clients: 503), so they must arrive as
+    # the same SQLAlchemy error, whichever way the read went.
+    engine = create_engine(postgres_url.rpartition("/")[0] + "/copool_no_such_database")
+    readers = create_read_sessionmaker(engine)
+    try:
+        async with readers() as session:
+            with pytest.raises(DBAPIError) as through_session:
+                await session.execute(text("SELECT 1"))
+        async with readers() as session:
+            with pytest.raises(DBAPIError) as through_driver:
+                await driver_fetchrow(session, "SELECT 1")
+    finally:
+        await engine.dispose()
+    assert type(through_driver.value) is type(through_session.value)
+    causes = [e.value.orig.__cause__ for e in (through_session, through_driver)]
+    assert [getattr(c, "sqlstate", None) for c in causes] == ["3D000", "3D000"]
+
+
+async def _terminate_other_sessions(url: str) -> None:
+    admin = await asyncpg.connect(_dsn(url))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+
+
+async def test_reads_give_back_every_connection_they_take(
+    database_url: str, redis_url: str
+) -> None:
+    settings = make_settings(database_url, redis_url, ledger_chain_interval_s=3600)
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as client:
+        _, headers = await sign_up(client)
+        paths = ["/v1/wallet", "/v1/wallet?currency=EUR", "/v1/wallet/transactions", "/v1/me"]
+        for path in paths * 3 + ["/v1/ledger/head"]:
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 200, (path, response.text)
+        pool = app.state.engine.pool
+        for _ in range(100):  # the chain writer's first pass may still hold one
+            if pool.checkedout() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert pool.checkedout() == 0
