@@ -23,7 +23,7 @@ from app.problems import problem_responses
 from app.uow import UnitOfWork
 from trust import service as trust
 from trust.api import admin_actor, policy_out
-from trust.errors import PolicyNotFound
+from trust.errors import ConflictOfInterest, PolicyNotFound
 from trust.models import AuditAction, InsurancePolicy, PolicyStatus
 from trust.schemas import BanIn, BanOut, PolicyOut
 
@@ -41,6 +41,8 @@ async def verify_insurance(
     effect on their next request)."""
     async with uow:
         user_id = (await trust.get_policy(uow.session, policy_id)).user_id
+    if user_id == admin_id:
+        raise ConflictOfInterest("an admin may not verify their own policy")
     verified: list[InsurancePolicy] = []
 
     async def decide(session: AsyncSession, _: User) -> None:
@@ -80,6 +82,8 @@ async def ban(
     notify: AuthChanged,
 ) -> User:
     """Ban the user (403 `banned` from their next request on; the trust gate denies them)."""
+    if user_id == admin_id:
+        raise ConflictOfInterest("an admin may not ban themselves")
 
     async def record(session: AsyncSession, user: User) -> None:
         await trust.audit(

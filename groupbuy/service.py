@@ -552,7 +552,10 @@ async def cancel_pool(
 # -- settlement -----------------------------------------------------------------------------------
 
 
-async def _settle_chunk(uow: UnitOfWork, *, pool: Pool, limit: int, now: datetime) -> int:
+@use_case
+async def _settle_chunk(
+    uow: UnitOfWork, *, pool: Pool, limit: int, complaint_window: timedelta, now: datetime
+) -> int:
     """Charge (success) or release (failure, cancel) up to `limit` active joins; answers how
     many. Each join's ledger ids derive from the pool and the join: a repeat changes nothing."""
     async with uow:
@@ -608,14 +611,29 @@ async def _settle_chunk(uow: UnitOfWork, *, pool: Pool, limit: int, now: datetim
                     *(trust.Party(member, PartyRole.MEMBER) for member in members),
                 ],
                 completed_at=pool.decided_at or now,
+                protected=pool.protected,
             )
-        await trust.release_deposits(
-            session, subject_type=SubjectType.POOL, subject_id=pool.id, user_ids=members, now=now
-        )
+            # Deposits stay held through the complaint window, so a complaint can forfeit them.
+            await trust.release_after(
+                session,
+                subject_type=SubjectType.POOL,
+                subject_id=pool.id,
+                user_ids=members,
+                when=(pool.decided_at or now) + complaint_window,
+            )
+        else:
+            await trust.release_deposits(
+                session,
+                subject_type=SubjectType.POOL,
+                subject_id=pool.id,
+                user_ids=members,
+                now=now,
+            )
         await uow.commit()
     return len(joins)
 
 
+@use_case
 async def _finish(uow: UnitOfWork, *, pool: Pool, config: TrustConfig, now: datetime) -> bool:
     """Pay the organizer and the platform out of the escrow (success) and mark the pool settled;
     False if the trust gate holds the payout back (the sweep tries again later)."""
@@ -657,13 +675,22 @@ async def _finish(uow: UnitOfWork, *, pool: Pool, config: TrustConfig, now: date
                 ],
                 now=now,
             )
-        await trust.release_deposits(
-            session,
-            subject_type=SubjectType.POOL,
-            subject_id=pool.id,
-            user_ids=[pool.organizer_id],
-            now=now,
-        )
+        if pool.status == PoolStatus.SUCCEEDED:
+            await trust.release_after(
+                session,
+                subject_type=SubjectType.POOL,
+                subject_id=pool.id,
+                user_ids=[pool.organizer_id],
+                when=(pool.decided_at or now) + config.rating_window,
+            )
+        else:
+            await trust.release_deposits(
+                session,
+                subject_type=SubjectType.POOL,
+                subject_id=pool.id,
+                user_ids=[pool.organizer_id],
+                now=now,
+            )
         await session.execute(
             update(POOLS)
             .where(POOLS.c.id == pool.id, POOLS.c.settled_at.is_(None))
@@ -696,7 +723,8 @@ async def settle_pool(
         pool = await get_pool(uow.session, pool_id)
     if pool.status == PoolStatus.OPEN or pool.settled_at is not None:
         return pool
-    while await _settle_chunk(uow, pool=pool, limit=chunk, now=now):
+    window = config.rating_window
+    while await _settle_chunk(uow, pool=pool, limit=chunk, complaint_window=window, now=now):
         pass
     async with uow:
         remaining = (

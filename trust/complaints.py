@@ -21,6 +21,7 @@ from trust.errors import (
     AlreadyComplained,
     ComplaintDecided,
     ComplaintNotFound,
+    ConflictOfInterest,
     InvalidDecision,
 )
 from trust.models import (
@@ -28,11 +29,12 @@ from trust.models import (
     Complaint,
     ComplaintCategory,
     ComplaintStatus,
+    PartyRole,
     SubjectType,
 )
-from trust.registry import TRANSACTIONS, counterparties
+from trust.registry import TRANSACTIONS, counterparties, party_roles
 from trust.reputation import USERS, add_to_reputation
-from trust.text import clean_text
+from trust.text import required_text
 
 COMPLAINTS: Table = Complaint.__table__  # type: ignore[attr-defined]
 
@@ -66,7 +68,7 @@ async def file_complaint(
             filer_id=filer_id,
             accused_id=against_user_id,
             category=category.value,
-            text=clean_text(text, max_chars=COMPLAINT_MAX_CHARS),
+            text=required_text(text, max_chars=COMPLAINT_MAX_CHARS, field="text"),
             status=ComplaintStatus.OPEN.value,
             created_at=now,
         )
@@ -152,6 +154,29 @@ async def get_complaint(
     return _complaint_view(row)
 
 
+async def _require_protected(session: AsyncSession, complaint: Complaint) -> None:
+    """Purchase protection pays a member of a protected pool whose complaint against its
+    organizer is upheld; nothing else is paid out of the insurance fund."""
+    transaction = (
+        await session.execute(
+            select(TRANSACTIONS.c.protected).where(
+                TRANSACTIONS.c.row_id == complaint.transaction_row_id
+            )
+        )
+    ).scalar_one()
+    roles = await party_roles(
+        session, complaint.transaction_row_id, [complaint.filer_id, complaint.accused_id]
+    )
+    if not (
+        transaction
+        and roles.get(complaint.filer_id) is PartyRole.MEMBER
+        and roles.get(complaint.accused_id) is PartyRole.ORGANIZER
+    ):
+        raise InvalidDecision(
+            "a payout is only for a member's complaint against the organizer of a protected pool"
+        )
+
+
 @use_case
 async def decide_complaint(
     uow: UnitOfWork,
@@ -173,11 +198,15 @@ async def decide_complaint(
         raise InvalidDecision("the outcome is upheld or rejected")
     if outcome is ComplaintStatus.REJECTED and (forfeit_deposit or payout_minor):
         raise InvalidDecision("only an upheld complaint forfeits a deposit or pays out")
-    reason = clean_text(reason, max_chars=1_000)
+    reason = required_text(reason, max_chars=1_000, field="reason")
     async with uow:
         session = uow.session
         view = await get_complaint(session, complaint_id=complaint_id, viewer_id=None)
         complaint = view.complaint
+        if admin_id in (complaint.filer_id, complaint.accused_id):
+            raise ConflictOfInterest("an admin may not decide a complaint they are a party of")
+        if payout_minor:
+            await _require_protected(session, complaint)
         decided = await session.execute(
             update(COMPLAINTS)
             .where(
@@ -193,7 +222,7 @@ async def decide_complaint(
             raise ComplaintDecided("this complaint has already been decided")
         forfeited_minor = 0
         if outcome is ComplaintStatus.UPHELD:
-            await add_to_reputation(session, {complaint.accused_id: Counter(complaints_upheld=1)})
+            # Ledger accounts first, the accused's reputation row last: the order settlement uses.
             if forfeit_deposit:
                 forfeited_minor = await forfeit_deposits(
                     session,
@@ -216,6 +245,7 @@ async def decide_complaint(
                     ),
                     now=now,
                 )
+            await add_to_reputation(session, {complaint.accused_id: Counter(complaints_upheld=1)})
         await session.execute(
             update(COMPLAINTS)
             .where(COMPLAINTS.c.id == complaint_id)

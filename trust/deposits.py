@@ -2,8 +2,10 @@
 gate asks for one, released after a clean completion, forfeited on an upheld complaint or a
 no-show. Every function acts inside the caller's unit of work, beside the domain's own rows.
 
-Ids derive from what the deposit secures (`deposit:<subject type>:<subject id>:<user id>`), so a
-retried or resumed use case finds the deposit it took instead of taking another.
+Ids derive from what the deposit secures (`deposit:<subject type>:<subject id>:<user id>:<n>`, n
+counting the user's deposits for that subject), so a retried or resumed use case finds the deposit
+it took instead of taking another. After a completion a deposit stays held through the complaint
+window (`release_after`), so an upheld complaint can still forfeit it.
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ from uuid import UUID
 
 from sqlalchemy import ColumnElement, Table, and_, select, update
 
-from app.db import AsyncSession, dialect_insert
+from app.db import AsyncSession
 from payments import ledger
 from payments.errors import HoldNotPending
 from payments.models import AccountKind, TransferStatus
 from payments.records import AccountRef, TransferSpec, escrow, insurance_fund, wallet
 from trust.errors import DepositNotHeld
-from trust.models import Deposit, DepositStatus, SubjectType
+from trust.models import (
+    Complaint,
+    ComplaintStatus,
+    Deposit,
+    DepositStatus,
+    SubjectType,
+    TrustTransaction,
+)
 
 DEPOSITS: Table = Deposit.__table__  # type: ignore[attr-defined]
+COMPLAINTS: Table = Complaint.__table__  # type: ignore[attr-defined]
+TRANSACTIONS: Table = TrustTransaction.__table__  # type: ignore[attr-defined]
 
 
 def _escrow(subject_id: UUID, currency: str) -> AccountRef:
@@ -31,6 +42,24 @@ def _escrow(subject_id: UUID, currency: str) -> AccountRef:
 
 def _of_subject(subject_type: SubjectType, subject_id: UUID) -> ColumnElement[bool]:
     return and_(DEPOSITS.c.subject_type == subject_type.value, DEPOSITS.c.subject_id == subject_id)
+
+
+async def _held(
+    session: AsyncSession, subject_type: SubjectType, subject_id: UUID, user_id: UUID
+) -> tuple[Deposit | None, int]:
+    """The user's deposit held for the subject (row locked on PostgreSQL), and how many
+    deposits they ever left for it."""
+    rows = (
+        await session.execute(
+            select(DEPOSITS)
+            .where(_of_subject(subject_type, subject_id), DEPOSITS.c.user_id == user_id)
+            .order_by(DEPOSITS.c.row_id)
+            .with_for_update()
+        )
+    ).all()
+    deposits = [Deposit(**row._mapping) for row in rows]
+    held = next((d for d in deposits if d.status == DepositStatus.HELD), None)
+    return held, len(deposits)
 
 
 async def take_deposit(
@@ -44,40 +73,33 @@ async def take_deposit(
     expires_at: datetime,
     now: datetime,
 ) -> Deposit:
-    """Hold `amount_minor` of the user's wallet as their deposit for the subject; taking it again
-    returns the first one (one deposit per user per subject). InsufficientFunds if it is not
-    there, which fails the caller's whole unit of work."""
-    hold_id = f"deposit:{subject_type.value}:{subject_id}:{user_id}"
+    """Make sure the user holds at least `amount_minor` as their deposit for the subject.
+
+    A deposit already held that is large enough is kept (a retried use case takes nothing more);
+    a smaller one is replaced by one of the full amount (a raised join); one that was released
+    (the user left and joined again) is taken anew. InsufficientFunds if the wallet cannot cover
+    it, which fails the caller's whole unit of work."""
+    held, taken = await _held(session, subject_type, subject_id, user_id)
+    if held is not None and held.amount_minor >= amount_minor:
+        return held
+    if held is not None:
+        await _release(session, held, now=now)
     deposit = Deposit(
         user_id=user_id,
         subject_type=subject_type.value,
         subject_id=subject_id,
         amount_minor=amount_minor,
         currency=currency,
-        hold_id=hold_id,
+        hold_id=f"deposit:{subject_type.value}:{subject_id}:{user_id}:{taken + 1}",
         status=DepositStatus.HELD.value,
         created_at=now,
     )
-    values = deposit.model_dump(exclude={"row_id"})
-    added = await session.execute(
-        dialect_insert(session, DEPOSITS)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["subject_type", "subject_id", "user_id"])
-        .returning(DEPOSITS.c.row_id)
-    )
-    if added.first() is None:
-        found = (
-            await session.execute(
-                select(DEPOSITS).where(
-                    _of_subject(subject_type, subject_id), DEPOSITS.c.user_id == user_id
-                )
-            )
-        ).one()
-        return Deposit(**found._mapping)
+    session.add(deposit)
+    await session.flush()
     await ledger.hold(
         session,
         TransferSpec(
-            id=hold_id,
+            id=deposit.hold_id,
             debit=wallet(user_id, currency),
             credit=_escrow(subject_id, currency),
             amount_minor=amount_minor,
@@ -88,6 +110,78 @@ async def take_deposit(
         now=now,
     )
     return deposit
+
+
+async def _void_if_pending(session: AsyncSession, hold_id: str, now: datetime) -> None:
+    held = await ledger.get_transfer(session, hold_id)
+    if held is None or held.status != TransferStatus.PENDING:
+        return  # the expiry sweep released it already: the money is back either way
+    try:
+        async with session.begin_nested():
+            await ledger.void(session, hold_id=hold_id, now=now)
+    except HoldNotPending:
+        return  # released concurrently by the expiry sweep
+
+
+async def _release(session: AsyncSession, deposit: Deposit, *, now: datetime) -> None:
+    await session.execute(
+        update(DEPOSITS)
+        .where(DEPOSITS.c.id == deposit.id, DEPOSITS.c.status == DepositStatus.HELD.value)
+        .values(status=DepositStatus.RELEASED.value, resolved_at=now)
+    )
+    await _void_if_pending(session, deposit.hold_id, now)
+
+
+async def release_after(
+    session: AsyncSession,
+    *,
+    subject_type: SubjectType,
+    subject_id: UUID,
+    user_ids: Sequence[UUID],
+    when: datetime,
+) -> None:
+    """The transaction completed: keep the users' deposits until `when` (the complaint window),
+    then the `release_deposits` sweep gives them back unless a complaint against them is open."""
+    await session.execute(
+        update(DEPOSITS)
+        .where(
+            _of_subject(subject_type, subject_id),
+            DEPOSITS.c.user_id.in_(list(user_ids)),
+            DEPOSITS.c.status == DepositStatus.HELD.value,
+        )
+        .values(release_after=when)
+    )
+
+
+async def release_due_deposits(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    """Give back held deposits whose complaint window closed, except those of a user with an
+    open complaint against them for that transaction (they wait for the decision)."""
+    open_complaint = (
+        select(COMPLAINTS.c.row_id)
+        .join(TRANSACTIONS, TRANSACTIONS.c.row_id == COMPLAINTS.c.transaction_row_id)
+        .where(
+            TRANSACTIONS.c.subject_type == DEPOSITS.c.subject_type,
+            TRANSACTIONS.c.subject_id == DEPOSITS.c.subject_id,
+            COMPLAINTS.c.accused_id == DEPOSITS.c.user_id,
+            COMPLAINTS.c.status == ComplaintStatus.OPEN.value,
+        )
+        .exists()
+    )
+    rows = (
+        await session.execute(
+            select(DEPOSITS)
+            .where(
+                DEPOSITS.c.status == DepositStatus.HELD.value,
+                DEPOSITS.c.release_after <= now,
+                ~open_complaint,
+            )
+            .order_by(DEPOSITS.c.release_after)
+            .limit(limit)
+        )
+    ).all()
+    for row in rows:
+        await _release(session, Deposit(**row._mapping), now=now)
+    return len(rows)
 
 
 async def release_deposits(
@@ -109,14 +203,7 @@ async def release_deposits(
         query = query.where(DEPOSITS.c.user_id.in_(list(user_ids)))
     hold_ids = sorted((await session.execute(query)).scalars())
     for hold_id in hold_ids:
-        held = await ledger.get_transfer(session, hold_id)
-        if held is None or held.status != TransferStatus.PENDING:
-            continue  # the expiry sweep released it already
-        try:
-            async with session.begin_nested():
-                await ledger.void(session, hold_id=hold_id, now=now)
-        except HoldNotPending:
-            continue  # released concurrently by the expiry sweep: the money is back either way
+        await _void_if_pending(session, hold_id, now)
     return len(hold_ids)
 
 
@@ -149,6 +236,9 @@ async def forfeit_deposits(
         raise DepositNotHeld("this user holds no deposit for that transaction")
     total_minor = 0
     for hold_id, amount_minor, currency in taken:
+        held = await ledger.get_transfer(session, hold_id)
+        if held is None or held.status != TransferStatus.PENDING:
+            raise DepositNotHeld("this user's deposit expired before it could be forfeited")
         await ledger.capture(session, hold_id=hold_id, now=now)
         await ledger.transfer(
             session,

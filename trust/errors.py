@@ -98,3 +98,19 @@ class Denied(TrustError):
     category = Category.FORBIDDEN
     code = "trust-denied"
     title = "Refused by the trust policy"
+
+
+class ConflictOfInterest(TrustError):
+    """An admin may not decide their own case (their complaint, their policy, their own ban)."""
+
+    category = Category.FORBIDDEN
+    code = "conflict-of-interest"
+    title = "Conflict of interest"
+
+
+class BlankText(TrustError):
+    """Nothing is left of the text once control and formatting characters are removed."""
+
+    category = Category.INVALID
+    code = "blank-text"
+    title = "Text is blank"

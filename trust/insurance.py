@@ -5,7 +5,7 @@ Verification grants the driver role; app/admin.py wires that into the same unit 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import Table, select, update
@@ -26,9 +26,11 @@ from trust.models import (
     PolicyStatus,
 )
 from trust.reputation import REPUTATIONS
-from trust.text import clean_text
+from trust.text import required_text
 
 POLICIES: Table = InsurancePolicy.__table__  # type: ignore[attr-defined]
+#: No policy is accepted that runs longer than this (and no date beyond what the columns hold).
+MAX_POLICY_TERM = timedelta(days=3653)
 
 
 @use_case
@@ -41,14 +43,28 @@ async def submit_policy(
     expires_at: datetime,
     now: datetime,
 ) -> InsurancePolicy:
-    """File a policy for an admin to verify; at most one per user waits at a time."""
-    if expires_at <= now:
-        raise PolicyExpired("the policy must expire in the future")
+    """File a policy for an admin to verify; at most one per user waits at a time (one that
+    expired while waiting is set aside as rejected)."""
+    if not now < expires_at <= now + MAX_POLICY_TERM:
+        raise PolicyExpired("the policy must expire in the future, within 10 years")
     async with uow:
+        await uow.session.execute(
+            update(POLICIES)
+            .where(
+                POLICIES.c.user_id == user_id,
+                POLICIES.c.status == PolicyStatus.PENDING.value,
+                POLICIES.c.expires_at <= now,
+            )
+            .values(
+                status=PolicyStatus.REJECTED.value,
+                decided_at=now,
+                decision_reason="expired before it was verified",
+            )
+        )
         policy = InsurancePolicy(
             user_id=user_id,
-            provider=clean_text(provider, max_chars=100),
-            policy_number=clean_text(policy_number, max_chars=64),
+            provider=required_text(provider, max_chars=100, field="provider"),
+            policy_number=required_text(policy_number, max_chars=64, field="policy_number"),
             expires_at=expires_at,
             status=PolicyStatus.PENDING.value,
             submitted_at=now,
@@ -161,7 +177,7 @@ async def reject_policy(
     now: datetime,
 ) -> InsurancePolicy:
     """Refuse a pending policy, with the reason the user will see."""
-    reason = clean_text(reason, max_chars=500)
+    reason = required_text(reason, max_chars=500, field="reason")
     async with uow:
         policy = await _decide_policy(
             uow.session,

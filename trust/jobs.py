@@ -24,7 +24,29 @@ async def reveal_ratings(ctx: dict[str, Any]) -> int:
     return total
 
 
+RELEASE_BATCH = 200
+
+
+async def release_deposits(ctx: dict[str, Any]) -> int:
+    """Give back deposits whose complaint window closed with no complaint open against them."""
+    now = ctx["clock"]()
+    total = 0
+    while True:
+        async with UnitOfWork(ctx["sessionmaker"]) as uow:
+            released = await service.release_due_deposits(uow.session, now=now, limit=RELEASE_BATCH)
+            await uow.commit()
+        total += released
+        if released < RELEASE_BATCH:
+            break
+    if total:
+        log.info("released deposits", count=total)
+    return total
+
+
 #: Jobs enqueued by name after a unit of work commits.
-FUNCTIONS: list[Any] = [reveal_ratings]
+FUNCTIONS: list[Any] = [reveal_ratings, release_deposits]
 #: Periodic sweeps, each idempotent.
-SWEEPS: list[CronJob] = [cron(reveal_ratings, second={40}, unique=True, timeout=120)]
+SWEEPS: list[CronJob] = [
+    cron(reveal_ratings, second={40}, unique=True, timeout=120),
+    cron(release_deposits, second={45}, unique=True, timeout=300),
+]

@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -93,6 +94,11 @@ class TrustTransaction(SQLModel, table=True):
     subject_type: str = Field(sa_column=Column(String(16), nullable=False))
     subject_id: UUID = Field(nullable=False)
     completed_at: datetime = Field(sa_column=_when("completed_at"))
+    #: Purchase protection: an upheld complaint of a member against the organizer may be paid
+    #: out of the insurance fund.
+    protected: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
 
 
 class TrustParty(SQLModel, table=True):
@@ -243,7 +249,23 @@ class Deposit(SQLModel, table=True):
 
     __tablename__ = "trust_deposits"
     __table_args__ = (
-        UniqueConstraint("subject_type", "subject_id", "user_id", name="uq_trust_deposits_once"),
+        # One deposit held per user and subject at a time (earlier ones were released).
+        Index(
+            "uq_trust_deposits_held",
+            "subject_type",
+            "subject_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status = 'held'"),
+            sqlite_where=text("status = 'held'"),
+        ),
+        Index("ix_trust_deposits_subject", "subject_id", "user_id", "row_id"),
+        Index(
+            "ix_trust_deposits_release",
+            "release_after",
+            postgresql_where=text("status = 'held'"),
+            sqlite_where=text("status = 'held'"),
+        ),
         CheckConstraint("amount_minor > 0", name="ck_trust_deposits_amount"),
         Index("ix_trust_deposits_user", "user_id", "row_id"),
     )
@@ -261,6 +283,10 @@ class Deposit(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_when("created_at"))
     resolved_at: datetime | None = Field(
         default=None, sa_column=_when("resolved_at", nullable=True)
+    )
+    #: Once the transaction completed: released then, unless a complaint against the user is open.
+    release_after: datetime | None = Field(
+        default=None, sa_column=_when("release_after", nullable=True)
     )
     #: Who received a forfeited deposit (None: the insurance fund).
     beneficiary_id: UUID | None = Field(default=None, foreign_key="users.id")

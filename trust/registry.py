@@ -47,6 +47,7 @@ async def register_transaction(
     subject_id: UUID,
     parties: Sequence[Party],
     completed_at: datetime,
+    protected: bool = False,
 ) -> int:
     """Record a completed transaction and its parties (in the caller's unit of work). Safe to
     call again, with more parties (a pool settled in chunks): each party counts once."""
@@ -54,7 +55,12 @@ async def register_transaction(
         raise ValueError(f"register at most {MAX_PARTIES_PER_CALL} parties per call")
     await session.execute(
         dialect_insert(session, TRANSACTIONS)
-        .values(subject_type=subject_type.value, subject_id=subject_id, completed_at=completed_at)
+        .values(
+            subject_type=subject_type.value,
+            subject_id=subject_id,
+            completed_at=completed_at,
+            protected=protected,
+        )
         .on_conflict_do_nothing(index_elements=["subject_type", "subject_id"])
     )
     row_id: int = (

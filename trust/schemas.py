@@ -31,6 +31,7 @@ def _text(max_length: int, description: str) -> object:
 Comment = Annotated[str, _text(500, "plain text, at most 500 characters; shown as text")]
 ComplaintText = Annotated[str, _text(2000, "what happened, at most 2000 characters")]
 Reason = Annotated[str, _text(1000, "why, shown to the people concerned")]
+ShortReason = Annotated[str, _text(500, "why, shown to the people concerned")]
 Provider = Annotated[str, _text(100, "the insurer's name")]
 PolicyNumber = Annotated[str, _text(64, "the policy number")]
 
@@ -105,7 +106,7 @@ class PolicyOut(msgspec.Struct):
 
 
 class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Reason
+    reason: ShortReason
 
 
 class ComplaintIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,7 +145,7 @@ class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class BanIn(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Reason
+    reason: ShortReason
 
 
 class BanOut(msgspec.Struct):

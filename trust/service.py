@@ -17,7 +17,14 @@ from trust.complaints import (
     get_complaint,
     list_complaints,
 )
-from trust.deposits import collect_premium, forfeit_deposits, release_deposits, take_deposit
+from trust.deposits import (
+    collect_premium,
+    forfeit_deposits,
+    release_after,
+    release_deposits,
+    release_due_deposits,
+    take_deposit,
+)
 from trust.gate import evaluate, require_allowed, standing_of
 from trust.insurance import get_policy, list_policies, reject_policy, submit_policy, verify_policy
 from trust.ratings import PublicRating, public_ratings, rate, reveal_due_ratings
@@ -46,7 +53,9 @@ __all__ = [
     "record_cancellation",
     "register_transaction",
     "reject_policy",
+    "release_after",
     "release_deposits",
+    "release_due_deposits",
     "reputation_of",
     "require_allowed",
     "reveal_due_ratings",

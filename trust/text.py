@@ -1,15 +1,30 @@
-"""Text users write (comments, complaints, policy fields), made safe to store and show."""
+"""Text users write (comments, complaints, reasons, policy fields), made safe to store and show."""
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
-# Control and format characters (bidi overrides, zero-width joiners...) except newline and tab.
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+from trust.errors import BlankText
+
+#: Kept although they are format characters: they join emoji sequences and lay out text.
+KEPT = frozenset({"\n", "\t", "\u200d"})
 
 
 def clean_text(text: str, *, max_chars: int) -> str:
-    """Text as stored and shown: NFC, no control or bidi characters, trimmed, bounded."""
-    text = _UNPRINTABLE.sub("", unicodedata.normalize("NFC", text)).strip()
-    return text[:max_chars]
+    """NFC, without control or format characters (bidi overrides, zero-width spaces, BOMs,
+    separators), trimmed and bounded."""
+    text = unicodedata.normalize("NFC", text)
+    kept = "".join(
+        ch
+        for ch in text
+        if ch in KEPT or unicodedata.category(ch) not in {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
+    )
+    return kept.strip()[:max_chars]
+
+
+def required_text(text: str, *, max_chars: int, field: str) -> str:
+    """clean_text that must leave something: BlankText (422) otherwise."""
+    cleaned = clean_text(text, max_chars=max_chars)
+    if not cleaned:
+        raise BlankText(f"{field} has no visible characters")
+    return cleaned

@@ -24,7 +24,8 @@ DisplayName = Annotated[
         description="not blank, no NUL character",
     ),
 ]
-SelfServiceRole = Literal["member", "organizer", "driver"]
+#: `driver` comes with a verified insurance policy (trust), `admin` from an operator.
+SelfServiceRole = Literal["member", "organizer"]
 
 
 class RegisterIn(msgspec.Struct):

@@ -64,6 +64,7 @@ class TrustWorld:
         *parties: tuple[uuid.UUID, PartyRole],
         subject_type: SubjectType = SubjectType.MATCH,
         completed_at: datetime | None = None,
+        protected: bool = False,
     ) -> uuid.UUID:
         """Register a completed transaction, as a ride's completion or a pool's settlement will."""
         subject_id = uuid.uuid4()
@@ -74,6 +75,7 @@ class TrustWorld:
                 subject_id=subject_id,
                 parties=[service.Party(user_id, role) for user_id, role in parties],
                 completed_at=completed_at or self.clock(),
+                protected=protected,
             )
             await uow.commit()
         return subject_id

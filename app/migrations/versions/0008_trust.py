@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("subject_type", sa.String(length=16), nullable=False),
         sa.Column("subject_id", sa.Uuid(), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("protected", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("row_id"),
         sa.UniqueConstraint("subject_type", "subject_id", name="uq_trust_subject"),
     )
@@ -111,6 +112,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("release_after", sa.DateTime(timezone=True), nullable=True),
         sa.Column("beneficiary_id", sa.Uuid(), nullable=True),
         sa.CheckConstraint("amount_minor > 0", name="ck_trust_deposits_amount"),
         sa.ForeignKeyConstraint(
@@ -123,9 +125,27 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("row_id"),
         sa.UniqueConstraint("id"),
-        sa.UniqueConstraint("subject_type", "subject_id", "user_id", name="uq_trust_deposits_once"),
     )
     op.create_index("ix_trust_deposits_user", "trust_deposits", ["user_id", "row_id"], unique=False)
+    held = sa.text("status = 'held'")
+    op.create_index(
+        "uq_trust_deposits_held",
+        "trust_deposits",
+        ["subject_type", "subject_id", "user_id"],
+        unique=True,
+        postgresql_where=held,
+        sqlite_where=held,
+    )
+    op.create_index(
+        "ix_trust_deposits_subject", "trust_deposits", ["subject_id", "user_id", "row_id"]
+    )
+    op.create_index(
+        "ix_trust_deposits_release",
+        "trust_deposits",
+        ["release_after"],
+        postgresql_where=held,
+        sqlite_where=held,
+    )
 
     op.create_table(
         "trust_insurance_policies",

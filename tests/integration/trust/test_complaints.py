@@ -139,7 +139,10 @@ async def test_an_upheld_complaint_forfeits_the_deposit_and_pays_protection_exac
     member, member_h = await world.user()
     _, admin_h = await world.admin()
     pool = await world.completed(
-        (organizer, PartyRole.ORGANIZER), (member, PartyRole.MEMBER), subject_type=SubjectType.POOL
+        (organizer, PartyRole.ORGANIZER),
+        (member, PartyRole.MEMBER),
+        subject_type=SubjectType.POOL,
+        protected=True,
     )
     now = world.clock()
     await fund(world.sessionmaker, organizer, 10_000, "CNY", now=now)
@@ -226,3 +229,57 @@ async def test_forfeiting_a_deposit_that_is_not_held_is_409_and_moves_nothing(
     # Nothing of the refused decision stands: the complaint is still open.
     still = await world.client.get(f"/v1/complaints/{filed.json()['id']}", headers=rider_h)
     assert still.json()["status"] == "open"
+
+
+async def test_a_payout_is_only_for_members_of_protected_pools_and_admins_never_judge_themselves(
+    world: TrustWorld,
+) -> None:
+    admin, admin_h = await world.admin()
+    organizer, organizer_h = await world.user()
+    member, member_h = await world.user()
+    plain = await world.completed(
+        (organizer, PartyRole.ORGANIZER), (member, PartyRole.MEMBER), subject_type=SubjectType.POOL
+    )
+    filed = await world.client.post(
+        "/v1/complaints",
+        json={**complaint(plain, organizer), "subject_type": "pool"},
+        headers=member_h,
+    )
+    decide = f"/v1/admin/complaints/{filed.json()['id']}/decide"
+    payout = {"outcome": "upheld", "reason": "Never shipped.", "payout_minor": 100}
+    assert_problem(
+        await world.client.post(decide, json=payout, headers=admin_h), 422, "invalid-decision"
+    )
+    blank = {"outcome": "upheld", "reason": "\u200b\u202e"}
+    assert_problem(await world.client.post(decide, json=blank, headers=admin_h), 422, "blank-text")
+
+    # The admin's own complaint, and banning themselves: someone else has to decide.
+    own = await world.completed(
+        (admin, PartyRole.MEMBER),
+        (organizer, PartyRole.ORGANIZER),
+        subject_type=SubjectType.POOL,
+        protected=True,
+    )
+    mine = await world.client.post(
+        "/v1/complaints",
+        json={**complaint(own, organizer), "subject_type": "pool"},
+        headers=admin_h,
+    )
+    assert mine.status_code == 201, mine.text
+    self_payout = {"outcome": "upheld", "reason": "I say so", "payout_minor": 5_000}
+    assert_problem(
+        await world.client.post(
+            f"/v1/admin/complaints/{mine.json()['id']}/decide", json=self_payout, headers=admin_h
+        ),
+        403,
+        "conflict-of-interest",
+    )
+    assert_problem(
+        await world.client.post(
+            f"/v1/admin/users/{admin}/ban", json={"reason": "oops"}, headers=admin_h
+        ),
+        403,
+        "conflict-of-interest",
+    )
+    assert (await world.client.get("/v1/me", headers=admin_h)).status_code == 200
+    del organizer_h

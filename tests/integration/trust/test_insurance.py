@@ -9,13 +9,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from trust.policy import Action, Verdict
-
 from app.settings import Settings
 from tests.support.ledger import COPOOL
 from tests.support.trust import TrustWorld
 from tests.support.users import assert_problem, unique_email
 from trust import gate
+from trust.policy import Action, Verdict
 
 
 def policy(world: TrustWorld, days: int = 365, **extra: Any) -> dict[str, Any]:
@@ -161,3 +160,41 @@ async def test_the_cli_verifies_a_pending_policy(world: TrustWorld, settings: Se
     code, _, err = await copool(["admin", "verify-insurance", email], env)
     assert code == 1
     assert "no policy waiting" in err
+
+
+async def test_far_future_or_blank_policies_are_422_and_an_expired_pending_one_is_set_aside(
+    world: TrustWorld,
+) -> None:
+    admin, admin_h = await world.admin()
+    _, headers = await world.user()
+    for body in (
+        {**policy(world), "expires_at": "9999-12-31T23:00:00-05:00"},
+        policy(world, days=3_700),
+    ):
+        answer = await world.client.post("/v1/me/insurance", json=body, headers=headers)
+        assert_problem(answer, 422, "insurance-expired")
+    blank = await world.client.post(
+        "/v1/me/insurance", json={**policy(world), "provider": "\u200b"}, headers=headers
+    )
+    assert_problem(blank, 422, "blank-text")
+
+    short = await world.client.post("/v1/me/insurance", json=policy(world, days=1), headers=headers)
+    assert short.status_code == 201
+    world.clock.advance(timedelta(days=2))
+    stale = await world.client.post(
+        f"/v1/admin/insurance/{short.json()['id']}/verify", headers=admin_h
+    )
+    assert_problem(stale, 422, "insurance-expired")
+    again = await world.client.post("/v1/me/insurance", json=policy(world), headers=headers)
+    assert again.status_code == 201, again.text
+    mine = (await world.client.get("/v1/me/insurance", headers=headers)).json()["items"]
+    assert [p["status"] for p in mine] == ["pending", "rejected"]
+
+    # An admin's own policy is verified by another admin.
+    own = await world.client.post("/v1/me/insurance", json=policy(world), headers=admin_h)
+    assert_problem(
+        await world.client.post(f"/v1/admin/insurance/{own.json()['id']}/verify", headers=admin_h),
+        403,
+        "conflict-of-interest",
+    )
+    del admin
