@@ -259,3 +259,45 @@ async def test_pools_are_found_near_a_place(world: TrustWorld) -> None:
     assert all(p["distance_km"] <= 10 for p in items)
     bad = await world.client.get("/v1/pools?near=91,0", headers=organizer_h)
     assert_problem(bad, 422, "validation-error")
+
+
+async def test_a_join_retried_with_its_key_or_rerun_after_a_crash_adds_nothing(
+    world: TrustWorld,
+) -> None:
+    _, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world)
+    keyed = {**a_h, "Idempotency-Key": f"join-{uuid.uuid4().hex}"}
+    first = await world.client.post(
+        f"/v1/pools/{pool['id']}/joins", json={"quantity": 2}, headers=keyed
+    )
+    again = await world.client.post(
+        f"/v1/pools/{pool['id']}/joins", json={"quantity": 2}, headers=keyed
+    )
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    # A run of the same request after a crash (its key's lease over) finds its own work done.
+    rerun = await service.join_pool(
+        world.uow,
+        pool_id=uuid.UUID(pool["id"]),
+        user_id=a,
+        quantity=3,
+        request_id="req-1",
+        config=world.client.app.state.trust,
+        schedule=None,
+        admission=None,
+        now=world.clock(),
+    )
+    repeat = await service.join_pool(
+        world.uow,
+        pool_id=uuid.UUID(pool["id"]),
+        user_id=a,
+        quantity=3,
+        request_id="req-1",
+        config=world.client.app.state.trust,
+        schedule=None,
+        admission=None,
+        now=world.clock(),
+    )
+    assert (rerun.quantity, repeat.quantity) == (5, 5)
+    assert await wallet(world.sessionmaker, a) == (START - 5_000, 5_000)
