@@ -38,6 +38,7 @@ fuzz: $(VENV)/.installed-dev
 		tests/unit tests/integration/payments/test_ledger_model.py
 
 bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.ledger
 	$(BIN)/python -m bench.http
 
