@@ -144,7 +144,8 @@ BUSY_SQLSTATES = frozenset({"40P01", "40001", "57014", "55P03", "53300"})
 def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     """A database error the use case did not handle: 503 when the database is the cause."""
     cause = exc.orig.__cause__ if exc.orig is not None else None
-    if getattr(cause, "sqlstate", None) in BUSY_SQLSTATES:
+    # A connection lost mid-statement (the server went away) is the database failing, not us.
+    if exc.connection_invalidated or getattr(cause, "sqlstate", None) in BUSY_SQLSTATES:
         return handle_unavailable(request, exc)
     return handle_internal_error(request, exc)
 
