@@ -1,0 +1,1 @@
+"""Pure tests of matching/: geometry, routing, index, feasibility, assignment, fares."""
