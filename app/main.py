@@ -12,7 +12,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from litestar import Litestar
 from litestar.datastructures import State
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 
 from app.accounts.api import AuthController, MeController
 from app.admin import AdminController
@@ -43,7 +43,8 @@ REDIS_TIMEOUT_S = 2.0
 
 def create_redis(url: str) -> ArqRedis:
     """One connection pool for the app's lifetime; ArqRedis is a Redis client that can enqueue."""
-    pool = ConnectionPool.from_url(
+    # Blocking: a burst waits briefly for a free connection instead of failing at once.
+    pool = BlockingConnectionPool.from_url(
         url,
         socket_connect_timeout=REDIS_TIMEOUT_S,
         socket_timeout=REDIS_TIMEOUT_S,

@@ -13,6 +13,8 @@ within that time. All keys of one pool share a Redis Cluster hash slot (`{pool:<
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from enum import StrEnum
 from uuid import UUID
 
@@ -24,6 +26,8 @@ log = structlog.get_logger("copool.groupbuy.admission")
 
 #: The count is re-read from the database at least this often.
 DEFAULT_TTL_S = 10
+#: Joins of one pool one process sends to the database at once.
+DEFAULT_LANE_WIDTH = 4
 #: Stored instead of a count once the pool no longer takes joins.
 CLOSED = -1
 
@@ -62,13 +66,33 @@ def key(pool_id: UUID) -> str:
 
 
 class Admission:
-    """The gate's operations; every Redis failure degrades to UNKNOWN (the database decides)."""
+    """The gate's operations; every Redis failure degrades to UNKNOWN (the database decides).
 
-    def __init__(self, redis: Redis, *, ttl_s: int = DEFAULT_TTL_S) -> None:
+    Each process also lets at most `lane_width` joins of one pool into the database at a time
+    (`lane`): the others wait here, holding no database connection, instead of queueing on the
+    pool's rows inside PostgreSQL, where every waiter holds a connection and wakes on each commit.
+    """
+
+    def __init__(
+        self, redis: Redis, *, ttl_s: int = DEFAULT_TTL_S, lane_width: int = DEFAULT_LANE_WIDTH
+    ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._lane_width = lane_width
+        # Dropped as soon as no join of that pool is waiting or running.
+        self._lanes: weakref.WeakValueDictionary[UUID, asyncio.Semaphore] = (
+            weakref.WeakValueDictionary()
+        )
         self._admit = redis.register_script(_ADMIT)
         self._give_back = redis.register_script(_GIVE_BACK)
+
+    def lane(self, pool_id: UUID) -> asyncio.Semaphore:
+        """The pool's lane into the database in this process."""
+        lane = self._lanes.get(pool_id)
+        if lane is None:
+            lane = asyncio.Semaphore(self._lane_width)
+            self._lanes[pool_id] = lane
+        return lane
 
     async def admit(self, pool_id: UUID, quantity: int) -> tuple[Admit, int]:
         """Take `quantity` from the pool's count if it has that much; answers the outcome and

@@ -10,6 +10,7 @@ pool and the join, so a repeated, concurrent or resumed settlement never pays tw
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -312,12 +313,9 @@ async def _join_once(
                 await session.flush()
             except IntegrityError:
                 raise JoinConflict("another join of yours to this pool is in progress") from None
-        elif active:
-            # The raise replaces the hold: release the old one, hold the new total.
-            await ledger.void(session, hold_id=join.hold_id, now=now)
         version = join.version + 1
         hold = _hold_spec(pool, join, amount, version)
-        await ledger.hold(session, hold, now=now)
+        previous_hold = join.hold_id if active else None
         values = {
             "quantity": total,
             "held_minor": amount,
@@ -329,8 +327,13 @@ async def _join_once(
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
         join = Join(**{**join.model_dump(), **values})
-        # The pool's row is the one every joiner of this pool waits for: it is updated last,
-        # so its lock is held only for this statement and the commit.
+        # Every joiner of a pool waits for the same two rows: the pool's escrow account (locked
+        # by the ledger hold) and the pool's row. Both come last, so their locks are held for
+        # the fewest round trips before the commit.
+        if previous_hold is not None:
+            # The raise replaces the hold: release the old one, hold the new total.
+            await ledger.void(session, hold_id=previous_hold, now=now)
+        await ledger.hold(session, hold, now=now)
         committed = await _reserve(
             session, pool=pool, quantity=quantity, new_member=not active, now=now
         )
@@ -380,17 +383,19 @@ async def join_pool(
         raise PoolFull(f"only {left} left in this pool", available_quantity=left)
     if verdict is Admit.CLOSED:
         raise PoolClosed("this pool no longer takes joins")
+    lane = admission.lane(pool_id) if admission is not None else contextlib.nullcontext()
     try:
-        joined = await _join_once(
-            uow,
-            pool_id=pool_id,
-            user_id=user_id,
-            quantity=quantity,
-            request_id=request_id,
-            config=config,
-            schedule=schedule,
-            now=now,
-        )
+        async with lane:
+            joined = await _join_once(
+                uow,
+                pool_id=pool_id,
+                user_id=user_id,
+                quantity=quantity,
+                request_id=request_id,
+                config=config,
+                schedule=schedule,
+                now=now,
+            )
     except Exception:
         if admission is not None and verdict is Admit.ADMITTED:
             await admission.give_back(pool_id, quantity)
