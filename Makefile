@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.ledger
 	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.pool_join
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache copool.db*
