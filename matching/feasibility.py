@@ -12,7 +12,8 @@ A rider fits when, with their pickup and drop-off inserted (pickup first) into t
 - the driver's detour (the route's road length minus the direct road distance origin ->
   destination) stays within the trip's max_detour_km;
 - no rider already in the plan reaches any of their stops more than max_added_delay_s later than
-  before, nor is picked up after their own latest_pickup_s;
+  the trip promised them (`Trip.promised_etas_s`: their ETAs when they joined, so delays never
+  add up past the limit over several insertions), nor is picked up after their latest_pickup_s;
 - the rider travels roughly the driver's way: the bearing pickup -> drop-off is within
   max_heading_diff_deg of origin -> destination.
 """
@@ -77,6 +78,9 @@ class Trip(msgspec.Struct, frozen=True, kw_only=True):
     max_detour_km: float
     riders: tuple[Rider, ...] = ()
     stops: tuple[Stop, ...] = ()
+    #: For each rider (by position): the (pickup, drop-off) ETAs the rider was promised, the
+    #: reference their delays are measured from.
+    promised_etas_s: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.seats <= MAX_SEATS:
@@ -100,11 +104,13 @@ class Trip(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError("the plan carries more riders than the trip has seats")
         if len(seen) != len(self.riders) or any(k != StopKind.DROPOFF for k in seen.values()):
             raise ValueError("every rider of the trip has a pickup and a drop-off in its plan")
+        if len(self.promised_etas_s) != len(self.riders):
+            raise ValueError("every rider of the trip has promised ETAs")
 
 
 class InsertionLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Limits a caller sets (from settings): the most any rider already in a plan may be
-    delayed by a new one, and how far a rider's heading may be from the driver's."""
+    """Limits a caller sets (from settings): the most any rider already in a plan may arrive
+    later than the trip promised them, and how far a rider's heading may be from the driver's."""
 
     max_added_delay_s: float
     max_heading_diff_deg: float = 90.0
@@ -185,11 +191,16 @@ def best_insertion(
     for stop in trip.stops:
         seats = trip.riders[stop.rider].seats
         load.append(load[-1] + (seats if stop.kind == StopKind.PICKUP else -seats))
-    # latest[k]: the latest time points[k] may be reached (a pickup's window), else infinity.
+    # latest[k]: the latest time points[k] may be reached: its rider's promise plus the delay
+    # limit, and for a pickup the end of the rider's window; the destination has no limit.
     latest = [math.inf]
     for stop in trip.stops:
-        own = trip.riders[stop.rider]
-        latest.append(own.latest_pickup_s if stop.kind == StopKind.PICKUP else math.inf)
+        promised_pickup_s, promised_dropoff_s = trip.promised_etas_s[stop.rider]
+        if stop.kind == StopKind.PICKUP:
+            own = trip.riders[stop.rider].latest_pickup_s
+            latest.append(min(own, promised_pickup_s + limits.max_added_delay_s))
+        else:
+            latest.append(promised_dropoff_s + limits.max_added_delay_s)
     latest.append(math.inf)
     current_km = sum(leg_km)
     budget_km = legs.direct_km(trip.origin, trip.destination) + trip.max_detour_km + _EPSILON
@@ -226,9 +237,7 @@ def best_insertion(
                 shift_after = dropoff_eta + legs.s(Q, j + 1) - arrival_s[j + 1]
             if total_km > budget_km:
                 continue
-            if not _others_fit(
-                i, j, shift_mid, shift_after, arrival_s, latest, n, limits.max_added_delay_s
-            ):
+            if not _others_fit(i, j, shift_mid, shift_after, arrival_s, latest, n):
                 continue
             key = (total_km, pickup_eta, i, j, dropoff_eta, total_km - current_km)
             if best is None or key[:4] < best[:4]:
@@ -272,8 +281,16 @@ def rider_etas_s(trip: Trip, router: Router) -> list[tuple[float, float]]:
 
 
 def with_rider(trip: Trip, rider: Rider, insertion: Insertion) -> Trip:
-    """The trip with the rider in its plan where the insertion puts them."""
-    return msgspec.structs.replace(trip, riders=(*trip.riders, rider), stops=insertion.stops)
+    """The trip with the rider in its plan where the insertion puts them, promised its ETAs."""
+    return msgspec.structs.replace(
+        trip,
+        riders=(*trip.riders, rider),
+        stops=insertion.stops,
+        promised_etas_s=(
+            *trip.promised_etas_s,
+            (insertion.pickup_eta_s, insertion.dropoff_eta_s),
+        ),
+    )
 
 
 def _others_fit(
@@ -284,14 +301,13 @@ def _others_fit(
     arrival_s: list[float],
     latest: list[float],
     n: int,
-    max_added_delay_s: float,
 ) -> bool:
     """Whether every existing stop (points 1..n) stays within the delay limit and its window.
 
     Stops at points i+1..j are shifted by shift_mid, stops at j+1..n by shift_after."""
     for k in range(i + 1, n + 1):
         shift = shift_mid if k <= j else shift_after
-        if shift > max_added_delay_s + _EPSILON or arrival_s[k] + shift > latest[k] + _EPSILON:
+        if arrival_s[k] + shift > latest[k] + _EPSILON:
             return False
     return True
 

@@ -3,17 +3,24 @@
 Matching asks only a `Router`; the default `EstimatingRouter` estimates from the geodesic, so an
 OSRM or Valhalla adapter (same two methods) replaces it without touching matching. The spatial
 index assumes a router's road distance is never shorter than the geodesic times `min_circuity`
-(1.0 for any real road network; the circuity factor for `EstimatingRouter`).
+(1.0 for any real road network; the circuity factor for `EstimatingRouter`), and prunes by time
+only with a router that states `max_speed_kmh` (no leg is driven faster on average).
 """
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Protocol
 
 import msgspec
 
-from matching.geometry import Point, geodesic_km
+from matching.geometry import (
+    HAVERSINE_MAX_RELATIVE_ERROR,
+    Point,
+    geodesic_km,
+    great_circle_km,
+)
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -26,14 +33,25 @@ class Router(Protocol):
     def duration_s(self, a: Point, b: Point) -> float: ...
 
 
+class Earth(StrEnum):
+    """The surface EstimatingRouter measures on."""
+
+    #: WGS84, geopy's geodesic: the distances shown to users (~65 us a leg).
+    ELLIPSOID = "ellipsoid"
+    #: The mean-radius sphere: within 0.6 % of the ellipsoid, ~50x faster, for huge batches.
+    SPHERE = "sphere"
+
+
 class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
     """Road distance = geodesic x circuity_factor; duration = that distance at average_speed_kmh.
 
     Both values are settings (COPOOL_CIRCUITY_FACTOR, COPOOL_AVERAGE_SPEED_KMH) the caller passes.
+    earth: the ellipsoid (default) or, where a batch is too big for it, the sphere.
     """
 
     average_speed_kmh: float
     circuity_factor: float = 1.3
+    earth: Earth = Earth.ELLIPSOID
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.circuity_factor) and 1.0 <= self.circuity_factor <= 5.0):
@@ -43,10 +61,20 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def min_circuity(self) -> float:
-        """Road distance is never below geodesic x this (exactly the circuity factor here)."""
+        """Road distance is never below geodesic x this: the circuity factor on the ellipsoid,
+        less the sphere's worst error on the sphere."""
+        if self.earth == Earth.SPHERE:
+            return self.circuity_factor / (1 + HAVERSINE_MAX_RELATIVE_ERROR)
         return self.circuity_factor
 
+    @property
+    def max_speed_kmh(self) -> float:
+        """No leg is driven faster than this on average (every leg at exactly this speed here)."""
+        return self.average_speed_kmh
+
     def distance_km(self, a: Point, b: Point) -> float:
+        if self.earth == Earth.SPHERE:
+            return great_circle_km(a, b) * self.circuity_factor
         return geodesic_km(a, b) * self.circuity_factor
 
     def duration_s(self, a: Point, b: Point) -> float:
@@ -57,3 +85,9 @@ def min_circuity(router: Router) -> float:
     """How much longer than the geodesic the router's roads are at least (1.0 unless it says)."""
     value = getattr(router, "min_circuity", 1.0)
     return float(value) if isinstance(value, int | float) else 1.0
+
+
+def max_speed_kmh(router: Router) -> float | None:
+    """The fastest average speed of any leg the router answers, if it says (else None)."""
+    value = getattr(router, "max_speed_kmh", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -116,6 +117,25 @@ def test_a_rider_who_delays_one_on_board_beyond_the_limit_does_not_fit() -> None
     assert best_insertion(with_one, detour, router=ROUTER, limits=patient) is not None
 
 
+def test_delays_from_several_new_riders_add_up_against_the_limit() -> None:
+    """North, then south of the road: each alone delays the first rider by ~320 s, the second
+    adds ~660 s after the first (within 700 s), but ~980 s in all is past the 700 s limit."""
+    limits = InsertionLimits(max_added_delay_s=700.0)
+    on_board = rider(east(1), east(9))
+    plan = trip(max_detour_km=12.0)
+    plan = with_rider(plan, on_board, best_insertion(plan, on_board, router=ROUTER, limits=limits))  # type: ignore[arg-type]
+    north = rider(east(3, 3), east(4, 3))
+    south = rider(east(6, -3), east(7, -3))
+    assert best_insertion(plan, south, router=ROUTER, limits=limits) is not None
+    inserted = best_insertion(plan, north, router=ROUTER, limits=limits)
+    assert inserted is not None
+    plan = with_rider(plan, north, inserted)
+    assert plan.promised_etas_s[1] == (inserted.pickup_eta_s, inserted.dropoff_eta_s)
+    assert best_insertion(plan, south, router=ROUTER, limits=limits) is None
+    forgetful = msgspec.structs.replace(plan, promised_etas_s=tuple(rider_etas_s(plan, ROUTER)))
+    assert best_insertion(forgetful, south, router=ROUTER, limits=limits) is not None
+
+
 def test_a_rider_who_pushes_an_on_board_pickup_past_its_window_does_not_fit() -> None:
     on_board = rider(east(8), east(9.5), latest_pickup_s=1_050.0)  # reached at ~1,040 s
     first = best_insertion(trip(max_detour_km=10.0), on_board, router=ROUTER, limits=LIMITS)
@@ -154,6 +174,8 @@ def test_a_plan_that_overbooks_or_drops_before_picking_up_is_refused() -> None:
         trip(riders=(a,), stops=(Stop(0, StopKind.DROPOFF), Stop(0, StopKind.PICKUP)))
     with pytest.raises(ValueError, match="every rider"):
         trip(riders=(a,), stops=(Stop(0, StopKind.PICKUP),))
+    with pytest.raises(ValueError, match="promised"):
+        trip(riders=(a,), stops=(Stop(0, StopKind.PICKUP), Stop(0, StopKind.DROPOFF)))
 
 
 def test_a_rider_with_a_window_ending_before_it_starts_is_refused() -> None:
@@ -210,7 +232,10 @@ def test_no_plan_built_by_insertions_ever_exceeds_seats_windows_detour_or_delay(
                 if s.rider != len(current.riders)
             ]
             assert new_stops == list(current.stops)
-            assert all(
-                late - early <= delay_s + 1e-6 for early, late in zip(before, etas, strict=True)
-            )
+            assert all(early <= late + 1e-6 for early, late in zip(before, etas, strict=True))
+            for (pickup_s, dropoff_s), (promised_pickup_s, promised_dropoff_s) in zip(
+                rider_etas_s(after, ROUTER), after.promised_etas_s, strict=True
+            ):
+                assert pickup_s - promised_pickup_s <= delay_s + 1e-6
+                assert dropoff_s - promised_dropoff_s <= delay_s + 1e-6
             current = after

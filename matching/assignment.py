@@ -1,0 +1,755 @@
+"""Assigning a batch of riders to a batch of trips: the most riders first, then the most distance
+saved (pure: plain values in, plain values out; no clock, so the caller times it).
+
+Distance saved by a rider = the rider's own direct road distance (what they would have driven
+alone) minus the road distance their driver adds to carry them. The objective is lexicographic:
+one more rider served beats any amount of distance.
+
+Three ways to solve, all over the feasible pairs the corridor index and `best_insertion` find:
+- `solve_pairwise`: the exact optimum of the pairwise model, where each rider's pair with a trip
+  is judged alone and a trip takes up to max_new_riders_per_trip riders. With one new rider per
+  trip that model is the whole problem, and its answer the true optimum; with more, riders
+  sharing a car may not fit together, so its count is an upper bound (the "maximum matching
+  bound"). An assignment problem with one column per rider slot of a trip (scipy's
+  `linear_sum_assignment`, or its sparse sibling LAPJVsp on big batches).
+- `assign_exact`: the optimum with several riders per trip, jointly feasible, over every plan
+  best insertions can build in any order (enumerated per trip, then `milp` picks): small batches.
+- `assign_greedy`: a fast insertion heuristic with the true joint rules (every rider of a car
+  re-checked with the others): the most constrained riders first, each into the trip that saves
+  the most with the plan as it is by then, then small repairs for the riders left out.
+
+`propose_matches` picks by batch shape; `measure_gap` compares the heuristic with the exact
+answer on batches the caller generates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+from matching.feasibility import (
+    Insertion,
+    InsertionLimits,
+    Rider,
+    Trip,
+    best_insertion,
+    detour_km,
+    rider_etas_s,
+    with_rider,
+)
+from matching.geometry import HAVERSINE_MAX_RELATIVE_ERROR, haversine_km
+from matching.index import SpatialIndex, corridor_reach_km
+from matching.routing import Router, max_speed_kmh, min_circuity
+from matching.synthetic import Batch
+
+#: A rider placed in a plan: (rider, road km the insertion added, the rider's own road km).
+_Placed: TypeAlias = tuple[int, float, float]
+
+#: A batch has at most this many trips and riders (TigerBeetle: a limit on everything).
+MAX_BATCH_TRIPS = 50_000
+MAX_BATCH_RIDERS = 200_000
+#: Up to this many feasible pairs, the dense assignment matrix (rows x columns) is cheap enough.
+_DENSE_MAX_CELLS = 4_000_000
+#: Up to this many feasible pairs, propose_matches solves exactly (or seeds from the exact model).
+DEFAULT_EXACT_MAX_PAIRS = 200_000
+#: assign_exact enumerates at most this many insertion sequences per trip.
+MAX_PLANS_PER_TRIP = 20_000
+#: How many times the greedy heuristic sweeps the riders it left out for a repair.
+_IMPROVEMENT_PASSES = 3
+#: A repair tries at most this many insertion orders of a trip's riders (4! = 24).
+_MAX_ORDERS = 24
+#: A two-for-one repair tries at most this many partners left out.
+_MAX_PARTNERS = 8
+
+
+class Pair(msgspec.Struct, frozen=True, kw_only=True):
+    """A rider who fits a trip alone, with the best insertion into the trip as given."""
+
+    trip: int
+    rider: int
+    insertion: Insertion
+    #: The rider's own direct road distance.
+    rider_km: float
+    #: rider_km minus the distance the insertion adds to the driver's route.
+    saved_km: float
+
+
+class Proposal(msgspec.Struct, frozen=True, kw_only=True):
+    """A rider placed in a trip, with the ETAs and the trip's detour of the final plan."""
+
+    trip: int
+    rider: int
+    pickup_eta_s: float
+    dropoff_eta_s: float
+    #: The trip's whole detour with every rider of the plan (what max_detour_km bounds).
+    detour_km: float
+    #: What this rider added to the route when inserted.
+    added_km: float
+    rider_km: float
+    saved_km: float
+
+
+class Assignment(msgspec.Struct, frozen=True, kw_only=True):
+    """The proposals of a batch (by rider) and each trip's final plan (new riders appended)."""
+
+    proposals: tuple[Proposal, ...]
+    plans: tuple[Trip, ...]
+
+    @property
+    def riders_served(self) -> int:
+        return len(self.proposals)
+
+    @property
+    def saved_km(self) -> float:
+        return sum(p.saved_km for p in self.proposals)
+
+
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """The greedy heuristic against the exact answer, summed over several batches.
+
+    exact: the true optimum (the pairwise one with one new rider per trip, `assign_exact` with
+    more). bound: the pairwise optimum, an upper bound on riders served with any number."""
+
+    batches: int
+    riders: int
+    bound_served: int
+    exact_served: int
+    heuristic_served: int
+    exact_saved_km: float
+    heuristic_saved_km: float
+    #: The lowest served share (heuristic / exact) of a single batch.
+    worst_served_share: float
+
+    @property
+    def served_share(self) -> float:
+        """Riders the heuristic serves, as a share of the exact answer's."""
+        return self.heuristic_served / self.exact_served if self.exact_served else 1.0
+
+    @property
+    def bound_share(self) -> float:
+        """Riders the heuristic serves, as a share of the pairwise upper bound."""
+        return self.heuristic_served / self.bound_served if self.bound_served else 1.0
+
+    @property
+    def saved_share(self) -> float:
+        """Distance the heuristic saves, as a share of the exact answer's."""
+        return self.heuristic_saved_km / self.exact_saved_km if self.exact_saved_km else 1.0
+
+
+def feasible_pairs(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    resolution: int,
+) -> list[Pair]:
+    """Every (trip, rider) pair where the rider fits the trip alone, by trip then rider.
+
+    Candidates come from the corridor index (never all pairs); each is checked by best_insertion."""
+    _check_batch(trips, riders)
+    index = SpatialIndex(
+        [r.pickup for r in riders], [r.dropoff for r in riders], resolution=resolution
+    )
+    circuity = min_circuity(router)
+    speed_kmh = max_speed_kmh(router)
+    latest = np.array([r.latest_pickup_s for r in riders], dtype=np.float64)
+    lats = np.array([[r.pickup.lat, r.dropoff.lat] for r in riders], dtype=np.float64)
+    lons = np.array([[r.pickup.lon, r.dropoff.lon] for r in riders], dtype=np.float64)
+    lats, lons = lats.reshape(-1, 2), lons.reshape(-1, 2)
+    rider_km: dict[int, float] = {}
+    pairs = []
+    for t, trip in enumerate(trips):
+        reach = corridor_reach_km(
+            direct_road_km=router.distance_km(trip.origin, trip.destination),
+            max_detour_km=trip.max_detour_km,
+            min_circuity=circuity,
+        )
+        found = index.candidates(trip.origin, trip.destination, reach_km=reach)
+        found = _prune(trip, found, lats, lons, latest, router, circuity, speed_kmh)
+        for r in found.tolist():
+            rider = riders[r]
+            insertion = best_insertion(trip, rider, router=router, limits=limits)
+            if insertion is None:
+                continue
+            own_km = rider_km.get(r)
+            if own_km is None:
+                own_km = rider_km[r] = router.distance_km(rider.pickup, rider.dropoff)
+            pairs.append(
+                Pair(
+                    trip=t,
+                    rider=r,
+                    insertion=insertion,
+                    rider_km=own_km,
+                    saved_km=own_km - insertion.added_km,
+                )
+            )
+    return pairs
+
+
+def solve_pairwise(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    pairs: Sequence[Pair],
+    *,
+    max_new_riders_per_trip: int,
+) -> list[Pair]:
+    """The pairs of an optimal answer of the pairwise model (most riders, then most saved).
+
+    The model: each rider in at most one trip, each trip with at most max_new_riders_per_trip
+    riders, each of whom fits it alone. Seats are checked per pair, not summed: a seat freed at
+    a drop-off can take the next rider, so summing would cut off real plans. It is the whole
+    problem when max_new_riders_per_trip is 1, so the answer is the true optimum; with more it
+    relaxes the joint rules, so its count bounds any real plan's from above."""
+    if max_new_riders_per_trip < 1:
+        raise ValueError("max_new_riders_per_trip must be >= 1")
+    if not pairs:
+        return []
+    chosen = _solve_assignment(pairs, _lexicographic_values(pairs), max_new_riders_per_trip)
+    return sorted((pairs[i] for i in chosen), key=lambda p: (p.trip, p.rider))
+
+
+def assign_exact(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    pairs: Sequence[Pair],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    max_new_riders_per_trip: int,
+    max_plans_per_trip: int = MAX_PLANS_PER_TRIP,
+) -> Assignment:
+    """The optimum (most riders, then most saved) over every plan that best insertions can build
+    in any order, several riders per trip: each trip's feasible rider sets are enumerated, then
+    an integer program picks one set per trip, each rider at most once. For small batches: a
+    trip with more than max_plans_per_trip insertion sequences is refused (ValueError)."""
+    options = _options_by_rider(pairs)
+    plans: list[tuple[int, frozenset[int], Trip, tuple[_Placed, ...]]] = []
+    by_trip: dict[int, list[Pair]] = {}
+    for pair in pairs:
+        by_trip.setdefault(pair.trip, []).append(pair)
+    for t, candidates in sorted(by_trip.items()):
+        plans.extend(
+            _enumerate_plans(
+                t,
+                trips[t],
+                candidates,
+                riders,
+                router,
+                limits,
+                max_new_riders_per_trip,
+                max_plans_per_trip,
+            )
+        )
+    if not plans:
+        return Assignment(proposals=(), plans=tuple(trips))
+    saved = np.array([sum(own - added for _, added, own in new) for *_, new in plans])
+    widest: dict[int, float] = {}
+    for (t, *_), value in zip(plans, np.abs(saved).tolist(), strict=True):
+        widest[t] = max(widest.get(t, 0.0), value)
+    big = 1.0 + 2.0 * sum(widest.values())
+    values = big * np.array([len(members) for _, members, *_ in plans]) + saved
+    rider_rows = {r: i for i, r in enumerate(sorted(options))}
+    trip_rows = {t: len(rider_rows) + i for i, t in enumerate(sorted(by_trip))}
+    rows, columns = [], []
+    for column, (t, members, *_) in enumerate(plans):
+        rows.append(trip_rows[t])
+        columns.append(column)
+        for r in members:
+            rows.append(rider_rows[r])
+            columns.append(column)
+    matrix = sparse.csr_array(
+        (np.ones(len(rows)), (rows, columns)), shape=(len(rider_rows) + len(trip_rows), len(plans))
+    )
+    result = milp(
+        c=-values,
+        constraints=LinearConstraint(matrix, -np.inf, np.ones(matrix.shape[0])),
+        integrality=np.ones(len(plans)),
+        bounds=Bounds(0, 1),
+        options={"mip_rel_gap": 0.0},
+    )
+    if result.x is None or not result.success:
+        raise RuntimeError(f"milp found no optimal answer: {result.message}")
+    final = list(trips)
+    added: dict[int, list[_Placed]] = {}
+    for column, x in enumerate(result.x.tolist()):
+        if x > 0.5:
+            t, _, plan, new = plans[column]
+            final[t] = plan
+            added[t] = list(new)
+    return _proposals(trips, final, added, router)
+
+
+def _enumerate_plans(
+    t: int,
+    trip: Trip,
+    candidates: Sequence[Pair],
+    riders: Sequence[Rider],
+    router: Router,
+    limits: InsertionLimits,
+    max_new: int,
+    max_plans: int,
+) -> list[tuple[int, frozenset[int], Trip, tuple[_Placed, ...]]]:
+    """For each set of riders best insertions can place together in the trip (in some order),
+    the plan saving the most."""
+    best: dict[frozenset[int], tuple[float, Trip, tuple[_Placed, ...]]] = {}
+    explored = 0
+
+    def extend(plan: Trip, members: frozenset[int], new: tuple[_Placed, ...]) -> None:
+        nonlocal explored
+        for pair in candidates:
+            if pair.rider in members:
+                continue
+            insertion = (
+                pair.insertion
+                if not members
+                else best_insertion(plan, riders[pair.rider], router=router, limits=limits)
+            )
+            if insertion is None:
+                continue
+            explored += 1
+            if explored > max_plans:
+                raise ValueError(f"trip {t} has more than {max_plans} plans to enumerate")
+            grown = members | {pair.rider}
+            more = (*new, (pair.rider, insertion.added_km, pair.rider_km))
+            next_plan = with_rider(plan, riders[pair.rider], insertion)
+            saved = sum(own - added for _, added, own in more)
+            if grown not in best or saved > best[grown][0]:
+                best[grown] = (saved, next_plan, more)
+            if len(grown) < max_new:
+                extend(next_plan, grown, more)
+
+    extend(trip, frozenset(), ())
+    return [(t, members, plan, new) for members, (_, plan, new) in best.items()]
+
+
+def assign_greedy(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    pairs: Sequence[Pair],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    max_new_riders_per_trip: int,
+) -> Assignment:
+    """A fast feasible answer. Repeatedly the rider with the fewest trips it still fits (ties:
+    the one saving the most) goes into the trip where it saves the most; only the riders that
+    could join that trip are re-checked against its new plan. Then small repairs for the riders
+    left out (`_improve`)."""
+    if max_new_riders_per_trip < 1:
+        raise ValueError("max_new_riders_per_trip must be >= 1")
+    options = _options_by_rider(pairs)
+    own_km = {p.rider: p.rider_km for p in pairs}
+    fits: dict[int, dict[int, Insertion]] = {
+        r: {p.trip: p.insertion for p in found} for r, found in options.items()
+    }
+    wanting: dict[int, set[int]] = {}
+    for pair in pairs:
+        wanting.setdefault(pair.trip, set()).add(pair.rider)
+    plans = list(trips)
+    added: dict[int, list[_Placed]] = {}
+    version = dict.fromkeys(options, 0)
+
+    def urgency(r: int) -> tuple[int, float, int, int]:
+        best_saved = max(own_km[r] - i.added_km for i in fits[r].values())
+        return (len(fits[r]), -best_saved, r, version[r])
+
+    heap = [urgency(r) for r in options]
+    heapq.heapify(heap)
+    while heap:
+        _, _, r, seen = heapq.heappop(heap)
+        if seen != version[r] or not fits[r]:
+            continue  # placed, or an older entry of a rider whose options changed since
+        version[r] = -1
+        t = min(fits[r], key=lambda trip: (fits[r][trip].added_km - own_km[r], trip))
+        insertion = fits[r][t]
+        plans[t] = with_rider(plans[t], riders[r], insertion)
+        added.setdefault(t, []).append((r, insertion.added_km, own_km[r]))
+        for other_trip in fits[r]:
+            wanting[other_trip].discard(r)
+        fits[r] = {}
+        full = len(added[t]) >= max_new_riders_per_trip
+        for other in sorted(wanting[t]):
+            again = (
+                None
+                if full
+                else best_insertion(plans[t], riders[other], router=router, limits=limits)
+            )
+            if again is None:
+                del fits[other][t]
+                wanting[t].discard(other)
+            else:
+                fits[other][t] = again
+            version[other] += 1
+            if fits[other]:
+                heapq.heappush(heap, urgency(other))
+    _improve(trips, riders, options, plans, added, router, limits, max_new_riders_per_trip)
+    return _proposals(trips, plans, added, router)
+
+
+def propose_matches(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    resolution: int,
+    max_new_riders_per_trip: int,
+    exact_max_pairs: int = DEFAULT_EXACT_MAX_PAIRS,
+) -> Assignment:
+    """Riders assigned to trips for one batch: every proposal feasible with the rest of its plan.
+
+    One new rider per trip and at most exact_max_pairs feasible pairs: the exact optimum.
+    Otherwise (several riders per trip, or a huge batch): the greedy heuristic."""
+    pairs = feasible_pairs(trips, riders, router=router, limits=limits, resolution=resolution)
+    if max_new_riders_per_trip == 1 and len(pairs) <= exact_max_pairs:
+        chosen = solve_pairwise(trips, riders, pairs, max_new_riders_per_trip=1)
+        plans = list(trips)
+        added: dict[int, list[_Placed]] = {}
+        for pair in chosen:
+            plans[pair.trip] = with_rider(trips[pair.trip], riders[pair.rider], pair.insertion)
+            added[pair.trip] = [(pair.rider, pair.insertion.added_km, pair.rider_km)]
+        return _proposals(trips, plans, added, router)
+    return assign_greedy(
+        trips,
+        riders,
+        pairs,
+        router=router,
+        limits=limits,
+        max_new_riders_per_trip=max_new_riders_per_trip,
+    )
+
+
+def measure_gap(
+    batches: Iterable[Batch],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    resolution: int,
+    max_new_riders_per_trip: int,
+) -> Gap:
+    """How far the greedy heuristic falls short of the exact answer on these batches.
+
+    With several new riders per trip the exact answer enumerates plans (`assign_exact`): keep
+    such batches small (a few dozen trips)."""
+    count = riders_total = bound_served = exact_served = heuristic_served = 0
+    exact_saved = heuristic_saved = 0.0
+    worst = 1.0
+    for batch in batches:
+        trips, riders = batch.trips, batch.riders
+        pairs = feasible_pairs(trips, riders, router=router, limits=limits, resolution=resolution)
+        bound = solve_pairwise(
+            trips, riders, pairs, max_new_riders_per_trip=max_new_riders_per_trip
+        )
+        if max_new_riders_per_trip == 1:
+            exact_count, exact_km = len(bound), sum(p.saved_km for p in bound)
+        else:
+            exact = assign_exact(
+                trips,
+                riders,
+                pairs,
+                router=router,
+                limits=limits,
+                max_new_riders_per_trip=max_new_riders_per_trip,
+            )
+            exact_count, exact_km = exact.riders_served, exact.saved_km
+        heuristic = assign_greedy(
+            trips,
+            riders,
+            pairs,
+            router=router,
+            limits=limits,
+            max_new_riders_per_trip=max_new_riders_per_trip,
+        )
+        count += 1
+        riders_total += len(riders)
+        bound_served += len(bound)
+        exact_served += exact_count
+        heuristic_served += heuristic.riders_served
+        exact_saved += exact_km
+        heuristic_saved += heuristic.saved_km
+        if exact_count:
+            worst = min(worst, heuristic.riders_served / exact_count)
+    return Gap(
+        batches=count,
+        riders=riders_total,
+        bound_served=bound_served,
+        exact_served=exact_served,
+        heuristic_served=heuristic_served,
+        exact_saved_km=exact_saved,
+        heuristic_saved_km=heuristic_saved,
+        worst_served_share=worst,
+    )
+
+
+def _prune(
+    trip: Trip,
+    found: NDArray[np.intp],
+    lats: NDArray[np.float64],
+    lons: NDArray[np.float64],
+    latest: NDArray[np.float64],
+    router: Router,
+    circuity: float,
+    speed_kmh: float | None,
+) -> NDArray[np.intp]:
+    """The candidates that may fit, by bounds that never drop one that does (all at once, numpy).
+
+    A route through p then q is at least circuity x (g(o, p) + g(p, q) + g(q, d)) long, and
+    the pickup is reached no sooner than circuity x g(o, p) at the router's top speed."""
+    if not len(found):
+        return found
+    o, d = trip.origin, trip.destination
+    p_lat, p_lon = lats[found, 0], lons[found, 0]
+    q_lat, q_lon = lats[found, 1], lons[found, 1]
+    to_pickup = haversine_km(o.lat, o.lon, p_lat, p_lon) / (1 + HAVERSINE_MAX_RELATIVE_ERROR)
+    through = (
+        haversine_km(p_lat, p_lon, q_lat, q_lon) + haversine_km(q_lat, q_lon, d.lat, d.lon)
+    ) / (1 + HAVERSINE_MAX_RELATIVE_ERROR)
+    budget_km = router.distance_km(o, d) + trip.max_detour_km
+    keep = circuity * (to_pickup + through) <= budget_km * (1 + 1e-9) + 1e-9
+    drive_s = circuity * to_pickup / speed_kmh * 3600.0 if speed_kmh else np.zeros_like(to_pickup)
+    keep &= latest[found] >= trip.departure_s + drive_s - 1e-6
+    pruned: NDArray[np.intp] = found[keep]
+    return pruned
+
+
+def _check_batch(trips: Sequence[Trip], riders: Sequence[Rider]) -> None:
+    if len(trips) > MAX_BATCH_TRIPS or len(riders) > MAX_BATCH_RIDERS:
+        raise ValueError(
+            f"a batch has at most {MAX_BATCH_TRIPS} trips and {MAX_BATCH_RIDERS} riders"
+        )
+
+
+def _most_constrained_first(chosen: Iterable[int], options: dict[int, list[Pair]]) -> list[int]:
+    """Riders with the fewest feasible trips first; then the one saving the most."""
+    return sorted(chosen, key=lambda r: (len(options[r]), -max(p.saved_km for p in options[r]), r))
+
+
+def _options_by_rider(pairs: Sequence[Pair]) -> dict[int, list[Pair]]:
+    options: dict[int, list[Pair]] = {}
+    for pair in pairs:
+        options.setdefault(pair.rider, []).append(pair)
+    return options
+
+
+def _improve(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    pair_options: dict[int, list[Pair]],
+    plans: list[Trip],
+    added: dict[int, list[_Placed]],
+    router: Router,
+    limits: InsertionLimits,
+    max_new: int,
+) -> None:
+    """Serve more riders by small repairs of the plans (in place), for each rider left out:
+    - join: rebuild one of its trips with it, the trip's riders inserted in another order;
+    - move: take one rider v out of the trip for it, v going to another trip that fits v;
+    - two for one: take v out for it and another rider left out (v is then left out).
+    Each repair serves one more rider; sweeps stop when one finds none."""
+    repair = _Repair(trips, riders, pair_options, plans, added, router, limits, max_new)
+    for _ in range(_IMPROVEMENT_PASSES):
+        changed = False
+        for u in _most_constrained_first(repair.options, repair.options):
+            if u not in repair.placed and repair.serve(u):
+                changed = True
+        if not changed:
+            return
+
+
+class _Repair:
+    """The state _improve works on: the plans, who rides where, and how to rebuild a trip."""
+
+    def __init__(
+        self,
+        trips: Sequence[Trip],
+        riders: Sequence[Rider],
+        pair_options: dict[int, list[Pair]],
+        plans: list[Trip],
+        added: dict[int, list[_Placed]],
+        router: Router,
+        limits: InsertionLimits,
+        max_new: int,
+    ) -> None:
+        self.trips, self.riders, self.plans, self.added = trips, riders, plans, added
+        self.router, self.limits, self.max_new = router, limits, max_new
+        self.options = {r: sorted(o, key=lambda p: -p.saved_km) for r, o in pair_options.items()}
+        self.own_km = {p.rider: p.rider_km for o in self.options.values() for p in o}
+        self.placed = {r for new in added.values() for r, *_ in new}
+        self.wanting: dict[int, list[int]] = {}
+        for r in _most_constrained_first(self.options, self.options):
+            for pair in self.options[r]:
+                self.wanting.setdefault(pair.trip, []).append(r)
+
+    def members(self, t: int) -> list[int]:
+        return [r for r, *_ in self.added.get(t, [])]
+
+    def build(self, t: int, members: Sequence[int]) -> tuple[Trip, list[_Placed]] | None:
+        """The trip with these riders, in the first insertion order (of _MAX_ORDERS) that fits."""
+        for order in itertools.islice(itertools.permutations(members), _MAX_ORDERS):
+            plan, placed_in = self.trips[t], []
+            for r in order:
+                insertion = best_insertion(
+                    plan, self.riders[r], router=self.router, limits=self.limits
+                )
+                if insertion is None:
+                    break
+                plan = with_rider(plan, self.riders[r], insertion)
+                placed_in.append((r, insertion.added_km, self.own_km[r]))
+            else:
+                return plan, placed_in
+        return None
+
+    def commit(self, t: int, built: tuple[Trip, list[_Placed]]) -> None:
+        self.placed.difference_update(self.members(t))
+        self.plans[t], self.added[t] = built
+        self.placed.update(r for r, *_ in built[1])
+
+    def serve(self, u: int) -> bool:
+        """Whether a join, a move or a two-for-one found room for u (and was made)."""
+        for pair in self.options[u]:
+            t = pair.trip
+            members = self.members(t)
+            if members and len(members) < self.max_new:
+                built = self.build(t, [*members, u])
+                if built is not None:
+                    self.commit(t, built)
+                    return True
+            for v in members:
+                rest = [r for r in members if r != v]
+                built = self.build(t, [*rest, u])
+                if built is not None and self._move_elsewhere(v, t, built):
+                    return True
+                if len(rest) + 2 <= self.max_new and self._two_for_one(t, u, rest):
+                    return True
+        return False
+
+    def _move_elsewhere(self, v: int, t: int, built: tuple[Trip, list[_Placed]]) -> bool:
+        for other in self.options[v]:
+            t2 = other.trip
+            if t2 == t or len(self.added.get(t2, [])) >= self.max_new:
+                continue
+            insertion = best_insertion(
+                self.plans[t2], self.riders[v], router=self.router, limits=self.limits
+            )
+            if insertion is None:
+                continue
+            self.commit(t, built)
+            self.plans[t2] = with_rider(self.plans[t2], self.riders[v], insertion)
+            self.added.setdefault(t2, []).append((v, insertion.added_km, other.rider_km))
+            self.placed.add(v)
+            return True
+        return False
+
+    def _two_for_one(self, t: int, u: int, rest: list[int]) -> bool:
+        left_out = [w for w in self.wanting.get(t, []) if w != u and w not in self.placed]
+        for w in left_out[:_MAX_PARTNERS]:
+            built = self.build(t, [*rest, u, w])
+            if built is not None:
+                self.commit(t, built)
+                return True
+        return False
+
+
+def _proposals(
+    trips: Sequence[Trip],
+    plans: Sequence[Trip],
+    added: dict[int, list[_Placed]],
+    router: Router,
+) -> Assignment:
+    """The proposals of the new riders of each plan: ETAs and detour from the final plan."""
+    proposals = []
+    for t, new in added.items():
+        plan = plans[t]
+        etas = rider_etas_s(plan, router)
+        trip_detour = detour_km(plan, router)
+        first_new = len(trips[t].riders)
+        for offset, (r, added_km, own_km) in enumerate(new):
+            pickup_s, dropoff_s = etas[first_new + offset]
+            proposals.append(
+                Proposal(
+                    trip=t,
+                    rider=r,
+                    pickup_eta_s=pickup_s,
+                    dropoff_eta_s=dropoff_s,
+                    detour_km=trip_detour,
+                    added_km=added_km,
+                    rider_km=own_km,
+                    saved_km=own_km - added_km,
+                )
+            )
+    proposals.sort(key=lambda p: p.rider)
+    return Assignment(proposals=tuple(proposals), plans=tuple(plans))
+
+
+def _lexicographic_values(pairs: Sequence[Pair]) -> NDArray[np.float64]:
+    """A value per pair such that serving one more rider always beats any distance saved.
+
+    value = big + saved_km, with big larger than the widest possible spread of total savings."""
+    saved = np.array([p.saved_km for p in pairs], dtype=np.float64)
+    widest: dict[int, float] = {}
+    for pair, value in zip(pairs, np.abs(saved).tolist(), strict=True):
+        widest[pair.rider] = max(widest.get(pair.rider, 0.0), value)
+    big = 1.0 + 2.0 * sum(widest.values())
+    return big + saved
+
+
+def _solve_assignment(
+    pairs: Sequence[Pair], values: NDArray[np.float64], max_new: int
+) -> list[int]:
+    """A linear assignment of riders (rows) to rider slots (max_new columns per trip)."""
+    rows = {r: i for i, r in enumerate(sorted({p.rider for p in pairs}))}
+    by_trip: dict[int, int] = {}
+    for pair in pairs:
+        by_trip[pair.trip] = by_trip.get(pair.trip, 0) + 1
+    first_column: dict[int, int] = {}
+    slots: dict[int, int] = {}
+    columns = 0
+    for t in sorted(by_trip):
+        first_column[t] = columns
+        slots[t] = min(max_new, by_trip[t])
+        columns += slots[t]
+    # Edges: each pair to each slot of its trip; remember which pair an edge stands for.
+    edge_rows, edge_columns, edge_pairs = [], [], []
+    for i, pair in enumerate(pairs):
+        for slot in range(slots[pair.trip]):
+            edge_rows.append(rows[pair.rider])
+            edge_columns.append(first_column[pair.trip] + slot)
+            edge_pairs.append(i)
+    edge_values = values[np.array(edge_pairs, dtype=np.intp)]
+    pair_of_edge = {(a, b): i for a, b, i in zip(edge_rows, edge_columns, edge_pairs, strict=True)}
+    n_rows = len(rows)
+    if n_rows * columns <= _DENSE_MAX_CELLS:
+        cost = np.zeros((n_rows, columns), dtype=np.float64)
+        cost[edge_rows, edge_columns] = -edge_values
+        matched_rows, matched_columns = linear_sum_assignment(cost)
+    else:
+        # Sparse: every rider also has a column of its own (not served) so a full matching exists;
+        # weights shifted positive (the sparse solver takes a zero for no edge).
+        ceiling = float(edge_values.max()) + 1.0
+        weights = np.concatenate([ceiling - edge_values, np.full(n_rows, ceiling)])
+        graph = sparse.csr_array(
+            (
+                weights,
+                (
+                    np.concatenate([edge_rows, np.arange(n_rows)]),
+                    np.concatenate([edge_columns, columns + np.arange(n_rows)]),
+                ),
+            ),
+            shape=(n_rows, columns + n_rows),
+        )
+        matched_rows, matched_columns = min_weight_full_bipartite_matching(graph)
+    return [
+        pair_of_edge[key]
+        for key in zip(matched_rows.tolist(), matched_columns.tolist(), strict=True)
+        if key in pair_of_edge
+    ]

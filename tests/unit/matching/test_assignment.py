@@ -1,0 +1,283 @@
+"""Assignment of a batch: the most riders, then the most distance saved; never past a limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import matching.assignment as assignment
+from matching.assignment import (
+    Assignment,
+    Pair,
+    assign_exact,
+    assign_greedy,
+    feasible_pairs,
+    measure_gap,
+    propose_matches,
+    solve_pairwise,
+)
+from matching.feasibility import (
+    InsertionLimits,
+    Rider,
+    StopKind,
+    Trip,
+    best_insertion,
+    detour_km,
+    rider_etas_s,
+)
+from matching.routing import Earth, EstimatingRouter, Router
+from matching.synthetic import SHANGHAI, Batch, city_batch, offset
+
+ROUTER = EstimatingRouter(average_speed_kmh=30.0, earth=Earth.SPHERE)
+ELLIPSOID = EstimatingRouter(average_speed_kmh=30.0)
+LIMITS = InsertionLimits(max_added_delay_s=600.0)
+RESOLUTION = 7
+
+
+def small_city(seed: int, *, trips: int = 12, riders: int = 36, seats: int = 4) -> Batch:
+    """Dense enough that cars fill and riders compete."""
+    return city_batch(
+        np.random.default_rng(seed),
+        trips=trips,
+        riders=riders,
+        radius_km=5.0,
+        seats=(1, seats),
+        rider_seats=(1, 2),
+        spread_s=900.0,
+    )
+
+
+def assert_within_every_limit(batch: Batch, result: Assignment, router: Router) -> None:
+    """Recompute the rules from each final plan: seats, windows, detour, promised delays."""
+    served = [p.rider for p in result.proposals]
+    assert len(served) == len(set(served))
+    for t, plan in enumerate(result.plans):
+        original = batch.trips[t]
+        assert plan.riders[: len(original.riders)] == original.riders
+        assert detour_km(plan, router) <= plan.max_detour_km + 1e-6
+        load = 0
+        for stop in plan.stops:
+            seats = plan.riders[stop.rider].seats
+            load += seats if stop.kind == StopKind.PICKUP else -seats
+            assert load <= plan.seats
+        etas = rider_etas_s(plan, router)
+        for own, (pickup_s, dropoff_s), (promised_pickup_s, promised_dropoff_s) in zip(
+            plan.riders, etas, plan.promised_etas_s, strict=True
+        ):
+            assert own.earliest_pickup_s - 1e-6 <= pickup_s <= own.latest_pickup_s + 1e-6
+            assert pickup_s <= dropoff_s
+            assert pickup_s - promised_pickup_s <= LIMITS.max_added_delay_s + 1e-6
+            assert dropoff_s - promised_dropoff_s <= LIMITS.max_added_delay_s + 1e-6
+    for proposal in result.proposals:
+        plan = result.plans[proposal.trip]
+        position = plan.riders.index(batch.riders[proposal.rider])
+        assert (proposal.pickup_eta_s, proposal.dropoff_eta_s) == rider_etas_s(plan, router)[
+            position
+        ]
+        assert proposal.detour_km <= plan.max_detour_km + 1e-6
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
+def test_greedy_plans_never_exceed_seats_windows_detour_or_delay(seed: int, max_new: int) -> None:
+    batch = small_city(seed)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    result = assign_greedy(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    assert_within_every_limit(batch, result, ROUTER)
+    assert all(len(p.riders) <= max_new for p in result.plans)
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
+def test_the_exact_solver_serves_at_least_as_many_riders_as_the_heuristic(
+    seed: int, max_new: int
+) -> None:
+    batch = small_city(seed)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    greedy = assign_greedy(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    bound = solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=max_new)
+    exact = assign_exact(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    assert_within_every_limit(batch, exact, ROUTER)
+    assert len(bound) >= exact.riders_served >= greedy.riders_served
+    if exact.riders_served == greedy.riders_served:
+        assert exact.saved_km >= greedy.saved_km - 1e-6
+    if max_new == 1:
+        assert exact.riders_served == len(bound)
+        assert exact.saved_km == pytest.approx(sum(p.saved_km for p in bound))
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_pairwise_optimum_gives_each_rider_one_trip_and_each_trip_its_rider_slots(
+    seed: int,
+) -> None:
+    batch = small_city(seed, trips=10, riders=50)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    feasible = {(p.trip, p.rider) for p in pairs}
+    for max_new in (1, 2, 8):
+        chosen = solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=max_new)
+        assert len({p.rider for p in chosen}) == len(chosen)
+        assert {(p.trip, p.rider) for p in chosen} <= feasible
+        for t in range(len(batch.trips)):
+            assert sum(p.trip == t for p in chosen) <= max_new
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 3))
+def test_the_dense_and_the_sparse_assignment_find_the_same_optimum(seed: int, max_new: int) -> None:
+    batch = city_batch(np.random.default_rng(seed), trips=15, riders=60, radius_km=5.0)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+
+    def objective(chosen: list[Pair]) -> tuple[int, float]:
+        return len(chosen), round(sum(p.saved_km for p in chosen), 6)
+
+    dense = objective(
+        solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=max_new)
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
+        sparse = objective(
+            solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=max_new)
+        )
+    assert dense == sparse
+
+
+def test_serving_one_more_rider_beats_any_distance_saved() -> None:
+    """Trip 0 suits both riders, trip 1 only rider B: the best saving (B in trip 0) would leave
+    A out; the optimum gives B the worse trip and serves both."""
+
+    def trip(north_km: float, max_detour_km: float) -> Trip:
+        return Trip(
+            origin=offset(SHANGHAI, 0, north_km),
+            destination=offset(SHANGHAI, 10, north_km),
+            departure_s=0.0,
+            seats=1,
+            max_detour_km=max_detour_km,
+        )
+
+    def rider(start_km: float, end_km: float, north_km: float) -> Rider:
+        return Rider(
+            pickup=offset(SHANGHAI, start_km, north_km),
+            dropoff=offset(SHANGHAI, end_km, north_km),
+            seats=1,
+            earliest_pickup_s=0.0,
+            latest_pickup_s=3_600.0,
+        )
+
+    trips = (trip(0.0, 2.0), trip(0.8, 1.0))
+    a, b = rider(1, 3, -0.9), rider(0.5, 9.5, 0.2)
+    pairs = feasible_pairs(trips, (a, b), router=ROUTER, limits=LIMITS, resolution=RESOLUTION)
+    assert {(p.trip, p.rider) for p in pairs} == {(0, 0), (0, 1), (1, 1)}
+    saved = {(p.trip, p.rider): p.saved_km for p in pairs}
+    assert saved[(0, 1)] > saved[(1, 1)] + saved[(0, 0)] / 4
+    chosen = solve_pairwise(trips, (a, b), pairs, max_new_riders_per_trip=1)
+    assert {(p.trip, p.rider) for p in chosen} == {(0, 0), (1, 1)}
+    result = propose_matches(
+        trips,
+        (a, b),
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=1,
+    )
+    assert {(p.trip, p.rider) for p in result.proposals} == {(0, 0), (1, 1)}
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), sphere=st.booleans())
+def test_feasible_pairs_through_the_index_are_exactly_the_brute_force_pairs(
+    seed: int, sphere: bool
+) -> None:
+    """The corridor index and the numpy pruning in front of best_insertion drop nothing."""
+    router = ROUTER if sphere else ELLIPSOID
+    batch = city_batch(
+        np.random.default_rng(seed), trips=10, riders=40, radius_km=6.0, max_detour_km=(1.0, 8.0)
+    )
+    found = {
+        (p.trip, p.rider)
+        for p in feasible_pairs(
+            batch.trips, batch.riders, router=router, limits=LIMITS, resolution=RESOLUTION
+        )
+    }
+    brute = {
+        (t, r)
+        for t, trip in enumerate(batch.trips)
+        for r, rider in enumerate(batch.riders)
+        if best_insertion(trip, rider, router=router, limits=LIMITS) is not None
+    }
+    assert found == brute
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
+def test_proposed_matches_are_feasible_and_exact_with_one_rider_per_trip(
+    seed: int, max_new: int
+) -> None:
+    batch = small_city(seed, riders=48)
+    result = propose_matches(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=max_new,
+    )
+    assert_within_every_limit(batch, result, ROUTER)
+    if max_new == 1:
+        pairs = feasible_pairs(
+            batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+        )
+        bound = solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=1)
+        assert result.riders_served == len(bound)
+
+
+def test_the_gap_is_measured_against_the_exact_answer_and_stays_small() -> None:
+    batches = [small_city(seed, trips=20, riders=60) for seed in range(4)]
+    gap = measure_gap(
+        batches, router=ROUTER, limits=LIMITS, resolution=RESOLUTION, max_new_riders_per_trip=3
+    )
+    assert gap.batches == 4
+    assert gap.riders == 240
+    assert gap.bound_served >= gap.exact_served >= gap.heuristic_served > 0
+    assert 0.9 <= gap.served_share <= 1.0
+    assert gap.worst_served_share <= gap.served_share
+    assert gap.bound_share <= gap.served_share
+
+
+def test_an_empty_batch_proposes_nothing() -> None:
+    result = propose_matches(
+        (), (), router=ROUTER, limits=LIMITS, resolution=RESOLUTION, max_new_riders_per_trip=2
+    )
+    assert result.proposals == ()
+    assert result.riders_served == 0
