@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from trust.policy import Action, Verdict
-
 from tests.support.trust import TrustWorld
 from tests.support.users import assert_problem
 from trust import gate
+from trust.policy import Action, Verdict
 
 
 async def test_a_ban_refuses_the_next_request_and_the_gate_denies_everything(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from trust.policy import Action, Decision, Verdict
-
 from tests.support.trust import TrustWorld
 from trust import gate, service
 from trust.models import PartyRole
+from trust.policy import Action, Decision, Verdict
 
 
 async def decide(world: TrustWorld, user_id: uuid.UUID, action: Action, amount: int) -> Decision:
