@@ -25,8 +25,7 @@ answer on batches the caller generates.
 from __future__ import annotations
 
 import heapq
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TypeAlias
 
 import msgspec
@@ -65,8 +64,8 @@ DEFAULT_EXACT_MAX_PAIRS = 200_000
 MAX_PLANS_PER_TRIP = 20_000
 #: How many times the greedy heuristic sweeps the riders it left out for a repair.
 _IMPROVEMENT_PASSES = 3
-#: A repair tries at most this many insertion orders of a trip's riders (4! = 24).
-_MAX_ORDERS = 24
+#: The repairs try at most this many insertions per feasible pair of the batch.
+_REPAIR_INSERTIONS_PER_PAIR = 4
 #: A two-for-one repair tries at most this many partners left out.
 _MAX_PARTNERS = 8
 
@@ -152,10 +151,12 @@ def feasible_pairs(
     router: Router,
     limits: InsertionLimits,
     resolution: int,
+    excluded: Collection[tuple[int, int]] = (),
 ) -> list[Pair]:
     """Every (trip, rider) pair where the rider fits the trip alone, by trip then rider.
 
-    Candidates come from the corridor index (never all pairs); each is checked by best_insertion."""
+    Candidates come from the corridor index (never all pairs); each is checked by best_insertion.
+    excluded: (trip, rider) pairs never to pair again (a driver declined that rider)."""
     _check_batch(trips, riders)
     index = SpatialIndex(
         [r.pickup for r in riders], [r.dropoff for r in riders], resolution=resolution
@@ -177,6 +178,8 @@ def feasible_pairs(
         found = index.candidates(trip.origin, trip.destination, reach_km=reach)
         found = _prune(trip, found, lats, lons, latest, router, circuity, speed_kmh)
         for r in found.tolist():
+            if (t, r) in excluded:
+                continue
             rider = riders[r]
             insertion = best_insertion(trip, rider, router=router, limits=limits)
             if insertion is None:
@@ -378,6 +381,7 @@ def assign_greedy(
             wanting[other_trip].discard(r)
         fits[r] = {}
         full = len(added[t]) >= max_new_riders_per_trip
+        # Re-checked at once, not when they come up: a rider whose options shrink must rise.
         for other in sorted(wanting[t]):
             again = (
                 None
@@ -405,12 +409,16 @@ def propose_matches(
     resolution: int,
     max_new_riders_per_trip: int,
     exact_max_pairs: int = DEFAULT_EXACT_MAX_PAIRS,
+    excluded: Collection[tuple[int, int]] = (),
 ) -> Assignment:
     """Riders assigned to trips for one batch: every proposal feasible with the rest of its plan.
 
     One new rider per trip and at most exact_max_pairs feasible pairs: the exact optimum.
-    Otherwise (several riders per trip, or a huge batch): the greedy heuristic."""
-    pairs = feasible_pairs(trips, riders, router=router, limits=limits, resolution=resolution)
+    Otherwise (several riders per trip, or a huge batch): the greedy heuristic.
+    excluded: (trip, rider) pairs never to propose (declined before)."""
+    pairs = feasible_pairs(
+        trips, riders, router=router, limits=limits, resolution=resolution, excluded=excluded
+    )
     if max_new_riders_per_trip == 1 and len(pairs) <= exact_max_pairs:
         chosen = solve_pairwise(trips, riders, pairs, max_new_riders_per_trip=1)
         plans = list(trips)
@@ -560,6 +568,8 @@ def _improve(
     for _ in range(_IMPROVEMENT_PASSES):
         changed = False
         for u in _most_constrained_first(repair.options, repair.options):
+            if repair.budget <= 0:
+                return
             if u not in repair.placed and repair.serve(u):
                 changed = True
         if not changed:
@@ -585,6 +595,8 @@ class _Repair:
         self.options = {r: sorted(o, key=lambda p: -p.saved_km) for r, o in pair_options.items()}
         self.own_km = {p.rider: p.rider_km for o in self.options.values() for p in o}
         self.placed = {r for new in added.values() for r, *_ in new}
+        #: Insertions the repairs may still try: their work stays proportional to the batch's.
+        self.budget = _REPAIR_INSERTIONS_PER_PAIR * sum(len(o) for o in self.options.values())
         self.wanting: dict[int, list[int]] = {}
         for r in _most_constrained_first(self.options, self.options):
             for pair in self.options[r]:
@@ -594,10 +606,19 @@ class _Repair:
         return [r for r, *_ in self.added.get(t, [])]
 
     def build(self, t: int, members: Sequence[int]) -> tuple[Trip, list[_Placed]] | None:
-        """The trip with these riders, in the first insertion order (of _MAX_ORDERS) that fits."""
-        for order in itertools.islice(itertools.permutations(members), _MAX_ORDERS):
+        """The trip with these riders, in the first of a few insertion orders that fits: as
+        given, the last ones first, by earliest pickup."""
+        orders = [
+            list(members),
+            [*members[-2:], *members[:-2]],
+            sorted(members, key=lambda r: (self.riders[r].earliest_pickup_s, r)),
+        ]
+        for i, order in enumerate(orders):
+            if order in orders[:i]:
+                continue
             plan, placed_in = self.trips[t], []
             for r in order:
+                self.budget -= 1
                 insertion = best_insertion(
                     plan, self.riders[r], router=self.router, limits=self.limits
                 )

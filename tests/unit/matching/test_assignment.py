@@ -275,6 +275,31 @@ def test_the_gap_is_measured_against_the_exact_answer_and_stays_small() -> None:
     assert gap.bound_share <= gap.served_share
 
 
+def test_a_declined_pair_is_never_proposed_again() -> None:
+    batch = small_city(3, riders=48)
+    first = propose_matches(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=1,
+    )
+    declined = {(p.trip, p.rider) for p in first.proposals}
+    assert declined
+    again = propose_matches(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=1,
+        excluded=frozenset(declined),
+    )
+    assert again.proposals
+    assert not declined & {(p.trip, p.rider) for p in again.proposals}
+
+
 def test_an_empty_batch_proposes_nothing() -> None:
     result = propose_matches(
         (), (), router=ROUTER, limits=LIMITS, resolution=RESOLUTION, max_new_riders_per_trip=2
