@@ -1,6 +1,6 @@
 """Matching benchmark (pure, no database): prints figures; run on demand, never in tests.
 
-  `python -m bench.matching` (about a minute on one core; COPOOL_BENCH_MATCHING_SCALE=2 doubles
+  `python -m bench.matching` (about 30 s on one core; COPOOL_BENCH_MATCHING_SCALE=2 doubles
   the batch sizes of part 2)
 
 1. The heuristic's gap: seeded city batches small enough for the exact answer; riders served

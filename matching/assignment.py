@@ -56,9 +56,9 @@ _Placed: TypeAlias = tuple[int, float, float]
 #: A batch has at most this many trips and riders (TigerBeetle: a limit on everything).
 MAX_BATCH_TRIPS = 50_000
 MAX_BATCH_RIDERS = 200_000
-#: Up to this many feasible pairs, the dense assignment matrix (rows x columns) is cheap enough.
+#: Up to this many cells (riders x rider slots) the dense assignment matrix is cheap enough.
 _DENSE_MAX_CELLS = 4_000_000
-#: Up to this many feasible pairs, propose_matches solves exactly (or seeds from the exact model).
+#: Up to this many feasible pairs, propose_matches solves one-rider-per-trip batches exactly.
 DEFAULT_EXACT_MAX_PAIRS = 200_000
 #: assign_exact enumerates at most this many insertion sequences per trip.
 MAX_PLANS_PER_TRIP = 20_000
