@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import DateTime, Table, event
+from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -29,7 +29,9 @@ __all__ = [
     "dialect_insert",
     "driver_fetchrow",
     "on_postgres",
+    "row_id_column",
     "session_scope",
+    "utc_column",
 ]
 
 
@@ -286,6 +288,16 @@ async def session_scope(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSessio
         finally:
             if session.in_transaction():
                 await session.rollback()
+
+
+def row_id_column(name: str = "row_id", *args: Any, **kwargs: Any) -> Column[int]:
+    """A 64-bit integer row id (SQLite's INTEGER, so it stays the rowid) that cursors page by."""
+    return Column(name, BigInteger().with_variant(Integer(), "sqlite"), *args, **kwargs)
+
+
+def utc_column(name: str, *, nullable: bool = False) -> Column[datetime]:
+    """A timezone-aware UTC timestamp column."""
+    return Column(name, UTCDateTime(), nullable=nullable)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
@@ -30,6 +31,13 @@ class Page(msgspec.Struct, Generic[T]):
 
 def encode_cursor(position: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{position}".encode()).decode().rstrip("=")
+
+
+def next_cursor(rows: Sequence[T], limit: int, position: Callable[[T], int | None]) -> str | None:
+    """The cursor after the last of `limit` rows shown, when the query (asked for limit + 1
+    rows) found more."""
+    last = position(rows[limit - 1]) if len(rows) > limit else None
+    return encode_cursor(last) if last is not None else None
 
 
 def decode_cursor(cursor: str | None) -> int | None:

@@ -25,6 +25,7 @@ from app.pagination import (
     Page,
     decode_cursor,
     encode_cursor,
+    next_cursor,
 )
 from app.problems import problem_responses
 from app.uow import UnitOfWork
@@ -207,8 +208,7 @@ class PoolController(Controller):
                 reader, status=status, box=None, limit=limit + 1, before=before
             )
             items = [pool_out(pool) for pool in pools[:limit]]
-            last = pools[limit - 1].row_id if len(pools) > limit else None
-            return Page(items=items, next_cursor=encode_cursor(last) if last else None)
+            return Page(items=items, next_cursor=next_cursor(pools, limit, lambda p: p.row_id))
         lat, lon = _near(near)
         scan = (limit + 1) * NEAR_SCAN_FACTOR
         candidates = await service.list_pools(
@@ -384,5 +384,4 @@ class MyJoinsController(Controller):
             )
             for view in views[:limit]
         ]
-        last = views[limit - 1].join.row_id if len(views) > limit else None
-        return Page(items=items, next_cursor=encode_cursor(last) if last else None)
+        return Page(items=items, next_cursor=next_cursor(views, limit, lambda v: v.join.row_id))

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
+from app.db import row_id_column, utc_column
 
 
 class PoolStatus(StrEnum):
@@ -41,14 +41,6 @@ class JoinStatus(StrEnum):
     LEFT = "left"  # left before the deadline: hold released
     CHARGED = "charged"  # the pool succeeded: charged at the final price
     RELEASED = "released"  # the pool failed or was cancelled: hold released
-
-
-def _row_id() -> Column[int]:
-    return Column("row_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
-
-
-def _when(name: str, *, nullable: bool = False) -> Column[datetime]:
-    return Column(name, UTCDateTime(), nullable=nullable)
 
 
 class Pool(SQLModel, table=True):
@@ -66,7 +58,7 @@ class Pool(SQLModel, table=True):
         Index("ix_pools_organizer", "organizer_id", "row_id"),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
     organizer_id: UUID = Field(foreign_key="users.id", nullable=False)
     title: str = Field(max_length=120)
@@ -76,7 +68,7 @@ class Pool(SQLModel, table=True):
     tiers: str = Field(max_length=2000)
     min_quantity: int = Field(sa_column=Column(Integer, nullable=False))
     max_quantity: int = Field(sa_column=Column(Integer, nullable=False))
-    deadline: datetime = Field(sa_column=_when("deadline"))
+    deadline: datetime = Field(sa_column=utc_column("deadline"))
     status: str = Field(sa_column=Column(String(16), nullable=False))
     committed_quantity: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
@@ -98,10 +90,14 @@ class Pool(SQLModel, table=True):
     final_unit_price_minor: int | None = Field(
         default=None, sa_column=Column(BigInteger, nullable=True)
     )
-    created_at: datetime = Field(sa_column=_when("created_at"))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
     #: When the outcome was decided (status left open) and when its money finished moving.
-    decided_at: datetime | None = Field(default=None, sa_column=_when("decided_at", nullable=True))
-    settled_at: datetime | None = Field(default=None, sa_column=_when("settled_at", nullable=True))
+    decided_at: datetime | None = Field(
+        default=None, sa_column=utc_column("decided_at", nullable=True)
+    )
+    settled_at: datetime | None = Field(
+        default=None, sa_column=utc_column("settled_at", nullable=True)
+    )
 
 
 class Join(SQLModel, table=True):
@@ -115,7 +111,7 @@ class Join(SQLModel, table=True):
         Index("ix_pool_joins_pool_status", "pool_id", "status", "row_id"),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
     pool_id: UUID = Field(foreign_key="pools.id", nullable=False)
     user_id: UUID = Field(foreign_key="users.id", nullable=False)
@@ -131,5 +127,5 @@ class Join(SQLModel, table=True):
     charged_minor: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
     )
-    created_at: datetime = Field(sa_column=_when("created_at"))
-    updated_at: datetime = Field(sa_column=_when("updated_at"))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
+    updated_at: datetime = Field(sa_column=utc_column("updated_at"))

@@ -503,6 +503,34 @@ async def _organizer_action(uow: UnitOfWork, *, pool_id: UUID, user_id: UUID) ->
 
 
 @use_case
+async def _end_early(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    outcome: PoolStatus,
+    schedule: Scheduler | None,
+    admission: Admission | None,
+    now: datetime,
+) -> Pool:
+    """The organizer decides an open pool now; its settlement runs once this commits."""
+    async with uow:
+        pool = await _organizer_action(uow, pool_id=pool_id, user_id=user_id)
+        if outcome is PoolStatus.SUCCEEDED and pool.committed_quantity < pool.min_quantity:
+            raise MinimumNotReached(
+                f"{pool.min_quantity - pool.committed_quantity} more needed before closing"
+            )
+        decided = await _decide(uow.session, pool=pool, outcome=outcome, now=now)
+        if decided is None:
+            raise PoolClosed("this pool was decided meanwhile")
+        if schedule is not None:
+            uow.after_commit(schedule, pool.id, now)
+        await uow.commit()
+    if admission is not None:
+        await admission.close(pool_id)
+    return decided
+
+
 async def close_pool(
     uow: UnitOfWork,
     *,
@@ -513,24 +541,17 @@ async def close_pool(
     now: datetime,
 ) -> Pool:
     """The organizer ends the pool early once it reached its minimum: it succeeds now."""
-    async with uow:
-        pool = await _organizer_action(uow, pool_id=pool_id, user_id=user_id)
-        if pool.committed_quantity < pool.min_quantity:
-            raise MinimumNotReached(
-                f"{pool.min_quantity - pool.committed_quantity} more needed before closing"
-            )
-        decided = await _decide(uow.session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)
-        if decided is None:
-            raise PoolClosed("this pool was decided meanwhile")
-        if schedule is not None:
-            uow.after_commit(schedule, pool.id, now)
-        await uow.commit()
-    if admission is not None:
-        await admission.close(pool_id)
-    return decided
+    return await _end_early(
+        uow,
+        pool_id=pool_id,
+        user_id=user_id,
+        outcome=PoolStatus.SUCCEEDED,
+        schedule=schedule,
+        admission=admission,
+        now=now,
+    )
 
 
-@use_case
 async def cancel_pool(
     uow: UnitOfWork,
     *,
@@ -541,20 +562,42 @@ async def cancel_pool(
     now: datetime,
 ) -> Pool:
     """The organizer calls the pool off: every hold is released by its settlement."""
-    async with uow:
-        pool = await _organizer_action(uow, pool_id=pool_id, user_id=user_id)
-        decided = await _decide(uow.session, pool=pool, outcome=PoolStatus.CANCELLED, now=now)
-        if decided is None:
-            raise PoolClosed("this pool was decided meanwhile")
-        if schedule is not None:
-            uow.after_commit(schedule, pool.id, now)
-        await uow.commit()
-    if admission is not None:
-        await admission.close(pool_id)
-    return decided
+    return await _end_early(
+        uow,
+        pool_id=pool_id,
+        user_id=user_id,
+        outcome=PoolStatus.CANCELLED,
+        schedule=schedule,
+        admission=admission,
+        now=now,
+    )
 
 
 # -- settlement -----------------------------------------------------------------------------------
+
+
+async def _end_deposits(
+    session: AsyncSession,
+    *,
+    pool: Pool,
+    user_ids: list[UUID],
+    complaint_window: timedelta,
+    now: datetime,
+) -> None:
+    """A settled pool's deposits stay held through the complaint window (so a complaint can
+    forfeit them); a failed or cancelled pool's are released at once."""
+    if pool.status == PoolStatus.SUCCEEDED:
+        await trust.release_after(
+            session,
+            subject_type=SubjectType.POOL,
+            subject_id=pool.id,
+            user_ids=user_ids,
+            when=(pool.decided_at or now) + complaint_window,
+        )
+    else:
+        await trust.release_deposits(
+            session, subject_type=SubjectType.POOL, subject_id=pool.id, user_ids=user_ids, now=now
+        )
 
 
 @use_case
@@ -618,22 +661,9 @@ async def _settle_chunk(
                 completed_at=pool.decided_at or now,
                 protected=pool.protected,
             )
-            # Deposits stay held through the complaint window, so a complaint can forfeit them.
-            await trust.release_after(
-                session,
-                subject_type=SubjectType.POOL,
-                subject_id=pool.id,
-                user_ids=members,
-                when=(pool.decided_at or now) + complaint_window,
-            )
-        else:
-            await trust.release_deposits(
-                session,
-                subject_type=SubjectType.POOL,
-                subject_id=pool.id,
-                user_ids=members,
-                now=now,
-            )
+        await _end_deposits(
+            session, pool=pool, user_ids=members, complaint_window=complaint_window, now=now
+        )
         await uow.commit()
     return len(joins)
 
@@ -680,22 +710,13 @@ async def _finish(uow: UnitOfWork, *, pool: Pool, config: TrustConfig, now: date
                 ],
                 now=now,
             )
-        if pool.status == PoolStatus.SUCCEEDED:
-            await trust.release_after(
-                session,
-                subject_type=SubjectType.POOL,
-                subject_id=pool.id,
-                user_ids=[pool.organizer_id],
-                when=(pool.decided_at or now) + config.rating_window,
-            )
-        else:
-            await trust.release_deposits(
-                session,
-                subject_type=SubjectType.POOL,
-                subject_id=pool.id,
-                user_ids=[pool.organizer_id],
-                now=now,
-            )
+        await _end_deposits(
+            session,
+            pool=pool,
+            user_ids=[pool.organizer_id],
+            complaint_window=config.rating_window,
+            now=now,
+        )
         await session.execute(
             update(POOLS)
             .where(POOLS.c.id == pool.id, POOLS.c.settled_at.is_(None))

@@ -6,6 +6,7 @@ routes live in app/admin.py, which wires the two domains into one unit of work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,7 +25,7 @@ from app.pagination import (
     LimitQuery,
     Page,
     decode_cursor,
-    encode_cursor,
+    next_cursor,
 )
 from app.problems import problem_responses
 from app.uow import UnitOfWork
@@ -129,9 +130,8 @@ def reputation_out(view: service.ReputationView) -> ReputationOut:
     )
 
 
-def _next_cursor(rows: list[Any], limit: int) -> str | None:
-    """The cursor after the last row shown, if more rows follow (rows: limit + 1 fetched)."""
-    return encode_cursor(rows[limit - 1].row_id) if len(rows) > limit else None
+def _next_cursor(rows: Sequence[Any], limit: int) -> str | None:
+    return next_cursor(rows, limit, lambda row: row.row_id)
 
 
 class TrustController(Controller):
@@ -396,8 +396,7 @@ class TrustController(Controller):
 
 def _complaint_page(rows: list[service.ComplaintView], limit: int) -> Page[ComplaintOut]:
     items = [complaint_out(view) for view in rows[:limit]]
-    last = rows[limit - 1].complaint.row_id if len(rows) > limit else None
-    return Page(items=items, next_cursor=encode_cursor(last) if last is not None else None)
+    return Page(items=items, next_cursor=next_cursor(rows, limit, lambda v: v.complaint.row_id))
 
 
 class TrustAdminController(Controller):

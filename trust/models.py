@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
+from app.db import row_id_column, utc_column
 
 
 class SubjectType(StrEnum):
@@ -72,12 +72,14 @@ class DepositStatus(StrEnum):
     FORFEITED = "forfeited"
 
 
-def _row_id() -> Column[int]:
-    return Column("row_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
-
-
-def _when(name: str, *, nullable: bool = False) -> Column[datetime]:
-    return Column(name, UTCDateTime(), nullable=nullable)
+def _transaction_ref(*, primary_key: bool = False) -> Column[int]:
+    """The completed transaction a party, rating or complaint belongs to."""
+    return row_id_column(
+        "transaction_row_id",
+        ForeignKey("trust_transactions.row_id"),
+        primary_key=primary_key,
+        nullable=False,
+    )
 
 
 def _count(name: str) -> Column[int]:
@@ -90,10 +92,10 @@ class TrustTransaction(SQLModel, table=True):
     __tablename__ = "trust_transactions"
     __table_args__ = (UniqueConstraint("subject_type", "subject_id", name="uq_trust_subject"),)
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     subject_type: str = Field(sa_column=Column(String(16), nullable=False))
     subject_id: UUID = Field(nullable=False)
-    completed_at: datetime = Field(sa_column=_when("completed_at"))
+    completed_at: datetime = Field(sa_column=utc_column("completed_at"))
     #: Purchase protection: an upheld complaint of a member against the organizer may be paid
     #: out of the insurance fund.
     protected: bool = Field(
@@ -105,13 +107,7 @@ class TrustParty(SQLModel, table=True):
     __tablename__ = "trust_parties"
     __table_args__ = (Index("ix_trust_parties_user", "user_id"),)
 
-    transaction_row_id: int = Field(
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"),
-            ForeignKey("trust_transactions.row_id"),
-            primary_key=True,
-        )
-    )
+    transaction_row_id: int = Field(sa_column=_transaction_ref(primary_key=True))
     user_id: UUID = Field(foreign_key="users.id", primary_key=True)
     role: str = Field(sa_column=Column(String(16), nullable=False))
 
@@ -141,25 +137,19 @@ class Rating(SQLModel, table=True):
         ),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
-    transaction_row_id: int = Field(
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"),
-            ForeignKey("trust_transactions.row_id"),
-            nullable=False,
-        )
-    )
+    transaction_row_id: int = Field(sa_column=_transaction_ref())
     rater_id: UUID = Field(foreign_key="users.id", nullable=False)
     ratee_id: UUID = Field(foreign_key="users.id", nullable=False)
     rater_role: str = Field(sa_column=Column(String(16), nullable=False))
     stars: int = Field(sa_column=Column(SmallInteger, nullable=False))
     comment: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(sa_column=_when("created_at"))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
     #: When the window closes: the rating is revealed then, if the counterparty has not rated.
-    reveal_due_at: datetime = Field(sa_column=_when("reveal_due_at"))
+    reveal_due_at: datetime = Field(sa_column=utc_column("reveal_due_at"))
     revealed_at: datetime | None = Field(
-        default=None, sa_column=_when("revealed_at", nullable=True)
+        default=None, sa_column=utc_column("revealed_at", nullable=True)
     )
 
 
@@ -178,7 +168,7 @@ class Reputation(SQLModel, table=True):
     complaints_received: int = Field(sa_column=_count("complaints_received"))
     #: The expiry of the user's verified insurance policy (the newest verified one), if any.
     insurance_expires_at: datetime | None = Field(
-        default=None, sa_column=_when("insurance_expires_at", nullable=True)
+        default=None, sa_column=utc_column("insurance_expires_at", nullable=True)
     )
 
 
@@ -197,15 +187,17 @@ class InsurancePolicy(SQLModel, table=True):
         ),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
     user_id: UUID = Field(foreign_key="users.id", nullable=False)
     provider: str = Field(max_length=100)
     policy_number: str = Field(max_length=64)
-    expires_at: datetime = Field(sa_column=_when("expires_at"))
+    expires_at: datetime = Field(sa_column=utc_column("expires_at"))
     status: str = Field(sa_column=Column(String(16), nullable=False))
-    submitted_at: datetime = Field(sa_column=_when("submitted_at"))
-    decided_at: datetime | None = Field(default=None, sa_column=_when("decided_at", nullable=True))
+    submitted_at: datetime = Field(sa_column=utc_column("submitted_at"))
+    decided_at: datetime | None = Field(
+        default=None, sa_column=utc_column("decided_at", nullable=True)
+    )
     decided_by: UUID | None = Field(default=None, foreign_key="users.id")
     decision_reason: str | None = Field(default=None, max_length=500)
 
@@ -222,22 +214,18 @@ class Complaint(SQLModel, table=True):
         Index("ix_trust_complaints_status", "status", "row_id"),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
-    transaction_row_id: int = Field(
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"),
-            ForeignKey("trust_transactions.row_id"),
-            nullable=False,
-        )
-    )
+    transaction_row_id: int = Field(sa_column=_transaction_ref())
     filer_id: UUID = Field(foreign_key="users.id", nullable=False)
     accused_id: UUID = Field(foreign_key="users.id", nullable=False)
     category: str = Field(sa_column=Column(String(32), nullable=False))
     text: str = Field(max_length=2000)
     status: str = Field(sa_column=Column(String(16), nullable=False))
-    created_at: datetime = Field(sa_column=_when("created_at"))
-    decided_at: datetime | None = Field(default=None, sa_column=_when("decided_at", nullable=True))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
+    decided_at: datetime | None = Field(
+        default=None, sa_column=utc_column("decided_at", nullable=True)
+    )
     decided_by: UUID | None = Field(default=None, foreign_key="users.id")
     decision_reason: str | None = Field(default=None, max_length=1000)
     forfeited_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
@@ -270,7 +258,7 @@ class Deposit(SQLModel, table=True):
         Index("ix_trust_deposits_user", "user_id", "row_id"),
     )
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     id: UUID = Field(default_factory=uuid4, sa_column_kwargs={"unique": True}, nullable=False)
     user_id: UUID = Field(foreign_key="users.id", nullable=False)
     subject_type: str = Field(sa_column=Column(String(16), nullable=False))
@@ -280,13 +268,13 @@ class Deposit(SQLModel, table=True):
     #: The ledger hold (wallet -> deposit escrow) that holds the money.
     hold_id: str = Field(max_length=120)
     status: str = Field(sa_column=Column(String(16), nullable=False))
-    created_at: datetime = Field(sa_column=_when("created_at"))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
     resolved_at: datetime | None = Field(
-        default=None, sa_column=_when("resolved_at", nullable=True)
+        default=None, sa_column=utc_column("resolved_at", nullable=True)
     )
     #: Once the transaction completed: released then, unless a complaint against the user is open.
     release_after: datetime | None = Field(
-        default=None, sa_column=_when("release_after", nullable=True)
+        default=None, sa_column=utc_column("release_after", nullable=True)
     )
     #: Who received a forfeited deposit (None: the insurance fund).
     beneficiary_id: UUID | None = Field(default=None, foreign_key="users.id")
@@ -306,7 +294,7 @@ class AuditEntry(SQLModel, table=True):
     __tablename__ = "trust_audit"
     __table_args__ = (Index("ix_trust_audit_target", "target_id", "row_id"),)
 
-    row_id: int | None = Field(default=None, sa_column=_row_id())
+    row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))
     #: The admin's user id; None for an operator at the command line (see `actor`).
     actor_id: UUID | None = Field(default=None, foreign_key="users.id")
     actor: str = Field(max_length=120)
@@ -314,4 +302,4 @@ class AuditEntry(SQLModel, table=True):
     target_id: UUID = Field(nullable=False)
     reason: str | None = Field(default=None, max_length=1000)
     detail: str | None = Field(default=None, max_length=1000)
-    created_at: datetime = Field(sa_column=_when("created_at"))
+    created_at: datetime = Field(sa_column=utc_column("created_at"))
