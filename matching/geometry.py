@@ -82,7 +82,9 @@ def bearing_deg(a: Point, b: Point) -> float:
     x = math.cos(phi1) * math.sin(phi2) - math.sin(phi1) * math.cos(phi2) * math.cos(dlam)
     if x == 0.0 and y == 0.0:
         return 0.0
-    return math.degrees(math.atan2(y, x)) % 360.0
+    bearing = math.degrees(math.atan2(y, x)) % 360.0
+    # A bearing a hair below 0 wraps to exactly 360.0 in floating point: that is north.
+    return 0.0 if bearing == 360.0 else bearing
 
 
 def angle_between_deg(bearing1_deg: float, bearing2_deg: float) -> float:

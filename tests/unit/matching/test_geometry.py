@@ -75,6 +75,10 @@ def test_bearings_from_the_origin_point_the_compass_way(b: Point, expected: floa
     assert bearing_deg(Point(0, 0), b) == pytest.approx(expected)
 
 
+def test_a_bearing_a_hair_west_of_north_is_north_not_360() -> None:
+    assert bearing_deg(Point(0, 0), Point(1, -1e-20)) == 0.0
+
+
 @given(points, points)
 def test_a_bearing_is_within_0_and_360(a: Point, b: Point) -> None:
     assert 0.0 <= bearing_deg(a, b) < 360.0
