@@ -206,6 +206,8 @@ async def test_an_upheld_complaint_forfeits_the_deposit_and_pays_protection_exac
         # member: 5,000 - 1,000 premium + 3,000 deposit + 800 payout
         assert member_wallet.available_minor == 7_800
         assert (organizer_wallet.available_minor, organizer_wallet.held_minor) == (7_000, 0)
+    # verify_ledger takes its own snapshot only in a session that has not begun yet.
+    async with world.sessionmaker() as session:
         report = await verify_ledger(session)
     assert report.ok, report.problem
 

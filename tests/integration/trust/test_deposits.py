@@ -113,6 +113,8 @@ async def test_a_forfeited_deposit_goes_to_the_insurance_fund_and_the_ledger_bal
                 select(Deposit.status).where(Deposit.subject_id == subject)  # type: ignore[arg-type]
             )
         ).scalar_one()
+    # verify_ledger takes its own snapshot only in a session that has not begun yet.
+    async with sessionmaker() as session:
         report = await verify_ledger(session)
     assert stored == "forfeited"
     assert report.ok, report.problem
