@@ -60,6 +60,10 @@ class UnitOfWork:
         self._committed = False
         self._after_commit: list[Callable[[], Awaitable[Any]]] = []
 
+    def fresh(self) -> UnitOfWork:
+        """Another unit of work on the same database, for work beside the caller's own."""
+        return UnitOfWork(self._sessionmaker, attempts=self.attempts)
+
     @property
     def engine(self) -> AsyncEngine:
         bind = self._sessionmaker.kw.get("bind")

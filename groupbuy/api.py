@@ -31,7 +31,7 @@ from app.problems import problem_responses
 from app.uow import UnitOfWork
 from groupbuy import pricing, service
 from groupbuy.admission import Admission
-from groupbuy.models import Join, JoinStatus, Pool, PoolStatus
+from groupbuy.models import JoinRecord, JoinStatus, Pool, PoolStatus
 from groupbuy.schemas import (
     JoinIn,
     JoinOut,
@@ -90,7 +90,7 @@ def pool_out(pool: Pool, *, distance_km: float | None = None) -> PoolOut:
     )
 
 
-def join_out(join: Join) -> JoinOut:
+def join_out(join: JoinRecord) -> JoinOut:
     return JoinOut(
         id=join.id,
         pool_id=join.pool_id,

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID, uuid4
 
+import msgspec
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -129,3 +130,22 @@ class Join(SQLModel, table=True):
     )
     created_at: datetime = Field(sa_column=utc_column("created_at"))
     updated_at: datetime = Field(sa_column=utc_column("updated_at"))
+
+
+class JoinRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A join row as plain data: what the service reads and answers (a flash crowd's batches
+    build thousands of these; ORM instances cost several times more)."""
+
+    id: UUID
+    pool_id: UUID
+    user_id: UUID
+    quantity: int
+    held_minor: int
+    hold_id: str
+    version: int
+    status: str
+    last_request: str | None
+    charged_minor: int
+    created_at: datetime
+    updated_at: datetime
+    row_id: int | None = None

@@ -14,16 +14,17 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import Table, case, select, update
+from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import AsyncSession, on_postgres
 from app.uow import UnitOfWork, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
+from groupbuy.batch import Fallback, Ticket, queue_for
 from groupbuy.errors import (
     InvalidPool,
     JoinConflict,
@@ -35,15 +36,17 @@ from groupbuy.errors import (
     PoolFull,
     PoolNotFound,
 )
-from groupbuy.models import Join, JoinStatus, Pool, PoolStatus
+from groupbuy.models import Join, JoinRecord, JoinStatus, Pool, PoolStatus
 from payments import ledger
-from payments.errors import UnknownCurrency
+from payments.errors import InsufficientFunds, UnknownCurrency
 from payments.models import AccountKind
 from payments.money import is_supported_currency
 from payments.records import AccountRef, TransferSpec, escrow, insurance_fund, platform_revenue
 from payments.records import wallet as wallet_account
+from trust import policy
 from trust import service as trust
 from trust.config import TrustConfig
+from trust.errors import Denied
 from trust.models import PartyRole, SubjectType
 from trust.policy import Action, Verdict
 
@@ -88,8 +91,8 @@ def _pool(row: Any) -> Pool:
     return Pool(**row._mapping)
 
 
-def _join(row: Any) -> Join:
-    return Join(**row._mapping)
+def _join(row: Any) -> JoinRecord:
+    return JoinRecord(**row._mapping)
 
 
 async def get_pool(session: AsyncSession, pool_id: UUID, *, lock: bool = False) -> Pool:
@@ -197,7 +200,7 @@ async def create_pool(
     return pool
 
 
-async def _member_join(session: AsyncSession, pool_id: UUID, user_id: UUID) -> Join | None:
+async def _member_join(session: AsyncSession, pool_id: UUID, user_id: UUID) -> JoinRecord | None:
     query = select(JOINS).where(JOINS.c.pool_id == pool_id, JOINS.c.user_id == user_id)
     if on_postgres(session):
         query = query.with_for_update()
@@ -206,7 +209,7 @@ async def _member_join(session: AsyncSession, pool_id: UUID, user_id: UUID) -> J
 
 
 async def _reserve(
-    session: AsyncSession, *, pool: Pool, quantity: int, new_member: bool, now: datetime
+    session: AsyncSession, *, pool: Pool, quantity: int, new_members: int, now: datetime
 ) -> int:
     """Add `quantity` to the pool's committed quantity, or raise PoolFull / PoolClosed.
 
@@ -222,7 +225,7 @@ async def _reserve(
         )
         .values(
             committed_quantity=POOLS.c.committed_quantity + quantity,
-            participant_count=POOLS.c.participant_count + int(new_member),
+            participant_count=POOLS.c.participant_count + new_members,
         )
         .returning(POOLS.c.committed_quantity)
     )
@@ -236,7 +239,32 @@ async def _reserve(
     return int(committed)
 
 
-def _hold_spec(pool: Pool, join: Join, amount_minor: int, version: int) -> TransferSpec:
+def _new_join(pool: Pool, user_id: UUID, now: datetime) -> JoinRecord:
+    """A member's first join, before its quantity and hold are set."""
+    return JoinRecord(
+        id=uuid4(),
+        pool_id=pool.id,
+        user_id=user_id,
+        quantity=0,
+        held_minor=0,
+        hold_id="",
+        version=0,
+        status=JoinStatus.ACTIVE.value,
+        last_request=None,
+        charged_minor=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _row(join: JoinRecord) -> dict[str, Any]:
+    """The join's columns for an INSERT (the database numbers the row)."""
+    values = msgspec.structs.asdict(join)
+    del values["row_id"]
+    return values
+
+
+def _hold_spec(pool: Pool, join: JoinRecord, amount_minor: int, version: int) -> TransferSpec:
     return TransferSpec(
         id=f"pool:{pool.id}:join:{join.id}:v{version}",
         debit=wallet_account(join.user_id, pool.currency),
@@ -249,7 +277,7 @@ def _hold_spec(pool: Pool, join: Join, amount_minor: int, version: int) -> Trans
 
 
 class Joined(msgspec.Struct, frozen=True, kw_only=True):
-    join: Join
+    join: JoinRecord
     #: The pool's committed quantity and cap right after this join.
     committed_quantity: int
     max_quantity: int
@@ -271,7 +299,9 @@ async def _join_once(
 ) -> Joined:
     async with uow:
         session = uow.session
-        pool = await get_pool(session, pool_id)
+        # The pool's row first, as every use case that touches its joins (the batch too): they
+        # take their locks in one order and cannot deadlock each other.
+        pool = await get_pool(session, pool_id, lock=True)
         if pool.organizer_id == user_id:
             raise OrganizerCannotJoin("organizers cannot join their own pool")
         if pool.status != PoolStatus.OPEN or pool.deadline <= now:
@@ -297,20 +327,9 @@ async def _join_once(
             now=now,
         )
         if join is None:
-            join = Join(
-                pool_id=pool.id,
-                user_id=user_id,
-                quantity=0,
-                held_minor=0,
-                hold_id="",
-                version=0,
-                status=JoinStatus.ACTIVE.value,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(join)
+            join = _new_join(pool, user_id, now)
             try:
-                await session.flush()
+                await session.execute(insert(JOINS).values(_row(join)))
             except IntegrityError:
                 raise JoinConflict("another join of yours to this pool is in progress") from None
         version = join.version + 1
@@ -326,16 +345,13 @@ async def _join_once(
             "updated_at": now,
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
-        join = Join(**{**join.model_dump(), **values})
-        # Every joiner of a pool waits for the same two rows: the pool's escrow account (locked
-        # by the ledger hold) and the pool's row. Both come last, so their locks are held for
-        # the fewest round trips before the commit.
+        join = msgspec.structs.replace(join, **values)
         if previous_hold is not None:
             # The raise replaces the hold: release the old one, hold the new total.
             await ledger.void(session, hold_id=previous_hold, now=now)
         await ledger.hold(session, hold, now=now)
         committed = await _reserve(
-            session, pool=pool, quantity=quantity, new_member=not active, now=now
+            session, pool=pool, quantity=quantity, new_members=int(not active), now=now
         )
         filled = committed >= pool.max_quantity
         if filled:
@@ -349,6 +365,248 @@ async def _join_once(
     )
 
 
+async def _member_joins(
+    session: AsyncSession, pool_id: UUID, user_ids: list[UUID]
+) -> dict[UUID, JoinRecord]:
+    query = (
+        select(JOINS)
+        .where(JOINS.c.pool_id == pool_id, JOINS.c.user_id.in_(user_ids))
+        .order_by(JOINS.c.user_id)
+    )
+    if on_postgres(session):
+        query = query.with_for_update()
+    return {join.user_id: join for join in map(_join, (await session.execute(query)).all())}
+
+
+class _Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """A join the batch will make: its row as it will be and the hold that replaces the old."""
+
+    index: int
+    join: JoinRecord
+    is_new: bool
+    new_member: bool
+    added: int
+    hold: TransferSpec
+    previous_hold: str | None
+
+
+BatchAnswer = Joined | Exception | Fallback
+
+
+@use_case
+async def _join_batch(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    tickets: list[Ticket],
+    config: TrustConfig,
+    schedule: Scheduler | None,
+) -> list[BatchAnswer]:
+    """Several admitted joins of one pool in one unit of work (the group commit): the rules of
+    `_join_once` for each, under locks taken once for all of them (the pool's row first, then
+    the members' joins, then their wallets and the escrow), with one statement per step. Each
+    join is answered on its own: joined, refused (its error), or SINGLE (a deposit to take, or a
+    second join of the same member: the one-join path does those)."""
+    now = max(ticket.now for ticket in tickets)
+    answers: list[BatchAnswer] = [Fallback.SINGLE] * len(tickets)
+    async with uow:
+        session = uow.session
+        pool = await get_pool(session, pool_id, lock=True)
+        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+            return [PoolClosed("this pool no longer takes joins") for _ in tickets]
+        members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
+        standings = await trust.standings_of(
+            session, user_ids=members, params=config.score, now=now
+        )
+        joins = await _member_joins(session, pool_id, members)
+        wallets = {member: wallet_account(member, pool.currency) for member in members}
+        ids = await ledger.open_accounts(session, [*wallets.values(), pool_escrow(pool)], now)
+        available = await ledger.lock_available(session, [ids[w.key] for w in wallets.values()])
+        tiers = tiers_of(pool)
+        committed = pool.committed_quantity
+        plans: list[_Plan] = []
+        seen: set[UUID] = set()
+        for index, ticket in enumerate(tickets):
+            member = ticket.user_id
+            join = joins.get(member)
+            standing = standings.get(member)
+            if member in seen or standing is None:
+                continue  # SINGLE: after this batch, or to say why the user is unknown
+            seen.add(member)
+            if member == pool.organizer_id:
+                answers[index] = OrganizerCannotJoin("organizers cannot join their own pool")
+                continue
+            if join is not None and ticket.request_id and join.last_request == ticket.request_id:
+                answers[index] = Joined(
+                    join=join,
+                    committed_quantity=committed,
+                    max_quantity=pool.max_quantity,
+                    filled=False,
+                )
+                continue
+            active = join is not None and join.status == JoinStatus.ACTIVE
+            total = ticket.quantity + (join.quantity if join is not None and active else 0)
+            amount = pricing.hold_minor(tiers, total, premium_bp=pool.premium_bp)
+            decision = policy.evaluate(
+                standing,
+                Action.JOIN_POOL,
+                amount,
+                now=now,
+                rules=config.rules,
+                protected=pool.protected,
+            )
+            if decision.verdict is Verdict.DENY:
+                answers[index] = Denied(
+                    "the trust policy refuses this action: " + ", ".join(decision.reasons),
+                    reasons=list(decision.reasons),
+                )
+                continue
+            if decision.verdict is Verdict.REQUIRE_DEPOSIT:
+                continue  # SINGLE takes the deposit
+            wallet_id = ids[wallets[member].key]
+            need = amount - (join.held_minor if join is not None and active else 0)
+            if available.get(wallet_id, 0) < need:
+                answers[index] = InsufficientFunds(
+                    f"the wallet has less than {need} {pool.currency} minor units available"
+                )
+                continue
+            if committed + ticket.quantity > pool.max_quantity:
+                left = pool.max_quantity - committed
+                answers[index] = PoolFull(f"only {left} left in this pool", available_quantity=left)
+                continue
+            available[wallet_id] -= need
+            committed += ticket.quantity
+            plans.append(_plan(index, pool, join, ticket, total, amount, active, now))
+        if plans:
+            after, filled = await _apply_plans(
+                uow, pool=pool, plans=plans, schedule=schedule, now=now
+            )
+            for plan in plans:
+                answers[plan.index] = Joined(
+                    join=plan.join,
+                    committed_quantity=after,
+                    max_quantity=pool.max_quantity,
+                    filled=filled,
+                )
+        await uow.commit()
+    return answers
+
+
+def _plan(
+    index: int,
+    pool: Pool,
+    join: JoinRecord | None,
+    ticket: Ticket,
+    total: int,
+    amount: int,
+    active: bool,
+    now: datetime,
+) -> _Plan:
+    before = join or _new_join(pool, ticket.user_id, now)
+    hold = _hold_spec(pool, before, amount, before.version + 1)
+    after = msgspec.structs.replace(
+        before,
+        quantity=total,
+        held_minor=amount,
+        hold_id=hold.id,
+        version=before.version + 1,
+        status=JoinStatus.ACTIVE.value,
+        last_request=ticket.request_id,
+        updated_at=now,
+    )
+    return _Plan(
+        index=index,
+        join=after,
+        is_new=join is None,
+        new_member=not active,
+        added=ticket.quantity,
+        hold=hold,
+        previous_hold=before.hold_id if active else None,
+    )
+
+
+_CHANGED = ("quantity", "held_minor", "hold_id", "version", "status", "last_request", "updated_at")
+
+
+async def _apply_plans(
+    uow: UnitOfWork, *, pool: Pool, plans: list[_Plan], schedule: Scheduler | None, now: datetime
+) -> tuple[int, bool]:
+    """Write a batch's joins: replaced holds voided, new holds staged, join rows written, the
+    pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
+    if it did refuse, everything here is rolled back and the joins go one by one)."""
+    session = uow.session
+    replaced = [plan.previous_hold for plan in plans if plan.previous_hold]
+    if replaced:
+        await ledger.void_all(session, replaced, now=now)
+    await ledger.hold_all(session, [plan.hold for plan in plans], now=now)
+    new_rows = [_row(plan.join) for plan in plans if plan.is_new]
+    if new_rows:
+        await session.execute(insert(JOINS), new_rows)
+    changed = [
+        {"b_id": plan.join.id, **{name: getattr(plan.join, name) for name in _CHANGED}}
+        for plan in plans
+        if not plan.is_new
+    ]
+    if changed:
+        await session.execute(
+            update(JOINS)
+            .where(JOINS.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in _CHANGED}),
+            changed,
+        )
+    committed = await _reserve(
+        session,
+        pool=pool,
+        quantity=sum(plan.added for plan in plans),
+        new_members=sum(plan.new_member for plan in plans),
+        now=now,
+    )
+    filled = committed >= pool.max_quantity
+    if filled:
+        await _decide(session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)
+        if schedule is not None:
+            uow.after_commit(schedule, pool.id, now)
+    return committed, filled
+
+
+async def _join_batched(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    ticket: Ticket,
+    config: TrustConfig,
+    schedule: Scheduler | None,
+    admission: Admission | None,
+) -> Joined:
+    """On PostgreSQL the join waits for its pool's next batch (the group commit); what the batch
+    leaves to a single join, and every join on SQLite (one writer: nothing to share), runs
+    `_join_once`, at most `lane_width` of a pool at a time per process."""
+    if uow.on_postgres:
+
+        async def run(tickets: list[Ticket]) -> list[BatchAnswer]:
+            return await _join_batch(
+                uow.fresh(), pool_id=pool_id, tickets=tickets, config=config, schedule=schedule
+            )
+
+        answer = await queue_for(uow.engine, pool_id).submit(ticket, run)
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, Joined):
+            return answer
+    lane = admission.lane(pool_id) if admission is not None else contextlib.nullcontext()
+    async with lane:
+        return await _join_once(
+            uow,
+            pool_id=pool_id,
+            user_id=ticket.user_id,
+            quantity=ticket.quantity,
+            request_id=ticket.request_id,
+            config=config,
+            schedule=schedule,
+            now=ticket.now,
+        )
+
+
 async def join_pool(
     uow: UnitOfWork,
     *,
@@ -360,7 +618,7 @@ async def join_pool(
     schedule: Scheduler | None,
     admission: Admission | None,
     now: datetime,
-) -> Join:
+) -> JoinRecord:
     """Reserve quantity in an open pool and hold its price: all of it or nothing, never past
     the cap. Joining again raises the member's quantity (one join per member per pool).
 
@@ -383,19 +641,15 @@ async def join_pool(
         raise PoolFull(f"only {left} left in this pool", available_quantity=left)
     if verdict is Admit.CLOSED:
         raise PoolClosed("this pool no longer takes joins")
-    lane = admission.lane(pool_id) if admission is not None else contextlib.nullcontext()
     try:
-        async with lane:
-            joined = await _join_once(
-                uow,
-                pool_id=pool_id,
-                user_id=user_id,
-                quantity=quantity,
-                request_id=request_id,
-                config=config,
-                schedule=schedule,
-                now=now,
-            )
+        joined = await _join_batched(
+            uow,
+            pool_id=pool_id,
+            ticket=Ticket(user_id=user_id, quantity=quantity, request_id=request_id, now=now),
+            config=config,
+            schedule=schedule,
+            admission=admission,
+        )
     except Exception:
         if admission is not None and verdict is Admit.ADMITTED:
             await admission.give_back(pool_id, quantity)
@@ -417,7 +671,7 @@ async def leave_pool(
     user_id: UUID,
     admission: Admission | None,
     now: datetime,
-) -> Join:
+) -> JoinRecord:
     """Give the quantity back and release the hold, while the pool is open."""
     async with uow:
         session = uow.session
@@ -460,7 +714,7 @@ async def leave_pool(
         await trust.release_deposits(
             session, subject_type=SubjectType.POOL, subject_id=pool_id, user_ids=[user_id], now=now
         )
-        join = Join(**{**join.model_dump(), "status": JoinStatus.LEFT.value, "updated_at": now})
+        join = msgspec.structs.replace(join, status=JoinStatus.LEFT.value, updated_at=now)
         await uow.commit()
     if admission is not None:
         await admission.give_back(pool_id, join.quantity)
@@ -809,7 +1063,7 @@ async def list_pools(
 
 
 class JoinView(msgspec.Struct, frozen=True, kw_only=True):
-    join: Join
+    join: JoinRecord
     pool: Pool
 
 
@@ -836,7 +1090,7 @@ async def my_joins(
     join_columns = len(JOINS.c)
     return [
         JoinView(
-            join=Join(**dict(zip(JOINS.c.keys(), row[:join_columns], strict=True))),
+            join=JoinRecord(**dict(zip(JOINS.c.keys(), row[:join_columns], strict=True))),
             pool=Pool(**dict(zip(POOLS.c.keys(), row[join_columns:], strict=True))),
         )
         for row in rows

@@ -94,6 +94,21 @@ async def lock_accounts(session: AsyncSession, account_ids: Sequence[int]) -> No
         await postgres.lock_accounts(session, list(account_ids))
 
 
+async def lock_available(session: AsyncSession, account_ids: Sequence[int]) -> dict[int, int]:
+    """Lock these accounts in ascending id order and answer what each can still pay out: posted
+    credits less posted and pending debits. Under the lock the answer stays true until commit,
+    so a use case can decide several holds from one source before staging them."""
+    available = ACCOUNTS.c.credits_posted - ACCOUNTS.c.debits_posted - ACCOUNTS.c.debits_pending
+    query = (
+        select(ACCOUNTS.c.id, available)
+        .where(ACCOUNTS.c.id.in_(sorted(set(account_ids))))
+        .order_by(ACCOUNTS.c.id)
+    )
+    if on_postgres(session):
+        query = query.with_for_update(key_share=True)
+    return {int(row[0]): int(row[1]) for row in (await session.execute(query)).all()}
+
+
 async def _stage_opened(
     session: AsyncSession,
     spec: TransferSpec,
@@ -143,6 +158,39 @@ async def transfer(session: AsyncSession, spec: TransferSpec, *, now: datetime) 
 async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> TransferRecord:
     """Reserve money (pending): it leaves the source's available balance until resolved."""
     return await _stage(session, spec, is_hold=True, now=now)
+
+
+async def hold_all(
+    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
+) -> list[TransferRecord]:
+    """Several holds at once (on PostgreSQL one statement): all of them, or raise the first
+    refusal, after which the caller rolls back (as after any refused operation)."""
+    for spec in specs:
+        validate(spec, is_hold=True, now=now)
+    if not on_postgres(session):
+        return [await _stage(session, spec, is_hold=True, now=now) for spec in specs]
+    await open_accounts(session, [ref for spec in specs for ref in (spec.debit, spec.credit)], now)
+    rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
+    return await postgres.call_all(session, postgres.STAGE_BATCH, rows)
+
+
+async def void_all(
+    session: AsyncSession, hold_ids: Sequence[str], *, now: datetime
+) -> list[TransferRecord]:
+    """Release several pending holds in full (on PostgreSQL one statement): all of them, or raise
+    for the first that is not pending, after which the caller rolls back."""
+    if not on_postgres(session):
+        return [await void(session, hold_id=hold_id, now=now) for hold_id in hold_ids]
+    rows = [
+        {
+            "hold_id": hold_id,
+            "status": TransferStatus.VOIDED.value,
+            "amount_minor": None,
+            "now": now,
+        }
+        for hold_id in hold_ids
+    ]
+    return await postgres.call_all(session, postgres.RESOLVE_BATCH, rows)
 
 
 async def _resolve(

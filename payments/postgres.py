@@ -15,7 +15,13 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import AsyncSession
 from payments.batcher import BatchedCall
-from payments.errors import InsufficientFunds, InvalidTransfer, PaymentError, TransferIdConflict
+from payments.errors import (
+    HoldNotPending,
+    InsufficientFunds,
+    InvalidTransfer,
+    PaymentError,
+    TransferIdConflict,
+)
 from payments.records import TransferRecord, record
 
 STAGE = "SELECT * FROM ledger_stage_keyed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -88,6 +94,23 @@ async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> Tran
         raise error(str(getattr(cause, "message", ""))) from None
     row = result.mappings().first()
     return record(row) if row is not None and row["id"] is not None else None
+
+
+async def call_all(
+    session: AsyncSession, call: BatchedCall, rows: list[dict[str, Any]]
+) -> list[TransferRecord]:
+    """Run a batch function in the session's transaction; raise the first element's refusal."""
+    if not rows:
+        return []
+    params = tuple([row[column] for row in rows] for column in call.columns)
+    connection = await session.connection()
+    answers = (await connection.exec_driver_sql(call.sql, params)).mappings().all()
+    for answer in answers:
+        outcome = answer["outcome"]
+        if outcome != Outcome.OK:
+            error = ERRORS.get(outcome, HoldNotPending if outcome == Outcome.UNCLAIMED else None)
+            raise (error or PaymentError)(f"a batched ledger call was refused: {outcome}")
+    return [record(answer) for answer in answers]
 
 
 async def lock_accounts(session: AsyncSession, account_ids: list[int]) -> None:

@@ -5,6 +5,7 @@ reputation) and applies the pure rules of trust/policy.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from trust import score
 from trust.errors import Denied
 from trust.policy import Action, Decision, PolicyRules, Standing, Verdict
 from trust.policy import evaluate as decide
-from trust.reputation import ReputationView, reputation_of
+from trust.reputation import ReputationView, reputation_of, reputations_of
 
 
 def standing(view: ReputationView) -> Standing:
@@ -34,6 +35,15 @@ async def standing_of(
 ) -> Standing:
     """A user's standing, read in one query (their row joined to their reputation)."""
     return standing(await reputation_of(session, user_id=user_id, params=params, now=now))
+
+
+async def standings_of(
+    session: AsyncSession, *, user_ids: Sequence[UUID], params: score.ScoreParams, now: datetime
+) -> dict[UUID, Standing]:
+    """Several users' standings in one query (a batch of joins asks the gate for each member);
+    users missing or deactivated are left out."""
+    views = await reputations_of(session, user_ids=user_ids, params=params, now=now)
+    return {user_id: standing(view) for user_id, view in views.items()}
 
 
 async def evaluate(

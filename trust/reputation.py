@@ -5,7 +5,9 @@ changes it (a revealed rating, a completion, a complaint decision), read as one 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -56,20 +58,11 @@ class ReputationView(msgspec.Struct, frozen=True, kw_only=True):
     complaints_received: int
 
 
-async def reputation_of(
-    session: AsyncSession, *, user_id: UUID, params: score.ScoreParams, now: datetime
-) -> ReputationView:
-    """A user's reputation: one indexed row (users joined to trust_reputations)."""
-    row = (
-        await session.execute(
-            select(USERS.c.banned_at, USERS.c.roles, REPUTATIONS)
-            .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
-            .where(USERS.c.id == user_id, USERS.c.deactivated_at.is_(None))
-        )
-    ).first()
-    if row is None:
-        raise UserNotFound(f"no user with id {user_id}")
-    values = row._mapping
+def _reputation_query() -> Any:
+    return select(USERS.c.id.label("user_id_"), USERS.c.banned_at, USERS.c.roles, REPUTATIONS)
+
+
+def _view(user_id: UUID, values: Any, params: score.ScoreParams, now: datetime) -> ReputationView:
     tally = score.Tally(
         **{name: values[name] or 0 for name in score.Tally.__struct_fields__},
     )
@@ -83,6 +76,34 @@ async def reputation_of(
         insurance=InsuranceState(insured, expires_at) if expires_at else None,
         complaints_received=values["complaints_received"] or 0,
     )
+
+
+async def reputation_of(
+    session: AsyncSession, *, user_id: UUID, params: score.ScoreParams, now: datetime
+) -> ReputationView:
+    """A user's reputation: one indexed row (users joined to trust_reputations)."""
+    row = (
+        await session.execute(
+            _reputation_query()
+            .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
+            .where(USERS.c.id == user_id, USERS.c.deactivated_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    return _view(user_id, row._mapping, params, now)
+
+
+async def reputations_of(
+    session: AsyncSession, *, user_ids: Sequence[UUID], params: score.ScoreParams, now: datetime
+) -> dict[UUID, ReputationView]:
+    """Several users' reputations in one query; users missing or deactivated are left out."""
+    rows = await session.execute(
+        _reputation_query()
+        .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
+        .where(USERS.c.id.in_(list(user_ids)), USERS.c.deactivated_at.is_(None))
+    )
+    return {row.user_id_: _view(row.user_id_, row._mapping, params, now) for row in rows.all()}
 
 
 async def require_user(session: AsyncSession, user_id: UUID) -> None:

@@ -25,7 +25,7 @@ from trust.deposits import (
     release_due_deposits,
     take_deposit,
 )
-from trust.gate import evaluate, require_allowed, standing_of
+from trust.gate import evaluate, require_allowed, standing_of, standings_of
 from trust.insurance import get_policy, list_policies, reject_policy, submit_policy, verify_policy
 from trust.ratings import PublicRating, public_ratings, rate, reveal_due_ratings
 from trust.registry import Party, record_cancellation, register_transaction
@@ -60,6 +60,7 @@ __all__ = [
     "require_allowed",
     "reveal_due_ratings",
     "standing_of",
+    "standings_of",
     "submit_policy",
     "take_deposit",
     "verify_policy",
