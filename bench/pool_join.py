@@ -2,7 +2,11 @@
 
   copool (`copool serve --workers 2`, PostgreSQL + Redis): CLIENTS members join one hot pool
   (max_quantity 1,000,000, so joins keep succeeding) with quantity 1 for SECONDS: successful
-  joins/s, p50/p99; then the same crowd on a pool capped at 300: refused joins/s once full,
+  joins/s, p50/p99 (a closed loop: with 1,000 connections each waiting for its answer, latency is
+  1,000 / throughput by Little's law, so this phase gives throughput, not latency); then the same
+  crowd paced, offering PACED_RATE joins/s in all (each connection on its own schedule, latency
+  counted from the scheduled send, so queueing shows): joins/s and p50/p99 at that rate; then
+  the same crowd on a pool capped at 300: refused joins/s once full,
   p50/p99 of the refusals
   a straightforward join written here (a bare Litestar app, `uvicorn --workers 2`, asyncpg on the
   same database; one transaction: SELECT the pool FOR UPDATE, check the cap, UPDATE its committed
@@ -47,6 +51,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import sys
@@ -73,6 +78,9 @@ WARMUP_SECONDS = float(os.environ.get("COPOOL_BENCH_WARMUP_SECONDS", "2"))
 CLIENTS = int(os.environ.get("COPOOL_BENCH_CLIENTS", "1000"))
 LOAD_PROCESSES = int(os.environ.get("COPOOL_BENCH_LOAD_PROCESSES", "4"))
 RUNS = set(os.environ.get("COPOOL_BENCH_RUNS", "copool,straightforward").split(","))
+#: The paced phase: joins offered per second in all, spread over the CLIENTS connections.
+PACED_RATE = float(os.environ.get("COPOOL_BENCH_PACED_RATE", "1500"))
+PACED_SECONDS = float(os.environ.get("COPOOL_BENCH_PACED_SECONDS", "10"))
 HOT_CAP = 1_000_000
 CAP = 300
 CURRENCY = "CNY"
@@ -216,6 +224,10 @@ class LoadTask:
     #: Wall-clock start and length of the phase.
     start: float
     seconds: float
+    #: Paced: each connection sends on its own schedule, one join every `interval_s` (a random
+    #: offset apart); a late answer delays the next send, whose latency still counts from its
+    #: scheduled time. None: closed loop, the next join as soon as the answer came.
+    interval_s: float | None = None
 
 
 @dataclass
@@ -255,16 +267,27 @@ async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     raise AssertionError("unreachable")
 
 
-async def _member(task: LoadTask, token: str, start: float, end: float, shot: Shot) -> None:
-    """One member's connection: join, wait for the answer, join again, until the phase ends."""
+async def _member(
+    task: LoadTask, token: str, start: float, end: float, shot: Shot, offset: float
+) -> None:
+    """One member's connection: join, wait for the answer, join again (at once, or at its next
+    scheduled time when paced), until the phase ends."""
     loop = asyncio.get_running_loop()
     request = _request(task, token)
     reader, writer = await _connect(task.port)
     shot.late_s = max(shot.late_s, loop.time() - start)
     await asyncio.sleep(start - loop.time())
+    scheduled = start + offset
     try:
         while loop.time() < end:
-            began = time.perf_counter()
+            if task.interval_s is not None:
+                if scheduled >= end:
+                    break
+                await asyncio.sleep(scheduled - loop.time())
+                began = time.perf_counter() - max(0.0, loop.time() - scheduled)
+                scheduled += task.interval_s
+            else:
+                began = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
                     writer.write(request)
@@ -296,8 +319,19 @@ async def _crowd(task: LoadTask) -> Shot:
     loop = asyncio.get_running_loop()
     start = task.start - time.time() + loop.time()
     shot = Shot()
+    spread = random.Random(task.start)
     await asyncio.gather(
-        *(_member(task, token, start, start + task.seconds, shot) for token in task.tokens)
+        *(
+            _member(
+                task,
+                token,
+                start,
+                start + task.seconds,
+                shot,
+                spread.uniform(0, task.interval_s) if task.interval_s else 0.0,
+            )
+            for token in task.tokens
+        )
     )
     return shot
 
@@ -377,12 +411,24 @@ class Phase:
         return "\n      ".join(lines)
 
 
-def drive(port: int, path: str, tokens: list[str], seconds: float, server_pid: int) -> Phase:
-    """Every member joins again and again for `seconds`, from LOAD_PROCESSES processes."""
+def drive(
+    port: int,
+    path: str,
+    tokens: list[str],
+    seconds: float,
+    server_pid: int,
+    rate: float | None = None,
+) -> Phase:
+    """Every member joins again and again for `seconds`, from LOAD_PROCESSES processes: as fast
+    as the answers come, or paced so that all of them offer `rate` joins a second."""
     context = multiprocessing.get_context("spawn")
     processes = max(1, min(LOAD_PROCESSES, len(tokens)))
     start = time.time() + LEAD_S
-    tasks = [LoadTask(port, path, tokens[i::processes], start, seconds) for i in range(processes)]
+    interval = len(tokens) / rate if rate else None
+    tasks = [
+        LoadTask(port, path, tokens[i::processes], start, seconds, interval)
+        for i in range(processes)
+    ]
     postgres = postgres_pid()
     with context.Pool(processes) as pool:
         running = pool.map_async(load_process, tasks)
@@ -583,37 +629,39 @@ async def create_straight_pools(dsn: str) -> tuple[str, str]:
 @dataclass
 class Result:
     hot: Phase
+    paced: Phase
     full: Phase
     #: committed_quantity in the database == 201 answers, per pool.
     checks: list[str]
     log: str
 
 
-def measure(
-    port: int, pid: int, tokens: list[str], pools: tuple[str, str], prefix: str
-) -> tuple[Phase, Phase, Phase]:
-    """Warm-up and hot phase on the first pool, then the capped one; one load at a time."""
+Phases = tuple[Phase, Phase, Phase, Phase]
+
+
+def measure(port: int, pid: int, tokens: list[str], pools: tuple[str, str], prefix: str) -> Phases:
+    """Warm-up, the closed loop and the paced load on the first pool, then the capped one; one
+    load at a time."""
     hot_path, capped_path = (f"{prefix}/{pool}/joins" for pool in pools)
     warmup = drive(port, hot_path, tokens, WARMUP_SECONDS, pid)
     hot = drive(port, hot_path, tokens, SECONDS, pid)
+    paced = drive(port, hot_path, tokens, PACED_SECONDS, pid, rate=PACED_RATE)
     full = drive(port, capped_path, tokens, FULL_SECONDS, pid)
-    return warmup, hot, full
+    return warmup, hot, paced, full
 
 
-def tally(
-    dsn: str, table: str, pools: tuple[str, str], phases: tuple[Phase, Phase, Phase], log: Path
-) -> Result:
+def tally(dsn: str, table: str, pools: tuple[str, str], phases: Phases, log: Path) -> Result:
     """The figures, and every pool's committed quantity in the database against its 201s."""
-    warmup, hot, full = phases
+    warmup, hot, paced, full = phases
     hot_db, capped_db = (asyncio.run(committed(dsn, table, pool)) for pool in pools)
     checks = []
     for name, in_database, created in (
-        ("hot pool", hot_db, warmup.created + hot.created),
+        ("hot pool", hot_db, warmup.created + hot.created + paced.created),
         (f"pool capped at {CAP}", capped_db, full.created),
     ):
         verdict = "ok" if in_database == created else "MISMATCH"
         checks.append(f"{name}: committed_quantity {in_database}, 201 answers {created}: {verdict}")
-    return Result(hot, full, checks, log_summary(log))
+    return Result(hot, paced, full, checks, log_summary(log))
 
 
 def run_copool(dsn: str, url: str, tokens: list[str], env: dict[str, str], log: Path) -> Result:
@@ -645,6 +693,10 @@ def run_straightforward(dsn: str, tokens: list[str], env: dict[str, str], log: P
 
 def report(name: str, result: Result) -> None:
     print(f"  {name}, hot pool ({SECONDS:g} s):\n      {result.hot.summary()}")
+    print(
+        f"  {name}, hot pool paced at {PACED_RATE:g} joins/s offered ({PACED_SECONDS:g} s):"
+        f"\n      {result.paced.summary()}"
+    )
     print(f"  {name}, pool capped at {CAP} ({FULL_SECONDS:g} s):\n      {result.full.summary()}")
     for line in result.checks:
         print(f"    check {line}")
@@ -653,9 +705,12 @@ def report(name: str, result: Result) -> None:
 
 def headline(name: str, result: Result) -> str:
     joins, refused = result.hot.latencies(201), result.full.latencies(409)
+    paced = result.paced.latencies(201)
     return (
         f"{name}: {len(joins) / result.hot.seconds:6.0f} joins/s  p50 "
         f"{_percentile(joins, 0.5):7.1f} ms  p99 {_percentile(joins, 0.99):7.1f} ms   "
+        f"paced {len(paced) / result.paced.seconds:6.0f} joins/s  p50 "
+        f"{_percentile(paced, 0.5):7.1f} ms  p99 {_percentile(paced, 0.99):7.1f} ms   "
         f"refused once full {len(refused) / result.full.seconds:6.0f}/s"
     )
 
@@ -664,8 +719,9 @@ def main() -> None:
     print(
         f"pool join benchmark: {CLIENTS} members on {CLIENTS} keep-alive connections from "
         f"{LOAD_PROCESSES} load processes, quantity 1 per join; {WARMUP_SECONDS:g} s warm-up, "
-        f"{SECONDS:g} s on a hot pool, {FULL_SECONDS:g} s on a pool capped at {CAP}; uvicorn 2 "
-        f"workers per server, on {os.cpu_count()} cores shared with the load and PostgreSQL"
+        f"{SECONDS:g} s on a hot pool (closed loop), {PACED_SECONDS:g} s on it paced at "
+        f"{PACED_RATE:g} joins/s offered, {FULL_SECONDS:g} s on a pool capped at {CAP}; uvicorn "
+        f"2 workers per server, on {os.cpu_count()} cores shared with the load and PostgreSQL"
     )
     flush_redis()
     workdir = Path(tempfile.mkdtemp(prefix="copool-bench-join-"))
