@@ -9,11 +9,17 @@ the conditional UPDATE, so a wrong count can never oversell, only refuse early o
 The count is a cache of `max_quantity - committed_quantity` that lives `ttl_s` seconds and is seeded
 again from the database: a Redis flush, a lost give-back after a crash, or a leave are healed
 within that time. All keys of one pool share a Redis Cluster hash slot (`{pool:<id>}`).
+
+A pool far from its cap needs no gate: once the count says more than `plenty` are left, this
+process lets that pool's joins through uncounted (PLENTY) for `plenty_for_s` seconds, sparing a
+Redis round trip per join. The count then reads high until its next seeding, which can only make
+the gate admit late, never oversell: the database refuses what does not fit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from enum import StrEnum
 from uuid import UUID
@@ -30,6 +36,9 @@ DEFAULT_TTL_S = 10
 DEFAULT_LANE_WIDTH = 4
 #: Stored instead of a count once the pool no longer takes joins.
 CLOSED = -1
+#: More left than this: the pool's joins skip the count for DEFAULT_PLENTY_FOR_S seconds.
+DEFAULT_PLENTY = 10_000
+DEFAULT_PLENTY_FOR_S = 1.0
 
 # KEYS[1] the pool's count; ARGV[1] the quantity. Answers {outcome, left}: 0 admitted, 1 not
 # enough left, 2 closed, 3 no count (ask the database).
@@ -56,6 +65,8 @@ class Admit(StrEnum):
     CLOSED = "closed"
     #: The gate has no count (new pool, expired, Redis flushed or down): ask the database.
     UNKNOWN = "unknown"
+    #: Far from its cap: let through without counting (nothing to give back).
+    PLENTY = "plenty"
 
 
 _OUTCOMES = (Admit.ADMITTED, Admit.FULL, Admit.CLOSED, Admit.UNKNOWN)
@@ -74,11 +85,21 @@ class Admission:
     """
 
     def __init__(
-        self, redis: Redis, *, ttl_s: int = DEFAULT_TTL_S, lane_width: int = DEFAULT_LANE_WIDTH
+        self,
+        redis: Redis,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        lane_width: int = DEFAULT_LANE_WIDTH,
+        plenty: int = DEFAULT_PLENTY,
+        plenty_for_s: float = DEFAULT_PLENTY_FOR_S,
     ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._lane_width = lane_width
+        self._plenty = plenty
+        self._plenty_for_s = plenty_for_s
+        #: Pools seen far from their cap: until when (monotonic) their joins skip the count.
+        self._roomy: dict[UUID, float] = {}
         # Dropped as soon as no join of that pool is waiting or running.
         self._lanes: weakref.WeakValueDictionary[UUID, asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
@@ -96,13 +117,22 @@ class Admission:
 
     async def admit(self, pool_id: UUID, quantity: int) -> tuple[Admit, int]:
         """Take `quantity` from the pool's count if it has that much; answers the outcome and
-        what the count has left."""
+        what the count has left (PLENTY: far from the cap, not counted)."""
+        now = time.monotonic()
+        roomy_until = self._roomy.get(pool_id)
+        if roomy_until is not None and now < roomy_until:
+            return Admit.PLENTY, 0
         try:
             outcome, left = await self._admit(keys=[key(pool_id)], args=[quantity])
         except RedisError as exc:
             log.warning("admission gate unavailable", error=str(exc))
             return Admit.UNKNOWN, 0
-        return _OUTCOMES[int(outcome)], int(left)
+        verdict = _OUTCOMES[int(outcome)]
+        if verdict is Admit.ADMITTED and left > self._plenty:
+            if len(self._roomy) > 1_000:  # forget pools whose window passed
+                self._roomy = {pool: t for pool, t in self._roomy.items() if t > now}
+            self._roomy[pool_id] = now + self._plenty_for_s
+        return verdict, int(left)
 
     async def give_back(self, pool_id: UUID, quantity: int) -> None:
         """Return quantity taken by a join that did not commit (or a join that left)."""
@@ -120,6 +150,7 @@ class Admission:
 
     async def close(self, pool_id: UUID) -> None:
         """The pool was decided: refuse joins at the gate from now on."""
+        self._roomy.pop(pool_id, None)
         try:
             await self._redis.set(key(pool_id), CLOSED, ex=self._ttl_s)
         except RedisError as exc:
