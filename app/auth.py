@@ -161,9 +161,15 @@ async def retrieve_principal(
 
     async def load(uid: UUID) -> AuthState | None:
         # A read session: on SQLite it takes no write lock, so the request that refreshes an
-        # expired entry never queues behind writers (that was the reads' p99 under writes).
-        async with state.read_sessionmaker() as session:
+        # expired entry never queues behind writers (that was the reads' p99 under writes). On
+        # PostgreSQL the read borrows a pooled connection of its own and the session never
+        # begins: closing it would only cost time (see app/deps.py provide_reader).
+        session = state.read_sessionmaker()
+        try:
             return await load_auth_state(session, uid)
+        finally:
+            if session.in_transaction():
+                await session.__aexit__(None, None, None)
 
     cache: AuthCache = state.auth_cache
     auth = await cache.get(user_id, load)

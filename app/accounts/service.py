@@ -28,7 +28,7 @@ from app.accounts.errors import (
     UserNotFound,
 )
 from app.accounts.models import Role, User
-from app.db import AsyncSession
+from app.db import AsyncSession, driver_fetchrow, on_postgres
 from app.errors import ServiceBusy
 from app.uow import UnitOfWork
 
@@ -110,10 +110,19 @@ class AuthState(msgspec.Struct, frozen=True):
     version: int
 
 
+_PG_AUTH_STATE = "SELECT roles, banned_at, deactivated_at, auth_version FROM users WHERE id = $1"
+
+
 async def load_auth_state(session: AsyncSession, user_id: UUID) -> AuthState | None:
     """The user's current roles and standing, or None if no such user exists."""
-    query = select(User.roles, User.banned_at, User.deactivated_at, User.auth_version)
-    row = (await session.exec(query.where(User.id == user_id))).first()
+    row: Any
+    if on_postgres(session):
+        # Every request past the auth cache's TTL makes this read: straight to the driver, on
+        # a pooled connection borrowed for it alone (as the wallet read does).
+        row = await driver_fetchrow(session, _PG_AUTH_STATE, user_id)
+    else:
+        query = select(User.roles, User.banned_at, User.deactivated_at, User.auth_version)
+        row = (await session.exec(query.where(User.id == user_id))).first()
     if row is None:
         return None
     roles, banned_at, deactivated_at, version = row
