@@ -526,19 +526,41 @@ def _plan(
 
 
 _CHANGED = ("quantity", "held_minor", "hold_id", "version", "status", "last_request", "updated_at")
+_JOIN_COLUMNS = (
+    "id",
+    "pool_id",
+    "user_id",
+    "quantity",
+    "held_minor",
+    "hold_id",
+    "version",
+    "status",
+    "last_request",
+    "charged_minor",
+    "created_at",
+    "updated_at",
+)
+#: A batch's join rows in one statement on PostgreSQL: new members inserted, raises updated.
+_PG_WRITE_JOINS = """
+INSERT INTO pool_joins (id, pool_id, user_id, quantity, held_minor, hold_id, version, status,
+                        last_request, charged_minor, created_at, updated_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::bigint[], $6::text[],
+                     $7::integer[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[],
+                     $12::timestamptz[])
+ON CONFLICT (pool_id, user_id) DO UPDATE
+   SET quantity = excluded.quantity, held_minor = excluded.held_minor,
+       hold_id = excluded.hold_id, version = excluded.version, status = excluded.status,
+       last_request = excluded.last_request, updated_at = excluded.updated_at
+"""
 
 
-async def _apply_plans(
-    uow: UnitOfWork, *, pool: Pool, plans: list[_Plan], schedule: Scheduler | None, now: datetime
-) -> tuple[int, bool]:
-    """Write a batch's joins: replaced holds voided, new holds staged, join rows written, the
-    pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
-    if it did refuse, everything here is rolled back and the joins go one by one)."""
-    session = uow.session
-    replaced = [plan.previous_hold for plan in plans if plan.previous_hold]
-    if replaced:
-        await ledger.void_all(session, replaced, now=now)
-    await ledger.hold_all(session, [plan.hold for plan in plans], now=now)
+async def _write_joins(session: AsyncSession, plans: list[_Plan]) -> None:
+    if on_postgres(session):
+        joins = [plan.join for plan in plans]
+        columns = tuple([getattr(join, name) for join in joins] for name in _JOIN_COLUMNS)
+        connection = await session.connection()
+        await connection.exec_driver_sql(_PG_WRITE_JOINS, columns)
+        return
     new_rows = [_row(plan.join) for plan in plans if plan.is_new]
     if new_rows:
         await session.execute(insert(JOINS), new_rows)
@@ -554,6 +576,20 @@ async def _apply_plans(
             .values({name: bindparam(name) for name in _CHANGED}),
             changed,
         )
+
+
+async def _apply_plans(
+    uow: UnitOfWork, *, pool: Pool, plans: list[_Plan], schedule: Scheduler | None, now: datetime
+) -> tuple[int, bool]:
+    """Write a batch's joins: replaced holds voided, new holds staged, join rows written, the
+    pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
+    if it did refuse, everything here is rolled back and the joins go one by one)."""
+    session = uow.session
+    replaced = [plan.previous_hold for plan in plans if plan.previous_hold]
+    if replaced:
+        await ledger.void_all(session, replaced, now=now)
+    await ledger.hold_all(session, [plan.hold for plan in plans], now=now)
+    await _write_joins(session, plans)
     committed = await _reserve(
         session,
         pool=pool,

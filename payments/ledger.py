@@ -163,34 +163,31 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
 async def hold_all(
     session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
 ) -> list[TransferRecord]:
-    """Several holds at once (on PostgreSQL one statement): all of them, or raise the first
-    refusal, after which the caller rolls back (as after any refused operation)."""
+    """Several holds at once (on PostgreSQL one set-based statement, each account updated once
+    with its sum): all of them, or raise, after which the caller rolls back (as after any
+    refused operation). An id already used is refused (TransferIdConflict), even by a replay."""
     for spec in specs:
         validate(spec, is_hold=True, now=now)
     if not on_postgres(session):
         return [await _stage(session, spec, is_hold=True, now=now) for spec in specs]
-    await open_accounts(session, [ref for spec in specs for ref in (spec.debit, spec.credit)], now)
+    if not specs:
+        return []
+    refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
+    ids = await open_accounts(session, refs, now)
     rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
-    return await postgres.call_all(session, postgres.STAGE_BATCH, rows)
+    return await postgres.hold_set(session, rows, ids, now)
 
 
 async def void_all(
     session: AsyncSession, hold_ids: Sequence[str], *, now: datetime
 ) -> list[TransferRecord]:
-    """Release several pending holds in full (on PostgreSQL one statement): all of them, or raise
-    for the first that is not pending, after which the caller rolls back."""
+    """Release several pending holds in full (on PostgreSQL one set-based statement): all of
+    them, or raise HoldNotPending if one is not pending, after which the caller rolls back."""
     if not on_postgres(session):
         return [await void(session, hold_id=hold_id, now=now) for hold_id in hold_ids]
-    rows = [
-        {
-            "hold_id": hold_id,
-            "status": TransferStatus.VOIDED.value,
-            "amount_minor": None,
-            "now": now,
-        }
-        for hold_id in hold_ids
-    ]
-    return await postgres.call_all(session, postgres.RESOLVE_BATCH, rows)
+    if not hold_ids:
+        return []
+    return await postgres.void_set(session, list(hold_ids), now)
 
 
 async def _resolve(

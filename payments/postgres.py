@@ -58,6 +58,80 @@ RESOLVE_BATCH = BatchedCall(
 )
 
 
+# Many holds, or many voids, as one set-based statement in the caller's transaction (its accounts
+# locked first): every transfer row written at once and every account touched updated once with
+# the sum of its entries, instead of a loop that updates the shared account (an escrow) once per
+# entry. The answer rows say what happened; `hold_all` / `void_all` raise on any shortfall.
+HOLD_SET = """
+WITH spec AS (
+    SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[],
+                         $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+        AS s(id, debit, credit, debit_key, credit_key, amount, currency, kind, ref, expires_at)
+), staged AS (
+    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, debit_key, credit_key,
+                                  amount_minor, currency, kind, ref, status, is_hold, expires_at,
+                                  created_at)
+    SELECT id, debit, credit, debit_key, credit_key, amount, currency, kind, ref, 'pending', true,
+           expires_at, $11::timestamptz
+      FROM spec
+    ON CONFLICT (id) DO NOTHING
+    RETURNING *
+), deltas AS (
+    SELECT account, sum(debit) AS debit, sum(credit) AS credit FROM (
+        SELECT debit_account_id AS account, amount_minor AS debit, 0::bigint AS credit FROM staged
+        UNION ALL
+        SELECT credit_account_id, 0::bigint, amount_minor FROM staged
+    ) entries GROUP BY account
+), applied AS (
+    UPDATE ledger_accounts a
+       SET debits_pending = a.debits_pending + d.debit,
+           credits_pending = a.credits_pending + d.credit
+      FROM deltas d
+     WHERE a.id = d.account
+       AND (NOT a.debits_must_not_exceed_credits OR d.debit = 0
+            OR a.credits_posted - a.debits_posted - a.debits_pending >= d.debit)
+    RETURNING a.id
+)
+SELECT s.*, (SELECT count(*) FROM deltas) AS accounts, (SELECT count(*) FROM applied) AS applied
+  FROM staged s
+"""
+VOID_SET = """
+WITH voided AS (
+    UPDATE ledger_transfers t SET status = 'voided'
+     WHERE t.id = ANY ($1::text[]) AND t.is_hold AND t.status = 'pending'
+    RETURNING t.*
+), entries AS (
+    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency,
+                                  kind, ref, status, is_hold, parent_id, created_at)
+    SELECT v.id || '/voided', v.debit_account_id, v.credit_account_id, v.amount_minor, v.currency,
+           'void', v.ref, 'voided', false, v.id, $2::timestamptz
+      FROM voided v
+    RETURNING *
+), deltas AS (
+    SELECT account, sum(debit) AS debit, sum(credit) AS credit FROM (
+        SELECT debit_account_id AS account, amount_minor AS debit, 0::bigint AS credit FROM voided
+        UNION ALL
+        SELECT credit_account_id, 0::bigint, amount_minor FROM voided
+    ) released GROUP BY account
+), applied AS (
+    UPDATE ledger_accounts a
+       SET debits_pending = a.debits_pending - d.debit,
+           credits_pending = a.credits_pending - d.credit
+      FROM deltas d
+     WHERE a.id = d.account
+    RETURNING a.id
+)
+SELECT e.*, (SELECT count(*) FROM applied) AS applied FROM entries e
+"""
+#: Lock the accounts of these transfers (by transfer id) in ascending order.
+LOCK_OF_TRANSFERS = (
+    "SELECT 1 FROM ledger_accounts WHERE id IN ("
+    "SELECT debit_account_id FROM ledger_transfers WHERE id = ANY ($1::text[]) UNION "
+    "SELECT credit_account_id FROM ledger_transfers WHERE id = ANY ($1::text[])) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
+
+
 class Outcome(StrEnum):
     """What a batch function answers for each element (our SQLSTATEs, or success)."""
 
@@ -96,20 +170,44 @@ async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> Tran
     return record(row) if row is not None and row["id"] is not None else None
 
 
-async def call_all(
-    session: AsyncSession, call: BatchedCall, rows: list[dict[str, Any]]
+async def hold_set(
+    session: AsyncSession, rows: list[dict[str, Any]], ids: dict[str, int], now: datetime
 ) -> list[TransferRecord]:
-    """Run a batch function in the session's transaction; raise the first element's refusal."""
-    if not rows:
-        return []
-    params = tuple([row[column] for row in rows] for column in call.columns)
+    """Stage these holds (row values, accounts open: `ids` by key) as one statement."""
+    await lock_accounts(session, list(ids.values()))
+    columns = ("id", "debit_key", "credit_key", "amount_minor", "currency", "kind", "ref")
+    values = {column: [row[column] for row in rows] for column in columns}
+    params = (
+        values["id"],
+        [ids[key] for key in values["debit_key"]],
+        [ids[key] for key in values["credit_key"]],
+        values["debit_key"],
+        values["credit_key"],
+        values["amount_minor"],
+        values["currency"],
+        values["kind"],
+        values["ref"],
+        [row["expires_at"] for row in rows],
+        now,
+    )
     connection = await session.connection()
-    answers = (await connection.exec_driver_sql(call.sql, params)).mappings().all()
-    for answer in answers:
-        outcome = answer["outcome"]
-        if outcome != Outcome.OK:
-            error = ERRORS.get(outcome, HoldNotPending if outcome == Outcome.UNCLAIMED else None)
-            raise (error or PaymentError)(f"a batched ledger call was refused: {outcome}")
+    answers = (await connection.exec_driver_sql(HOLD_SET, params)).mappings().all()
+    if len(answers) < len(rows):
+        raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
+    if answers[0]["applied"] < answers[0]["accounts"]:
+        raise InsufficientFunds("a source account cannot afford its holds in this batch")
+    return [record(answer) for answer in answers]
+
+
+async def void_set(
+    session: AsyncSession, hold_ids: list[str], now: datetime
+) -> list[TransferRecord]:
+    """Void these pending holds as one statement; raise unless every one of them was pending."""
+    connection = await session.connection()
+    await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (hold_ids,))
+    answers = (await connection.exec_driver_sql(VOID_SET, (hold_ids, now))).mappings().all()
+    if len(answers) < len(set(hold_ids)):
+        raise HoldNotPending("a hold of this batch is not pending")
     return [record(answer) for answer in answers]
 
 
