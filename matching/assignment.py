@@ -33,21 +33,23 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
+from matching.corridor import RiderArrays, TripArrays, candidate_pairs
 from matching.feasibility import (
     Insertion,
     InsertionLimits,
     Rider,
+    Stop,
+    StopKind,
     Trip,
     best_insertion,
     detour_km,
     rider_etas_s,
     with_rider,
 )
-from matching.geometry import HAVERSINE_MAX_RELATIVE_ERROR, haversine_km
-from matching.index import SpatialIndex, corridor_reach_km
-from matching.routing import Router, max_speed_kmh, min_circuity
+from matching.insertion import Plans, best_insertions, final_etas_s, heading_fits
+from matching.routing import Router, measure_legs
 from matching.synthetic import Batch
 
 #: A rider placed in a plan: (rider, road km the insertion added, the rider's own road km).
@@ -58,6 +60,8 @@ MAX_BATCH_TRIPS = 50_000
 MAX_BATCH_RIDERS = 200_000
 #: Up to this many cells (riders x rider slots) the dense assignment matrix is cheap enough.
 _DENSE_MAX_CELLS = 4_000_000
+#: After the first assignment, at most this many rounds place the riders left.
+_REPAIR_ROUNDS = 8
 #: Up to this many feasible pairs, propose_matches solves one-rider-per-trip batches exactly.
 DEFAULT_EXACT_MAX_PAIRS = 200_000
 #: assign_exact enumerates at most this many insertion sequences per trip.
@@ -155,48 +159,116 @@ def feasible_pairs(
 ) -> list[Pair]:
     """Every (trip, rider) pair where the rider fits the trip alone, by trip then rider.
 
-    Candidates come from the corridor index (never all pairs); each is checked by best_insertion.
+    Candidates come from the corridor join (never all pairs); each is checked by the rules of
+    best_insertion, with numpy (`insertion.best_insertions`).
     excluded: (trip, rider) pairs never to pair again (a driver declined that rider)."""
-    _check_batch(trips, riders)
-    index = SpatialIndex(
-        [r.pickup for r in riders], [r.dropoff for r in riders], resolution=resolution
+    found = _feasible(
+        trips,
+        riders,
+        router=router,
+        limits=limits,
+        resolution=resolution,
+        max_new=1,
+        excluded=excluded,
     )
-    circuity = min_circuity(router)
-    speed_kmh = max_speed_kmh(router)
-    latest = np.array([r.latest_pickup_s for r in riders], dtype=np.float64)
-    lats = np.array([[r.pickup.lat, r.dropoff.lat] for r in riders], dtype=np.float64)
-    lons = np.array([[r.pickup.lon, r.dropoff.lon] for r in riders], dtype=np.float64)
-    lats, lons = lats.reshape(-1, 2), lons.reshape(-1, 2)
-    rider_km: dict[int, float] = {}
     pairs = []
-    for t, trip in enumerate(trips):
-        reach = corridor_reach_km(
-            direct_road_km=router.distance_km(trip.origin, trip.destination),
-            max_detour_km=trip.max_detour_km,
-            min_circuity=circuity,
+    order = np.lexsort((found.r, found.t))
+    for k in order.tolist():
+        t, r = int(found.t[k]), int(found.r[k])
+        trip = trips[t]
+        i, j = int(found.i[k]), int(found.j[k])
+        stops = list(trip.stops)
+        new_rider = len(trip.riders)
+        stops.insert(j, Stop(new_rider, StopKind.DROPOFF))
+        stops.insert(i, Stop(new_rider, StopKind.PICKUP))
+        route = float(found.route_km[k])
+        insertion = Insertion(
+            stops=tuple(stops),
+            pickup_position=i,
+            dropoff_position=j + 1,
+            route_km=route,
+            detour_km=route - float(found.plans.trips.direct_km[t]),
+            added_km=float(found.added_km[k]),
+            pickup_eta_s=float(found.pickup_eta_s[k]),
+            dropoff_eta_s=float(found.dropoff_eta_s[k]),
         )
-        found = index.candidates(trip.origin, trip.destination, reach_km=reach)
-        found = _prune(trip, found, lats, lons, latest, router, circuity, speed_kmh)
-        for r in found.tolist():
-            if (t, r) in excluded:
-                continue
-            rider = riders[r]
-            insertion = best_insertion(trip, rider, router=router, limits=limits)
-            if insertion is None:
-                continue
-            own_km = rider_km.get(r)
-            if own_km is None:
-                own_km = rider_km[r] = router.distance_km(rider.pickup, rider.dropoff)
-            pairs.append(
-                Pair(
-                    trip=t,
-                    rider=r,
-                    insertion=insertion,
-                    rider_km=own_km,
-                    saved_km=own_km - insertion.added_km,
-                )
+        own_km = float(found.rider_km[r])
+        pairs.append(
+            Pair(
+                trip=t,
+                rider=r,
+                insertion=insertion,
+                rider_km=own_km,
+                saved_km=own_km - insertion.added_km,
             )
+        )
     return pairs
+
+
+class _Feasible(msgspec.Struct):
+    """The feasible pairs of a batch as arrays, with the plans they were checked against."""
+
+    plans: Plans
+    riders: RiderArrays
+    #: The riders' own road distances (by rider; NaN for riders in no pair).
+    rider_km: NDArray[np.float64]
+    t: NDArray[np.int64]
+    r: NDArray[np.int64]
+    i: NDArray[np.int64]
+    j: NDArray[np.int64]
+    route_km: NDArray[np.float64]
+    added_km: NDArray[np.float64]
+    pickup_eta_s: NDArray[np.float64]
+    dropoff_eta_s: NDArray[np.float64]
+
+
+def _feasible(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    resolution: int,
+    max_new: int,
+    excluded: Collection[tuple[int, int]],
+) -> _Feasible:
+    _check_batch(trips, riders)
+    trip_arrays = TripArrays.of(trips, router)
+    rider_arrays = RiderArrays.of(riders)
+    t, r = candidate_pairs(trip_arrays, rider_arrays, router=router, resolution=resolution)
+    if excluded and len(t):
+        declined = np.array(sorted(excluded), dtype=np.int64).reshape(-1, 2)
+        keys = declined[:, 0] * max(1, len(riders)) + declined[:, 1]
+        keep = ~np.isin(t * max(1, len(riders)) + r, keys)
+        t, r = t[keep], r[keep]
+    heading_ok = heading_fits(trip_arrays, rider_arrays, t, r, limits.max_heading_diff_deg)
+    t, r = t[heading_ok], r[heading_ok]
+    plans = Plans(trips, trip_arrays, router=router, limits=limits, max_new_riders=max_new)
+    found = best_insertions(plans, rider_arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
+    fits = found.fits
+    t, r = t[fits], r[fits]
+    rider_km = np.full(len(riders), np.nan)
+    served = np.unique(r)
+    rider_km[served] = measure_legs(
+        router,
+        rider_arrays.pickup_lats[served],
+        rider_arrays.pickup_lons[served],
+        rider_arrays.dropoff_lats[served],
+        rider_arrays.dropoff_lons[served],
+    )[0]
+    return _Feasible(
+        plans,
+        rider_arrays,
+        rider_km,
+        t,
+        r,
+        found.i[fits],
+        found.j[fits],
+        found.route_km[fits],
+        found.added_km[fits],
+        found.pickup_eta_s[fits],
+        found.dropoff_eta_s[fits],
+    )
 
 
 def solve_pairwise(
@@ -413,28 +485,215 @@ def propose_matches(
 ) -> Assignment:
     """Riders assigned to trips for one batch: every proposal feasible with the rest of its plan.
 
-    One new rider per trip and at most exact_max_pairs feasible pairs: the exact optimum.
-    Otherwise (several riders per trip, or a huge batch): the greedy heuristic.
+    One new rider per trip: the exact optimum (a sparse linear assignment, any batch size).
+    Several: an optimal assignment of riders to seats, each seat's rider judged alone; then the
+    riders each trip got, inserted one by one (those that no longer fit go back); then rounds
+    of optimal assignments of the riders left to the trips with room, judged with the plans as
+    they are by then.
+    exact_max_pairs: kept for callers of earlier versions; the solver is exact at any size.
     excluded: (trip, rider) pairs never to propose (declined before)."""
-    pairs = feasible_pairs(
-        trips, riders, router=router, limits=limits, resolution=resolution, excluded=excluded
-    )
-    if max_new_riders_per_trip == 1 and len(pairs) <= exact_max_pairs:
-        chosen = solve_pairwise(trips, riders, pairs, max_new_riders_per_trip=1)
-        plans = list(trips)
-        added: dict[int, list[_Placed]] = {}
-        for pair in chosen:
-            plans[pair.trip] = with_rider(trips[pair.trip], riders[pair.rider], pair.insertion)
-            added[pair.trip] = [(pair.rider, pair.insertion.added_km, pair.rider_km)]
-        return _proposals(trips, plans, added, router)
-    return assign_greedy(
+    del exact_max_pairs
+    if max_new_riders_per_trip < 1:
+        raise ValueError("max_new_riders_per_trip must be >= 1")
+    found = _feasible(
         trips,
         riders,
-        pairs,
         router=router,
         limits=limits,
-        max_new_riders_per_trip=max_new_riders_per_trip,
+        resolution=resolution,
+        max_new=max_new_riders_per_trip,
+        excluded=excluded,
     )
+    return _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+
+
+def matching_bound(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    resolution: int,
+    max_new_riders_per_trip: int,
+) -> int:
+    """The most riders any assignment can serve if no seat is used twice: a maximum matching
+    of riders to seats (min(seats, max_new_riders_per_trip) a trip), every pair that fits alone
+    considered. An upper bound of propose_matches' count (a plan that seats a rider where one
+    got off could exceed it; the benchmark shows how rarely)."""
+    found = _feasible(
+        trips,
+        riders,
+        router=router,
+        limits=limits,
+        resolution=resolution,
+        max_new=1,
+        excluded=(),
+    )
+    if not len(found.t):
+        return 0
+    slots = np.minimum(
+        found.plans.trips.seats - found.plans.load.max(axis=1), max_new_riders_per_trip
+    )
+    rows, columns, _ = _slot_edges(found.t, found.r, slots)
+    graph = sparse.csr_array(
+        (np.ones(len(rows)), (rows, columns)), shape=(int(rows.max()) + 1, int(columns.max()) + 1)
+    )
+    matched = maximum_bipartite_matching(graph, perm_type="column")
+    return int((matched >= 0).sum())
+
+
+def _assign_in_rounds(
+    trips: Sequence[Trip], riders: Sequence[Rider], found: _Feasible, max_new: int
+) -> Assignment:
+    plans, arrays = found.plans, found.riders
+    if not len(found.t):
+        return Assignment(proposals=(), plans=tuple(trips))
+    saved = found.rider_km[found.r] - found.added_km
+    big = _big(found.r, saved)
+    slots = np.maximum(0, np.minimum(plans.trips.seats - plans.load.max(axis=1), max_new))
+    chosen = _match(found.t, found.r, big + saved, slots)
+    served = np.zeros(len(riders), dtype=np.bool_)
+    added_km: dict[int, float] = {}
+
+    def insert(t: NDArray[np.int64], r: NDArray[np.int64]) -> None:
+        """Insert each r into its t (distinct trips) where it fits best now."""
+        result = best_insertions(plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
+        ok = result.fits
+        plans.insert(
+            t[ok],
+            r[ok],
+            arrays,
+            result.i[ok],
+            result.j[ok],
+            result.pickup_eta_s[ok],
+            result.dropoff_eta_s[ok],
+        )
+        served[r[ok]] = True
+        added_km.update(zip(r[ok].tolist(), result.added_km[ok].tolist(), strict=True))
+
+    # The riders each trip got, earliest pickup first, one a trip at a time.
+    order = chosen[np.lexsort((found.pickup_eta_s[chosen], found.t[chosen]))]
+    trips_of = found.t[order]
+    rank = np.arange(len(order)) - np.searchsorted(trips_of, trips_of)
+    for k in range(int(rank.max()) + 1 if len(rank) else 0):
+        pick = order[rank == k]
+        insert(found.t[pick], found.r[pick])
+    # The riders left, into the trips with room: one rider a trip a round.
+    for _ in range(_REPAIR_ROUNDS):
+        room = plans.new_riders < max_new
+        open_ = np.flatnonzero(~served[found.r] & room[found.t])
+        if not len(open_):
+            break
+        t, r = found.t[open_], found.r[open_]
+        result = best_insertions(plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
+        ok = np.flatnonzero(result.fits)
+        if not len(ok):
+            break
+        gain = found.rider_km[r[ok]] - result.added_km[ok]
+        picked = ok[_match(t[ok], r[ok], big + gain, np.ones(len(trips), dtype=np.int64))]
+        plans.insert(
+            t[picked],
+            r[picked],
+            arrays,
+            result.i[picked],
+            result.j[picked],
+            result.pickup_eta_s[picked],
+            result.dropoff_eta_s[picked],
+        )
+        served[r[picked]] = True
+        added_km.update(zip(r[picked].tolist(), result.added_km[picked].tolist(), strict=True))
+    return _array_proposals(trips, riders, found, added_km)
+
+
+def _array_proposals(
+    trips: Sequence[Trip], riders: Sequence[Rider], found: _Feasible, added_km: dict[int, float]
+) -> Assignment:
+    plans = found.plans
+    final = list(trips)
+    proposals = []
+    for t in np.flatnonzero(plans.new_riders).tolist():
+        final[t] = plans.trip(t, trips[t], riders)
+        trip_detour = float(plans.route_km[t] - plans.trips.direct_km[t])
+        for r, (pickup_s, dropoff_s) in final_etas_s(plans, t).items():
+            own_km = float(found.rider_km[r])
+            proposals.append(
+                Proposal(
+                    trip=t,
+                    rider=r,
+                    pickup_eta_s=pickup_s,
+                    dropoff_eta_s=dropoff_s,
+                    detour_km=trip_detour,
+                    added_km=added_km[r],
+                    rider_km=own_km,
+                    saved_km=own_km - added_km[r],
+                )
+            )
+    proposals.sort(key=lambda p: p.rider)
+    return Assignment(proposals=tuple(proposals), plans=tuple(final))
+
+
+def _big(r: NDArray[np.int64], saved: NDArray[np.float64]) -> float:
+    """A value larger than the widest spread of total savings: one more rider beats any km."""
+    widest = np.zeros(int(r.max()) + 1 if len(r) else 0)
+    np.maximum.at(widest, r, np.abs(saved))
+    return 1.0 + 2.0 * float(widest.sum())
+
+
+def _slot_edges(
+    t: NDArray[np.int64], r: NDArray[np.int64], slots: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Each pair's edges to the seats (slots) of its trip: (rider rows, slot columns, pair)."""
+    _, rows = np.unique(r, return_inverse=True)
+    first = np.cumsum(slots) - slots
+    per_pair = slots[t]
+    pair = np.repeat(np.arange(len(t)), per_pair)
+    offset = np.arange(len(pair)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    return rows[pair].astype(np.int64), (first[t][pair] + offset).astype(np.int64), pair
+
+
+def _match(
+    t: NDArray[np.int64],
+    r: NDArray[np.int64],
+    values: NDArray[np.float64],
+    slots: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """The pairs (positions) of a maximum-value assignment of riders to trip seats (slots[t] a
+    trip, each rider at most once): a linear assignment, dense or sparse by size."""
+    rows, columns, pair = _slot_edges(t, r, slots)
+    if not len(pair):
+        return np.empty(0, dtype=np.int64)
+    # Compact the columns to the slots some pair reaches.
+    used, columns = np.unique(columns, return_inverse=True)
+    n_rows, n_columns = int(rows.max()) + 1, len(used)
+    edge_values = values[pair]
+    if n_rows * n_columns <= _DENSE_MAX_CELLS:
+        cost = np.zeros((n_rows, n_columns))
+        cost[rows, columns] = -edge_values
+        matched_rows, matched_columns = linear_sum_assignment(cost)
+    else:
+        # Every rider also has a column of its own (not served), so a full matching exists;
+        # weights shifted positive (the sparse solver takes a zero for no edge).
+        ceiling = float(edge_values.max()) + 1.0
+        graph = sparse.csr_array(
+            (
+                np.concatenate([ceiling - edge_values, np.full(n_rows, ceiling)]),
+                (
+                    np.concatenate([rows, np.arange(n_rows)]),
+                    np.concatenate([columns, n_columns + np.arange(n_rows)]),
+                ),
+            ),
+            shape=(n_rows, n_columns + n_rows),
+        )
+        matched_rows, matched_columns = min_weight_full_bipartite_matching(graph)
+    # Back from (row, column) to the pair: the edges sorted by that key.
+    key = rows * (n_columns + n_rows) + columns
+    by_key = np.argsort(key)
+    wanted = matched_rows.astype(np.int64) * (n_columns + n_rows) + matched_columns
+    at = np.searchsorted(key, wanted, sorter=by_key)
+    at = np.minimum(at, len(key) - 1)
+    hit = key[by_key[at]] == wanted
+    chosen: NDArray[np.int64] = pair[by_key[at[hit]]]
+    return chosen
 
 
 def measure_gap(
@@ -497,37 +756,6 @@ def measure_gap(
         heuristic_saved_km=heuristic_saved,
         worst_served_share=worst,
     )
-
-
-def _prune(
-    trip: Trip,
-    found: NDArray[np.intp],
-    lats: NDArray[np.float64],
-    lons: NDArray[np.float64],
-    latest: NDArray[np.float64],
-    router: Router,
-    circuity: float,
-    speed_kmh: float | None,
-) -> NDArray[np.intp]:
-    """The candidates that may fit, by bounds that never drop one that does (all at once, numpy).
-
-    A route through p then q is at least circuity x (g(o, p) + g(p, q) + g(q, d)) long, and
-    the pickup is reached no sooner than circuity x g(o, p) at the router's top speed."""
-    if not len(found):
-        return found
-    o, d = trip.origin, trip.destination
-    p_lat, p_lon = lats[found, 0], lons[found, 0]
-    q_lat, q_lon = lats[found, 1], lons[found, 1]
-    to_pickup = haversine_km(o.lat, o.lon, p_lat, p_lon) / (1 + HAVERSINE_MAX_RELATIVE_ERROR)
-    through = (
-        haversine_km(p_lat, p_lon, q_lat, q_lon) + haversine_km(q_lat, q_lon, d.lat, d.lon)
-    ) / (1 + HAVERSINE_MAX_RELATIVE_ERROR)
-    budget_km = router.distance_km(o, d) + trip.max_detour_km
-    keep = circuity * (to_pickup + through) <= budget_km * (1 + 1e-9) + 1e-9
-    drive_s = circuity * to_pickup / speed_kmh * 3600.0 if speed_kmh else np.zeros_like(to_pickup)
-    keep &= latest[found] >= trip.departure_s + drive_s - 1e-6
-    pruned: NDArray[np.intp] = found[keep]
-    return pruned
 
 
 def _check_batch(trips: Sequence[Trip], riders: Sequence[Rider]) -> None:

@@ -14,13 +14,18 @@ from enum import StrEnum
 from typing import Protocol
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from matching.geometry import (
     HAVERSINE_MAX_RELATIVE_ERROR,
     Point,
     geodesic_km,
     great_circle_km,
+    haversine_km,
 )
+
+Floats = NDArray[np.float64]
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -31,6 +36,15 @@ class Router(Protocol):
     def distance_km(self, a: Point, b: Point) -> float: ...
 
     def duration_s(self, a: Point, b: Point) -> float: ...
+
+
+class BulkRouter(Router, Protocol):
+    """A Router that also answers many legs at once (arrays of equal length, degrees in; road
+    km and seconds out), each exactly what distance_km and duration_s answer for that leg."""
+
+    def measure_legs(
+        self, a_lats: Floats, a_lons: Floats, b_lats: Floats, b_lons: Floats
+    ) -> tuple[Floats, Floats]: ...
 
 
 class Earth(StrEnum):
@@ -72,6 +86,11 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
         """No leg is driven faster than this on average (every leg at exactly this speed here)."""
         return self.average_speed_kmh
 
+    @property
+    def min_speed_kmh(self) -> float:
+        """No leg is driven slower than this on average (every leg at exactly this speed here)."""
+        return self.average_speed_kmh
+
     def distance_km(self, a: Point, b: Point) -> float:
         if self.earth == Earth.SPHERE:
             return great_circle_km(a, b) * self.circuity_factor
@@ -79,6 +98,30 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
 
     def duration_s(self, a: Point, b: Point) -> float:
         return self.distance_km(a, b) / self.average_speed_kmh * SECONDS_PER_HOUR
+
+    def measure_legs(
+        self, a_lats: Floats, a_lons: Floats, b_lats: Floats, b_lons: Floats
+    ) -> tuple[Floats, Floats]:
+        """Road km and seconds of many legs: numpy on the sphere, one geodesic a leg (slow) on
+        the ellipsoid."""
+        if self.earth == Earth.SPHERE:
+            km = haversine_km(a_lats, a_lons, b_lats, b_lons) * self.circuity_factor
+        else:
+            km = np.array(
+                [
+                    geodesic_km(Point(a, b), Point(c, d)) * self.circuity_factor
+                    for a, b, c, d in zip(
+                        np.asarray(a_lats).tolist(),
+                        np.asarray(a_lons).tolist(),
+                        np.asarray(b_lats).tolist(),
+                        np.asarray(b_lons).tolist(),
+                        strict=True,
+                    )
+                ],
+                dtype=np.float64,
+            )
+        seconds: Floats = km / self.average_speed_kmh * SECONDS_PER_HOUR
+        return km, seconds
 
 
 def min_circuity(router: Router) -> float:
@@ -91,3 +134,34 @@ def max_speed_kmh(router: Router) -> float | None:
     """The fastest average speed of any leg the router answers, if it says (else None)."""
     value = getattr(router, "max_speed_kmh", None)
     return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def min_speed_kmh(router: Router) -> float | None:
+    """The slowest average speed of any leg the router answers, if it says (else None)."""
+    value = getattr(router, "min_speed_kmh", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def measure_legs(
+    router: Router, a_lats: Floats, a_lons: Floats, b_lats: Floats, b_lons: Floats
+) -> tuple[Floats, Floats]:
+    """Road km and seconds of many legs: the router's own bulk answer when it has one, else
+    one distance_km and one duration_s a leg."""
+    bulk = getattr(router, "measure_legs", None)
+    if bulk is not None:
+        km, seconds = bulk(a_lats, a_lons, b_lats, b_lons)
+        return np.asarray(km, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
+    pairs = [
+        (Point(a, b), Point(c, d))
+        for a, b, c, d in zip(
+            np.asarray(a_lats).tolist(),
+            np.asarray(a_lons).tolist(),
+            np.asarray(b_lats).tolist(),
+            np.asarray(b_lons).tolist(),
+            strict=True,
+        )
+    ]
+    return (
+        np.array([router.distance_km(a, b) for a, b in pairs], dtype=np.float64),
+        np.array([router.duration_s(a, b) for a, b in pairs], dtype=np.float64),
+    )
