@@ -60,6 +60,9 @@ MAX_BATCH_TRIPS = 50_000
 MAX_BATCH_RIDERS = 200_000
 #: Up to this many cells (riders x rider slots) the dense assignment matrix is cheap enough.
 _DENSE_MAX_CELLS = 4_000_000
+#: Up to this many feasible pairs (and several riders a trip) propose_matches also runs the
+#: greedy heuristic (Python, about 0.1 ms a pair) and keeps the better answer.
+GREEDY_MAX_PAIRS = 3_000
 #: After the first assignment, at most this many rounds place the riders left.
 _REPAIR_ROUNDS = 8
 #: Up to this many feasible pairs, propose_matches solves one-rider-per-trip batches exactly.
@@ -171,6 +174,11 @@ def feasible_pairs(
         max_new=1,
         excluded=excluded,
     )
+    return _pairs_of(trips, found)
+
+
+def _pairs_of(trips: Sequence[Trip], found: _Feasible) -> list[Pair]:
+    """The feasible pairs as Pair values, by trip then rider."""
     pairs = []
     order = np.lexsort((found.r, found.t))
     for k in order.tolist():
@@ -486,10 +494,11 @@ def propose_matches(
     """Riders assigned to trips for one batch: every proposal feasible with the rest of its plan.
 
     One new rider per trip: the exact optimum (a sparse linear assignment, any batch size).
-    Several: an optimal assignment of riders to seats, each seat's rider judged alone; then the
-    riders each trip got, inserted one by one (those that no longer fit go back); then rounds
-    of optimal assignments of the riders left to the trips with room, judged with the plans as
-    they are by then.
+    Several: an optimal assignment of riders to seats (each seat's rider judged alone, the ones
+    adding least first); then the riders each trip got, inserted one by one (those that no
+    longer fit go back); then rounds of optimal assignments of the riders left to the trips with
+    room, one a trip, judged with the plans as they are by then. Up to GREEDY_MAX_PAIRS feasible
+    pairs the greedy insertion heuristic with repairs runs too, and the better answer wins.
     exact_max_pairs: kept for callers of earlier versions; the solver is exact at any size.
     excluded: (trip, rider) pairs never to propose (declined before)."""
     del exact_max_pairs
@@ -504,7 +513,19 @@ def propose_matches(
         max_new=max_new_riders_per_trip,
         excluded=excluded,
     )
-    return _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+    if max_new_riders_per_trip == 1 or len(found.t) > GREEDY_MAX_PAIRS:
+        return _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+    pairs = _pairs_of(trips, found)
+    rounds = _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+    greedy = assign_greedy(
+        trips,
+        riders,
+        pairs,
+        router=router,
+        limits=limits,
+        max_new_riders_per_trip=max_new_riders_per_trip,
+    )
+    return max(rounds, greedy, key=lambda a: (a.riders_served, a.saved_km))
 
 
 def matching_bound(
@@ -550,13 +571,21 @@ def _assign_in_rounds(
         return Assignment(proposals=(), plans=tuple(trips))
     saved = found.rider_km[found.r] - found.added_km
     big = _big(found.r, saved)
-    slots = np.maximum(0, np.minimum(plans.trips.seats - plans.load.max(axis=1), max_new))
-    chosen = _match(found.t, found.r, big + saved, slots)
+    free = np.maximum(0, np.minimum(plans.trips.seats - plans.load.max(axis=1), max_new))
+    # One rider a trip: this is the exact optimum. Several: riders that add the least leave the
+    # most room for more (serving more riders comes first).
+    first = big + saved if max_new == 1 else big - found.added_km
+    chosen = _match(found.t, found.r, first, free)
     served = np.zeros(len(riders), dtype=np.bool_)
     added_km: dict[int, float] = {}
-
-    def insert(t: NDArray[np.int64], r: NDArray[np.int64]) -> None:
-        """Insert each r into its t (distinct trips) where it fits best now."""
+    # The riders each trip got, earliest pickup first, one a trip at a time, each where it fits
+    # best in the plan as it is by then (or not at all).
+    order = chosen[np.lexsort((found.pickup_eta_s[chosen], found.t[chosen]))]
+    trips_of = found.t[order]
+    rank = np.arange(len(order)) - np.searchsorted(trips_of, trips_of)
+    for k in range(int(rank.max()) + 1):
+        pick = order[rank == k]
+        t, r = found.t[pick], found.r[pick]
         result = best_insertions(plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
         ok = result.fits
         plans.insert(
@@ -570,38 +599,48 @@ def _assign_in_rounds(
         )
         served[r[ok]] = True
         added_km.update(zip(r[ok].tolist(), result.added_km[ok].tolist(), strict=True))
-
-    # The riders each trip got, earliest pickup first, one a trip at a time.
-    order = chosen[np.lexsort((found.pickup_eta_s[chosen], found.t[chosen]))]
-    trips_of = found.t[order]
-    rank = np.arange(len(order)) - np.searchsorted(trips_of, trips_of)
-    for k in range(int(rank.max()) + 1 if len(rank) else 0):
-        pick = order[rank == k]
-        insert(found.t[pick], found.r[pick])
-    # The riders left, into the trips with room: one rider a trip a round.
+    if max_new == 1:
+        return _array_proposals(trips, riders, found, added_km)
+    # The riders left, into the trips with room: an optimal assignment of one rider a trip a
+    # round, judged with the plans as they are. A pair is re-checked only when its trip changed.
+    fits = np.ones(len(found.t), dtype=np.bool_)
+    cost = found.added_km.copy()
+    at_i, at_j = found.i.copy(), found.j.copy()
+    pickup_eta, dropoff_eta = found.pickup_eta_s.copy(), found.dropoff_eta_s.copy()
+    changed = plans.new_riders > 0
     for _ in range(_REPAIR_ROUNDS):
         room = plans.new_riders < max_new
-        open_ = np.flatnonzero(~served[found.r] & room[found.t])
+        again = np.flatnonzero(~served[found.r] & room[found.t] & changed[found.t])
+        if len(again):
+            result = best_insertions(
+                plans,
+                arrays,
+                found.t[again],
+                found.r[again],
+                heading_ok=np.ones(len(again), dtype=np.bool_),
+            )
+            fits[again], cost[again] = result.fits, result.added_km
+            at_i[again], at_j[again] = result.i, result.j
+            pickup_eta[again], dropoff_eta[again] = result.pickup_eta_s, result.dropoff_eta_s
+        open_ = np.flatnonzero(fits & ~served[found.r] & room[found.t])
         if not len(open_):
             break
-        t, r = found.t[open_], found.r[open_]
-        result = best_insertions(plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
-        ok = np.flatnonzero(result.fits)
-        if not len(ok):
-            break
-        gain = found.rider_km[r[ok]] - result.added_km[ok]
-        picked = ok[_match(t[ok], r[ok], big + gain, np.ones(len(trips), dtype=np.int64))]
+        picked = open_[
+            _match(
+                found.t[open_],
+                found.r[open_],
+                big - cost[open_],
+                np.ones(len(trips), dtype=np.int64),
+            )
+        ]
+        t, r = found.t[picked], found.r[picked]
         plans.insert(
-            t[picked],
-            r[picked],
-            arrays,
-            result.i[picked],
-            result.j[picked],
-            result.pickup_eta_s[picked],
-            result.dropoff_eta_s[picked],
+            t, r, arrays, at_i[picked], at_j[picked], pickup_eta[picked], dropoff_eta[picked]
         )
-        served[r[picked]] = True
-        added_km.update(zip(r[picked].tolist(), result.added_km[picked].tolist(), strict=True))
+        served[r] = True
+        added_km.update(zip(r.tolist(), cost[picked].tolist(), strict=True))
+        changed = np.zeros(len(trips), dtype=np.bool_)
+        changed[t] = True
     return _array_proposals(trips, riders, found, added_km)
 
 
@@ -671,20 +710,32 @@ def _match(
         cost[rows, columns] = -edge_values
         matched_rows, matched_columns = linear_sum_assignment(cost)
     else:
-        # Every rider also has a column of its own (not served), so a full matching exists;
-        # weights shifted positive (the sparse solver takes a zero for no edge).
+        # The sparse solver (LAPJVsp) matches every vertex of one side: the smaller one, which
+        # it augments one vertex at a time (seats when fewer than riders: much faster). Each
+        # vertex of that side also gets a column of its own (left unmatched), so a full
+        # matching exists; weights shifted positive (the solver takes a zero for no edge).
         ceiling = float(edge_values.max()) + 1.0
+        if n_columns < n_rows:
+            side, other, n_side, n_other = columns, rows, n_columns, n_rows
+        else:
+            side, other, n_side, n_other = rows, columns, n_rows, n_columns
         graph = sparse.csr_array(
             (
-                np.concatenate([ceiling - edge_values, np.full(n_rows, ceiling)]),
+                np.concatenate([ceiling - edge_values, np.full(n_side, ceiling)]),
                 (
-                    np.concatenate([rows, np.arange(n_rows)]),
-                    np.concatenate([columns, n_columns + np.arange(n_rows)]),
+                    np.concatenate([side, np.arange(n_side)]),
+                    np.concatenate([other, n_other + np.arange(n_side)]),
                 ),
             ),
-            shape=(n_rows, n_columns + n_rows),
+            shape=(n_side, n_other + n_side),
         )
-        matched_rows, matched_columns = min_weight_full_bipartite_matching(graph)
+        matched_side, matched_other = min_weight_full_bipartite_matching(graph)
+        real = matched_other < n_other
+        matched_side, matched_other = matched_side[real], matched_other[real]
+        if n_columns < n_rows:
+            matched_rows, matched_columns = matched_other, matched_side
+        else:
+            matched_rows, matched_columns = matched_side, matched_other
     # Back from (row, column) to the pair: the edges sorted by that key.
     key = rows * (n_columns + n_rows) + columns
     by_key = np.argsort(key)
