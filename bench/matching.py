@@ -1,16 +1,21 @@
 """Matching benchmark (pure, no database): prints figures; run on demand, never in tests.
 
-  `python -m bench.matching` (about 30 s on one core; COPOOL_BENCH_MATCHING_SCALE=2 doubles
-  the batch sizes of part 2)
+  `python -m bench.matching` (about a minute on one core; COPOOL_BENCH_MATCHING_SCALE=0.5
+  halves the batch sizes of part 2, COPOOL_BENCH_MATCHING_REPEAT=3 times each batch 3 times)
 
-1. The heuristic's gap: seeded city batches small enough for the exact answer; riders served
-   and distance saved by the greedy heuristic as a share of the exact optimum (the pairwise
-   optimum with one new rider per trip, the enumerated joint optimum with several), the share of
-   the pairwise upper bound, and solve times.
-2. Batch sizes: city (a morning commute towards 3 hubs) and intercity batches, from hundreds to
-   thousands of riders: candidate pairs from the corridor index against all pairs, time to find
-   the feasible pairs, time of the exact pairwise solver and of the heuristic, riders served
-   against the pairwise bound, mean and p95 detour ratio (route / direct) of the trips used.
+Batches come from matching.synthetic, seeded: a city is a morning commute (20 km around
+People's Square, Shanghai; 80 % of trips and rides end near one of 3 hubs; departures around a
+peak, windows of 10-40 minutes; 1-4 seats a car, 1 seat a rider), intercity runs between 5
+towns 50-400 km apart.
+
+1. Against the exact answer: small seeded batches (12 each) where the exact optimum can be
+   computed: the pairwise optimum with one new rider a trip (an independent dense
+   linear_sum_assignment), the enumerated joint optimum (`assign_exact`, milp) with several.
+   propose_matches' riders served and distance saved as a share of it, and of the maximum
+   matching bound.
+2. Batch sizes, up to 20,000 requests x 4,000 offers: propose_matches end to end (arrays of
+   the batch, corridor join, feasibility, assignment, proposals), the maximum matching bound
+   (every pair that fits alone, one rider a seat), service rate, detour ratios, distance saved.
 
 Router: the estimating router (circuity 1.3, 30 km/h in town, 80 km/h between towns) on the
 sphere; one line repeats a city batch on the ellipsoid (geopy's geodesic) for its cost.
@@ -19,18 +24,21 @@ sphere; one line repeats a city batch on the ellipsoid (geopy's geodesic) for it
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from matching.assignment import (
     Assignment,
+    Pair,
     assign_exact,
-    assign_greedy,
     feasible_pairs,
-    solve_pairwise,
+    matching_bound,
+    propose_matches,
 )
 from matching.feasibility import InsertionLimits, route_km
 from matching.routing import Earth, EstimatingRouter, Router
@@ -39,6 +47,7 @@ from matching.synthetic import Batch, city_batch, intercity_batch
 T = TypeVar("T")
 P = ParamSpec("P")
 SCALE = float(os.environ.get("COPOOL_BENCH_MATCHING_SCALE", "1"))
+REPEAT = int(os.environ.get("COPOOL_BENCH_MATCHING_REPEAT", "2"))
 CITY = EstimatingRouter(average_speed_kmh=30.0, earth=Earth.SPHERE)
 CITY_ELLIPSOID = EstimatingRouter(average_speed_kmh=30.0)
 INTERCITY = EstimatingRouter(average_speed_kmh=80.0, earth=Earth.SPHERE)
@@ -46,6 +55,7 @@ LIMITS = InsertionLimits(max_added_delay_s=600.0)
 INTERCITY_LIMITS = InsertionLimits(max_added_delay_s=1_800.0)
 RESOLUTION = 7
 INTERCITY_RESOLUTION = 5
+SMALL_BATCHES = 12
 
 
 def timed(run: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, float]:
@@ -54,75 +64,123 @@ def timed(run: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, fl
     return result, time.perf_counter() - start
 
 
-def gap_table() -> None:
-    print("1. Heuristic against the exact answer (12 seeded city batches each, 5 km radius)")
+def pairwise_optimum(batch: Batch, pairs: list[Pair]) -> tuple[int, float]:
+    """The exact optimum with one new rider a trip, solved independently of propose_matches:
+    a dense linear_sum_assignment of riders to trips (lexicographic: riders, then km)."""
+    if not pairs:
+        return 0, 0.0
+    saved = np.array([p.saved_km for p in pairs])
+    big = 1.0 + 2.0 * float(np.abs(saved).sum())
+    cost = np.zeros((len(batch.riders), len(batch.trips)))
+    for pair, value in zip(pairs, saved.tolist(), strict=True):
+        cost[pair.rider, pair.trip] = -(big + value)
+    rows, columns = linear_sum_assignment(cost)
+    chosen = cost[rows, columns] < 0
+    return int(chosen.sum()), float(-cost[rows, columns][chosen].sum() - big * chosen.sum())
+
+
+def exact_table() -> None:
+    print(f"1. propose_matches against the exact optimum ({SMALL_BATCHES} seeded batches each)")
     print(
-        f"{'riders/trip':>11} {'batch':>9} {'exact':>6} {'heur.':>6} {'served':>7} "
-        f"{'worst':>6} {'saved':>6} {'bound':>6} {'exact s':>8} {'heur. s':>8}"
+        f"{'mode':>9} {'riders/trip':>11} {'batch':>8} {'bound':>6} {'exact':>6} {'served':>6} "
+        f"{'/exact':>7} {'worst':>6} {'/bound':>7} {'saved':>7} {'exact s':>8} {'propose s':>9}"
     )
+    shapes: list[tuple[str, int, int, int, Callable[[int], Batch], Router, InsertionLimits, int]]
+    shapes = []
     for max_new, trips, riders in ((1, 60, 180), (2, 30, 90), (4, 30, 90)):
-        exact_served = heuristic_served = bound_served = 0
-        exact_saved = heuristic_saved = 0.0
-        exact_s = heuristic_s = 0.0
+        shapes.append(
+            (
+                "city",
+                max_new,
+                trips,
+                riders,
+                lambda seed, t=trips, r=riders: city_batch(
+                    np.random.default_rng(seed),
+                    trips=t,
+                    riders=r,
+                    radius_km=5.0,
+                    rider_seats=(1, 2),
+                ),
+                CITY,
+                LIMITS,
+                RESOLUTION,
+            )
+        )
+    for max_new, trips, riders in ((1, 60, 180), (2, 20, 60)):
+        shapes.append(
+            (
+                "intercity",
+                max_new,
+                trips,
+                riders,
+                lambda seed, t=trips, r=riders: intercity_batch(
+                    np.random.default_rng(seed), trips=t, riders=r, spread_s=3 * 3_600.0
+                ),
+                INTERCITY,
+                INTERCITY_LIMITS,
+                INTERCITY_RESOLUTION,
+            )
+        )
+    for mode, max_new, trips, riders, make, router, limits, resolution in shapes:
+        bound_total = exact_served = served = 0
+        exact_saved = saved = exact_s = propose_s = 0.0
         worst = 1.0
-        for seed in range(12):
-            batch = city_batch(
-                np.random.default_rng(seed),
-                trips=trips,
-                riders=riders,
-                radius_km=5.0,
-                seats=(1, 4),
-                rider_seats=(1, 2),
-            )
+        for seed in range(SMALL_BATCHES):
+            batch = make(seed)
             pairs = feasible_pairs(
-                batch.trips, batch.riders, router=CITY, limits=LIMITS, resolution=RESOLUTION
-            )
-            bound, bound_time = timed(
-                solve_pairwise, batch.trips, batch.riders, pairs, max_new_riders_per_trip=max_new
+                batch.trips, batch.riders, router=router, limits=limits, resolution=resolution
             )
             if max_new == 1:
-                served, saved, exact_time = len(bound), sum(p.saved_km for p in bound), bound_time
+                (count, km), seconds = timed(pairwise_optimum, batch, pairs)
             else:
-                exact, exact_time = timed(
+                exact, seconds = timed(
                     assign_exact,
                     batch.trips,
                     batch.riders,
                     pairs,
-                    router=CITY,
-                    limits=LIMITS,
+                    router=router,
+                    limits=limits,
                     max_new_riders_per_trip=max_new,
                 )
-                served, saved = exact.riders_served, exact.saved_km
-            heuristic, heuristic_time = timed(
-                assign_greedy,
+                count, km = exact.riders_served, exact.saved_km
+            result, propose_time = timed(
+                propose_matches,
                 batch.trips,
                 batch.riders,
-                pairs,
-                router=CITY,
-                limits=LIMITS,
+                router=router,
+                limits=limits,
+                resolution=resolution,
                 max_new_riders_per_trip=max_new,
             )
-            exact_served += served
-            heuristic_served += heuristic.riders_served
-            bound_served += len(bound)
-            exact_saved += saved
-            heuristic_saved += heuristic.saved_km
-            exact_s += exact_time
-            heuristic_s += heuristic_time
-            if served:
-                worst = min(worst, heuristic.riders_served / served)
+            bound_total += matching_bound(
+                batch.trips,
+                batch.riders,
+                router=router,
+                limits=limits,
+                resolution=resolution,
+                max_new_riders_per_trip=max_new,
+            )
+            exact_served += count
+            exact_saved += km
+            served += result.riders_served
+            saved += result.saved_km
+            exact_s += seconds
+            propose_s += propose_time
+            if count:
+                worst = min(worst, result.riders_served / count)
         print(
-            f"{max_new:>11} {f'{trips}x{riders}':>9} {exact_served:>6} {heuristic_served:>6} "
-            f"{heuristic_served / exact_served:>7.3f} {worst:>6.3f} "
-            f"{heuristic_saved / exact_saved:>6.3f} {heuristic_served / bound_served:>6.3f} "
-            f"{exact_s / 12:>8.3f} {heuristic_s / 12:>8.3f}"
+            f"{mode:>9} {max_new:>11} {f'{trips}x{riders}':>8} {bound_total:>6} "
+            f"{exact_served:>6} {served:>6} {served / exact_served:>7.3f} {worst:>6.3f} "
+            f"{served / bound_total:>7.3f} {saved / exact_saved:>7.3f} "
+            f"{exact_s / SMALL_BATCHES:>8.3f} {propose_s / SMALL_BATCHES:>9.3f}"
         )
     print(
-        "  served, worst, saved: the heuristic's share of the exact answer (all batches, the\n"
-        "  worst batch, distance saved); bound: its share of the pairwise upper bound; times\n"
-        "  per batch, after the feasible pairs. With 1 rider per trip the exact answer is the\n"
-        "  pairwise optimum (what propose_matches returns); with more it is the enumerated\n"
-        "  joint optimum (assign_exact)."
+        "  bound: the maximum matching of riders to seats, every pair that fits alone\n"
+        "  considered; exact: the optimum's riders (one rider a trip: a dense\n"
+        "  linear_sum_assignment; several: assign_exact's milp over every plan); served: what\n"
+        "  propose_matches serves; /exact, worst, /bound: its share of the exact riders (all\n"
+        "  batches, the worst batch) and of the bound; saved: its distance saved as a share of\n"
+        "  the exact optimum's; times per batch (propose_matches end to end)."
     )
 
 
@@ -138,14 +196,14 @@ def detour_ratios(batch: Batch, result: Assignment, router: Router) -> tuple[flo
 
 
 def size_table() -> None:
-    print("\n2. Batch sizes (up to 4 new riders a trip; times in seconds)")
+    print(f"\n2. Batch sizes (propose_matches end to end; seconds: median of {REPEAT})")
     print(
-        f"{'mode':>10} {'trips':>6} {'riders':>7} {'cand.':>8} {'of all':>7} {'pairs':>7} "
-        f"{'pairs s':>8} {'exact s':>8} {'heur. s':>8} {'served':>7} {'/bound':>7} "
-        f"{'1/trip':>7} {'detour':>7} {'p95':>6}"
+        f"{'mode':>9} {'trips':>6} {'riders':>7} {'r/trip':>6} {'served':>7} {'service':>7} "
+        f"{'bound':>7} {'/bound':>7} {'detour':>7} {'p95':>6} {'saved km':>10} "
+        f"{'saved %':>7} {'seconds':>8} {'bound s':>8}"
     )
     runs: list[tuple[str, Batch, Router, InsertionLimits, int]] = []
-    for trips, riders in ((200, 1_000), (1_000, 5_000)):
+    for trips, riders in ((200, 1_000), (1_000, 5_000), (4_000, 20_000)):
         trips, riders = int(trips * SCALE), int(riders * SCALE)
         runs.append(
             (
@@ -154,6 +212,15 @@ def size_table() -> None:
                 CITY,
                 LIMITS,
                 RESOLUTION,
+            )
+        )
+        runs.append(
+            (
+                "intercity",
+                intercity_batch(np.random.default_rng(2), trips=trips, riders=riders),
+                INTERCITY,
+                INTERCITY_LIMITS,
+                INTERCITY_RESOLUTION,
             )
         )
     runs.append(
@@ -165,76 +232,51 @@ def size_table() -> None:
             RESOLUTION,
         )
     )
-    for trips, riders in ((200, 1_000), (500, 2_500)):
-        trips, riders = int(trips * SCALE), int(riders * SCALE)
-        runs.append(
-            (
-                "intercity",
-                intercity_batch(np.random.default_rng(2), trips=trips, riders=riders),
-                INTERCITY,
-                INTERCITY_LIMITS,
-                INTERCITY_RESOLUTION,
-            )
-        )
     for mode, batch, router, limits, resolution in runs:
-        candidates = _count_candidates(batch, router, resolution)
-        pairs, pairs_s = timed(
-            feasible_pairs,
-            batch.trips,
-            batch.riders,
-            router=router,
-            limits=limits,
-            resolution=resolution,
-        )
-        bound, exact_s = timed(
-            solve_pairwise, batch.trips, batch.riders, pairs, max_new_riders_per_trip=4
-        )
-        one = solve_pairwise(batch.trips, batch.riders, pairs, max_new_riders_per_trip=1)
-        greedy, greedy_s = timed(
-            assign_greedy,
-            batch.trips,
-            batch.riders,
-            pairs,
-            router=router,
-            limits=limits,
-            max_new_riders_per_trip=4,
-        )
-        mean, p95 = detour_ratios(batch, greedy, router)
-        all_pairs = len(batch.trips) * len(batch.riders)
-        print(
-            f"{mode:>10} {len(batch.trips):>6} {len(batch.riders):>7} {candidates:>8} "
-            f"{candidates / all_pairs:>7.3f} {len(pairs):>7} {pairs_s:>8.2f} {exact_s:>8.3f} "
-            f"{greedy_s:>8.3f} {greedy.riders_served:>7} "
-            f"{greedy.riders_served / max(1, len(bound)):>7.3f} {len(one):>7} "
-            f"{mean:>7.3f} {p95:>6.3f}"
-        )
+        for max_new in (1, 4):
+            seconds = []
+            result = None
+            for _ in range(REPEAT):
+                result, elapsed = timed(
+                    propose_matches,
+                    batch.trips,
+                    batch.riders,
+                    router=router,
+                    limits=limits,
+                    resolution=resolution,
+                    max_new_riders_per_trip=max_new,
+                )
+                seconds.append(elapsed)
+            assert result is not None
+            bound, bound_s = timed(
+                matching_bound,
+                batch.trips,
+                batch.riders,
+                router=router,
+                limits=limits,
+                resolution=resolution,
+                max_new_riders_per_trip=max_new,
+            )
+            mean, p95 = detour_ratios(batch, result, router)
+            solo_km = sum(p.rider_km for p in result.proposals)
+            print(
+                f"{mode:>9} {len(batch.trips):>6} {len(batch.riders):>7} {max_new:>6} "
+                f"{result.riders_served:>7} {result.riders_served / len(batch.riders):>7.3f} "
+                f"{bound:>7} {result.riders_served / max(1, bound):>7.3f} {mean:>7.3f} "
+                f"{p95:>6.3f} {result.saved_km:>10.0f} "
+                f"{100 * result.saved_km / max(1e-9, solo_km):>7.1f} "
+                f"{statistics.median(seconds):>8.2f} {bound_s:>8.2f}"
+            )
     print(
-        "  cand.: pairs the corridor index proposes (of all: their share of trips x riders);\n"
-        "  pairs: those feasible; exact s: the pairwise solver (4 rider slots a trip);\n"
-        "  served: riders the heuristic places, /bound: as a share of the pairwise bound;\n"
-        "  1/trip: the exact optimum with one new rider a trip; detour: route / direct road\n"
-        "  distance of the trips used (mean, p95)."
+        "  r/trip: new riders a trip at most; service: riders served / riders; bound: the\n"
+        "  maximum matching of riders to seats (min(seats, r/trip) a trip), every pair that\n"
+        "  fits alone considered (with 1 r/trip it is the exact optimum's count, which\n"
+        "  propose_matches then solves exactly); detour: route / direct road distance of the\n"
+        "  trips used (mean, p95); saved km: the riders' solo road km less the km their\n"
+        "  drivers add, saved %: that as a share of the served riders' solo km."
     )
-
-
-def _count_candidates(batch: Batch, router: Router, resolution: int) -> int:
-    from matching.index import SpatialIndex, corridor_reach_km
-    from matching.routing import min_circuity
-
-    index = SpatialIndex(
-        [r.pickup for r in batch.riders], [r.dropoff for r in batch.riders], resolution=resolution
-    )
-    total = 0
-    for trip in batch.trips:
-        reach = corridor_reach_km(
-            direct_road_km=router.distance_km(trip.origin, trip.destination),
-            max_detour_km=trip.max_detour_km,
-            min_circuity=min_circuity(router),
-        )
-        total += len(index.candidates(trip.origin, trip.destination, reach_km=reach))
-    return total
 
 
 if __name__ == "__main__":
-    gap_table()
+    exact_table()
     size_table()
