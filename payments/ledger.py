@@ -160,34 +160,33 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     return await _stage(session, spec, is_hold=True, now=now)
 
 
-async def hold_all(
-    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime
-) -> list[TransferRecord]:
+async def hold_all(session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime) -> None:
     """Several holds at once (on PostgreSQL one set-based statement, each account updated once
     with its sum): all of them, or raise, after which the caller rolls back (as after any
     refused operation). An id already used is refused (TransferIdConflict), even by a replay."""
     for spec in specs:
         validate(spec, is_hold=True, now=now)
     if not on_postgres(session):
-        return [await _stage(session, spec, is_hold=True, now=now) for spec in specs]
+        for spec in specs:
+            await _stage(session, spec, is_hold=True, now=now)
+        return
     if not specs:
-        return []
+        return
     refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
     ids = await open_accounts(session, refs, now)
     rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
-    return await postgres.hold_set(session, rows, ids, now)
+    await postgres.hold_set(session, rows, ids, now)
 
 
-async def void_all(
-    session: AsyncSession, hold_ids: Sequence[str], *, now: datetime
-) -> list[TransferRecord]:
+async def void_all(session: AsyncSession, hold_ids: Sequence[str], *, now: datetime) -> None:
     """Release several pending holds in full (on PostgreSQL one set-based statement): all of
     them, or raise HoldNotPending if one is not pending, after which the caller rolls back."""
     if not on_postgres(session):
-        return [await void(session, hold_id=hold_id, now=now) for hold_id in hold_ids]
-    if not hold_ids:
-        return []
-    return await postgres.void_set(session, list(hold_ids), now)
+        for hold_id in hold_ids:
+            await void(session, hold_id=hold_id, now=now)
+        return
+    if hold_ids:
+        await postgres.void_set(session, list(hold_ids), now)
 
 
 async def _resolve(

@@ -61,7 +61,7 @@ RESOLVE_BATCH = BatchedCall(
 # Many holds, or many voids, as one set-based statement in the caller's transaction (its accounts
 # locked first): every transfer row written at once and every account touched updated once with
 # the sum of its entries, instead of a loop that updates the shared account (an escrow) once per
-# entry. The answer rows say what happened; `hold_all` / `void_all` raise on any shortfall.
+# entry. The answer counts what happened; `hold_all` / `void_all` raise on any shortfall.
 HOLD_SET = """
 WITH spec AS (
     SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[],
@@ -92,8 +92,8 @@ WITH spec AS (
             OR a.credits_posted - a.debits_posted - a.debits_pending >= d.debit)
     RETURNING a.id
 )
-SELECT s.*, (SELECT count(*) FROM deltas) AS accounts, (SELECT count(*) FROM applied) AS applied
-  FROM staged s
+SELECT (SELECT count(*) FROM staged) AS staged, (SELECT count(*) FROM deltas) AS accounts,
+       (SELECT count(*) FROM applied) AS applied
 """
 VOID_SET = """
 WITH voided AS (
@@ -121,7 +121,7 @@ WITH voided AS (
      WHERE a.id = d.account
     RETURNING a.id
 )
-SELECT e.*, (SELECT count(*) FROM applied) AS applied FROM entries e
+SELECT (SELECT count(*) FROM entries) AS voided
 """
 #: Lock the accounts of these transfers (by transfer id) in ascending order.
 LOCK_OF_TRANSFERS = (
@@ -172,7 +172,7 @@ async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> Tran
 
 async def hold_set(
     session: AsyncSession, rows: list[dict[str, Any]], ids: dict[str, int], now: datetime
-) -> list[TransferRecord]:
+) -> None:
     """Stage these holds (row values, accounts open: `ids` by key) as one statement."""
     await lock_accounts(session, list(ids.values()))
     columns = ("id", "debit_key", "credit_key", "amount_minor", "currency", "kind", "ref")
@@ -191,24 +191,21 @@ async def hold_set(
         now,
     )
     connection = await session.connection()
-    answers = (await connection.exec_driver_sql(HOLD_SET, params)).mappings().all()
-    if len(answers) < len(rows):
+    counts = (await connection.exec_driver_sql(HOLD_SET, params)).mappings().one()
+    staged, accounts, applied = counts["staged"], counts["accounts"], counts["applied"]
+    if staged < len(rows):
         raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
-    if answers[0]["applied"] < answers[0]["accounts"]:
+    if applied < accounts:
         raise InsufficientFunds("a source account cannot afford its holds in this batch")
-    return [record(answer) for answer in answers]
 
 
-async def void_set(
-    session: AsyncSession, hold_ids: list[str], now: datetime
-) -> list[TransferRecord]:
+async def void_set(session: AsyncSession, hold_ids: list[str], now: datetime) -> None:
     """Void these pending holds as one statement; raise unless every one of them was pending."""
     connection = await session.connection()
     await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (hold_ids,))
-    answers = (await connection.exec_driver_sql(VOID_SET, (hold_ids, now))).mappings().all()
-    if len(answers) < len(set(hold_ids)):
+    voided = (await connection.exec_driver_sql(VOID_SET, (hold_ids, now))).scalar_one()
+    if voided < len(set(hold_ids)):
         raise HoldNotPending("a hold of this batch is not pending")
-    return [record(answer) for answer in answers]
 
 
 async def lock_accounts(session: AsyncSession, account_ids: list[int]) -> None:
