@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 
 import matching.assignment as assignment
 from matching.assignment import (
@@ -14,6 +15,7 @@ from matching.assignment import (
     assign_exact,
     assign_greedy,
     feasible_pairs,
+    matching_bound,
     measure_gap,
     propose_matches,
     solve_pairwise,
@@ -26,6 +28,7 @@ from matching.feasibility import (
     best_insertion,
     detour_km,
     rider_etas_s,
+    with_rider,
 )
 from matching.routing import Earth, EstimatingRouter, Router
 from matching.synthetic import SHANGHAI, Batch, city_batch, offset
@@ -73,9 +76,9 @@ def assert_within_every_limit(batch: Batch, result: Assignment, router: Router) 
     for proposal in result.proposals:
         plan = result.plans[proposal.trip]
         position = plan.riders.index(batch.riders[proposal.rider])
-        assert (proposal.pickup_eta_s, proposal.dropoff_eta_s) == rider_etas_s(plan, router)[
-            position
-        ]
+        expected = rider_etas_s(plan, router)[position]
+        assert proposal.pickup_eta_s == pytest.approx(expected[0], abs=1e-6)
+        assert proposal.dropoff_eta_s == pytest.approx(expected[1], abs=1e-6)
         assert proposal.detour_km <= plan.max_detour_km + 1e-6
 
 
@@ -306,3 +309,172 @@ def test_an_empty_batch_proposes_nothing() -> None:
     )
     assert result.proposals == ()
     assert result.riders_served == 0
+
+
+def with_riders_aboard(batch: Batch) -> Batch:
+    """The batch with its first trips carrying one of its last riders already."""
+    trips = list(batch.trips)
+    for t in range(0, len(trips), 3):
+        for rider in batch.riders[-6:]:
+            insertion = best_insertion(trips[t], rider, router=ROUTER, limits=LIMITS)
+            if insertion is not None:
+                trips[t] = with_rider(trips[t], rider, insertion)
+                break
+    return Batch(tuple(trips), batch.riders[:-6])
+
+
+def optimum_one_rider_a_trip(batch: Batch) -> tuple[int, float]:
+    """Brute force: best_insertion on every pair, a dense assignment over all of them."""
+    saved = np.zeros((len(batch.riders), len(batch.trips)))
+    fits = np.zeros_like(saved, dtype=bool)
+    for t, trip in enumerate(batch.trips):
+        for r, rider in enumerate(batch.riders):
+            insertion = best_insertion(trip, rider, router=ROUTER, limits=LIMITS)
+            if insertion is not None:
+                fits[r, t] = True
+                own = ROUTER.distance_km(rider.pickup, rider.dropoff)
+                saved[r, t] = own - insertion.added_km
+    big = 1.0 + 2.0 * float(np.abs(saved).sum())
+    rows, columns = linear_sum_assignment(np.where(fits, -(big + saved), 0.0))
+    chosen = fits[rows, columns]
+    return int(chosen.sum()), float(saved[rows, columns][chosen].sum())
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), sparse=st.booleans(), aboard=st.booleans())
+def test_one_rider_a_trip_is_the_brute_force_optimum_dense_or_sparse(
+    seed: int, sparse: bool, aboard: bool
+) -> None:
+    batch = small_city(seed, trips=15, riders=50)
+    if aboard:
+        batch = with_riders_aboard(batch)
+    with pytest.MonkeyPatch.context() as patch:
+        if sparse:
+            patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
+        result = propose_matches(
+            batch.trips,
+            batch.riders,
+            router=ROUTER,
+            limits=LIMITS,
+            resolution=RESOLUTION,
+            max_new_riders_per_trip=1,
+        )
+    assert_within_every_limit(batch, result, ROUTER)
+    count, saved = optimum_one_rider_a_trip(batch)
+    assert result.riders_served == count
+    assert result.saved_km == pytest.approx(saved, abs=1e-6)
+    assert count == matching_bound(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=1,
+    )
+
+
+@settings(max_examples=20)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    max_new=st.integers(2, 4),
+    sparse=st.booleans(),
+    aboard=st.booleans(),
+)
+def test_rounds_of_assignments_never_exceed_seats_windows_detour_or_delay(
+    seed: int, max_new: int, sparse: bool, aboard: bool
+) -> None:
+    """The array path alone (the greedy heuristic kept out): every rule holds in every plan,
+    no trip takes more than max_new new riders, and the proposals are the plans' new riders."""
+    batch = small_city(seed, trips=12, riders=60)
+    if aboard:
+        batch = with_riders_aboard(batch)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assignment, "GREEDY_MAX_PAIRS", 0)
+        if sparse:
+            patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
+        result = propose_matches(
+            batch.trips,
+            batch.riders,
+            router=ROUTER,
+            limits=LIMITS,
+            resolution=RESOLUTION,
+            max_new_riders_per_trip=max_new,
+        )
+    assert_within_every_limit(batch, result, ROUTER)
+    for original, plan in zip(batch.trips, result.plans, strict=True):
+        assert len(plan.riders) - len(original.riders) <= max_new
+    assert {p.rider for p in result.proposals} == {
+        batch.riders.index(rider)
+        for original, plan in zip(batch.trips, result.plans, strict=True)
+        for rider in plan.riders[len(original.riders) :]
+    }
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 3))
+def test_proposals_serve_at_least_what_the_greedy_heuristic_serves_and_at_most_the_exact(
+    seed: int, max_new: int
+) -> None:
+    batch = small_city(seed, trips=10, riders=30)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    greedy = assign_greedy(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    exact = assign_exact(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    result = propose_matches(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=max_new,
+    )
+    assert exact.riders_served >= result.riders_served >= greedy.riders_served
+    bound = matching_bound(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=max_new,
+    )
+    assert bound >= exact.riders_served
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), seats=st.integers(1, 4), riders=st.integers(5, 60))
+def test_the_sparse_solver_on_either_side_finds_the_dense_optimum(
+    seed: int, seats: int, riders: int
+) -> None:
+    """More seats than riders or fewer: the sparse solver augments the smaller side."""
+    rng = np.random.default_rng(seed)
+    trips = 12
+    t = rng.integers(0, trips, 80)
+    r = rng.integers(0, riders, 80)
+    unique = np.unique(t * riders + r)
+    t, r = unique // riders, unique % riders
+    values = 1_000.0 + rng.uniform(-10, 10, len(t))
+    slots = rng.integers(0, seats + 1, trips)
+    dense = assignment._match(t, r, values, slots)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
+        sparse = assignment._match(t, r, values, slots)
+    for chosen in (dense, sparse):
+        assert len(set(r[chosen].tolist())) == len(chosen)
+        assert all(np.bincount(t[chosen], minlength=trips) <= slots)
+    assert len(dense) == len(sparse)
+    assert values[dense].sum() == pytest.approx(values[sparse].sum())
