@@ -556,6 +556,8 @@ def matching_bound(
         found.plans.trips.seats - found.plans.load.max(axis=1), max_new_riders_per_trip
     )
     rows, columns, _ = _slot_edges(found.t, found.r, slots)
+    if not len(rows):
+        return 0
     graph = sparse.csr_array(
         (np.ones(len(rows)), (rows, columns)), shape=(int(rows.max()) + 1, int(columns.max()) + 1)
     )
@@ -566,51 +568,24 @@ def matching_bound(
 def _assign_in_rounds(
     trips: Sequence[Trip], riders: Sequence[Rider], found: _Feasible, max_new: int
 ) -> Assignment:
+    """Rounds of: an optimal assignment of the riders left to the seats left (each pair judged
+    with the plan as it is), then each trip's riders inserted one by one, earliest pickup
+    first, each where it fits best by then (or not at all: it waits for the next round)."""
     plans, arrays = found.plans, found.riders
     if not len(found.t):
         return Assignment(proposals=(), plans=tuple(trips))
-    saved = found.rider_km[found.r] - found.added_km
-    big = _big(found.r, saved)
-    free = np.maximum(0, np.minimum(plans.trips.seats - plans.load.max(axis=1), max_new))
-    # One rider a trip: this is the exact optimum. Several: riders that add the least leave the
-    # most room for more (serving more riders comes first).
-    first = big + saved if max_new == 1 else big - found.added_km
-    chosen = _match(found.t, found.r, first, free)
-    served = np.zeros(len(riders), dtype=np.bool_)
-    added_km: dict[int, float] = {}
-    # The riders each trip got, earliest pickup first, one a trip at a time, each where it fits
-    # best in the plan as it is by then (or not at all).
-    order = chosen[np.lexsort((found.pickup_eta_s[chosen], found.t[chosen]))]
-    trips_of = found.t[order]
-    rank = np.arange(len(order)) - np.searchsorted(trips_of, trips_of)
-    for k in range(int(rank.max()) + 1):
-        pick = order[rank == k]
-        t, r = found.t[pick], found.r[pick]
-        result = best_insertions(plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
-        ok = result.fits
-        plans.insert(
-            t[ok],
-            r[ok],
-            arrays,
-            result.i[ok],
-            result.j[ok],
-            result.pickup_eta_s[ok],
-            result.dropoff_eta_s[ok],
-        )
-        served[r[ok]] = True
-        added_km.update(zip(r[ok].tolist(), result.added_km[ok].tolist(), strict=True))
-    if max_new == 1:
-        return _array_proposals(trips, riders, found, added_km)
-    # The riders left, into the trips with room: an optimal assignment of one rider a trip a
-    # round, judged with the plans as they are. A pair is re-checked only when its trip changed.
+    big = _big(found.r, found.rider_km[found.r] - found.added_km)
+    # Each pair's best insertion into its trip's plan as it is (re-checked when the plan changes).
     fits = np.ones(len(found.t), dtype=np.bool_)
     cost = found.added_km.copy()
     at_i, at_j = found.i.copy(), found.j.copy()
     pickup_eta, dropoff_eta = found.pickup_eta_s.copy(), found.dropoff_eta_s.copy()
-    changed = plans.new_riders > 0
-    for _ in range(_REPAIR_ROUNDS):
-        room = plans.new_riders < max_new
-        again = np.flatnonzero(~served[found.r] & room[found.t] & changed[found.t])
+    stale = np.zeros(len(trips), dtype=np.bool_)
+    served = np.zeros(len(riders), dtype=np.bool_)
+    added_km: dict[int, float] = {}
+    for _ in range(1 + _REPAIR_ROUNDS if max_new > 1 else 1):
+        room = max_new - plans.new_riders
+        again = np.flatnonzero(~served[found.r] & (room[found.t] > 0) & stale[found.t])
         if len(again):
             result = best_insertions(
                 plans,
@@ -622,25 +597,46 @@ def _assign_in_rounds(
             fits[again], cost[again] = result.fits, result.added_km
             at_i[again], at_j[again] = result.i, result.j
             pickup_eta[again], dropoff_eta[again] = result.pickup_eta_s, result.dropoff_eta_s
-        open_ = np.flatnonzero(fits & ~served[found.r] & room[found.t])
+        open_ = np.flatnonzero(fits & ~served[found.r] & (room[found.t] > 0))
         if not len(open_):
             break
-        picked = open_[
-            _match(
-                found.t[open_],
-                found.r[open_],
-                big - cost[open_],
-                np.ones(len(trips), dtype=np.int64),
-            )
-        ]
-        t, r = found.t[picked], found.r[picked]
-        plans.insert(
-            t, r, arrays, at_i[picked], at_j[picked], pickup_eta[picked], dropoff_eta[picked]
-        )
-        served[r] = True
-        added_km.update(zip(r.tolist(), cost[picked].tolist(), strict=True))
-        changed = np.zeros(len(trips), dtype=np.bool_)
-        changed[t] = True
+        seats_left = plans.trips.seats - plans.load.max(axis=1)
+        slots = np.minimum(room, np.maximum(1, seats_left))
+        # One rider a trip: the exact optimum (riders, then km saved). Several: riders that add
+        # the least leave the most room for more (serving more riders comes first).
+        if max_new == 1:
+            values = big + found.rider_km[found.r[open_]] - cost[open_]
+        else:
+            # The share of the trip's detour a rider takes (1 km more of slack keeps a trip
+            # with no detour at all comparable).
+            values = big - cost[open_] / (plans.trips.max_detour_km[found.t[open_]] + 1.0)
+        chosen = open_[_match(found.t[open_], found.r[open_], values, slots)]
+        order = chosen[np.lexsort((pickup_eta[chosen], found.t[chosen]))]
+        trips_of = found.t[order]
+        rank = np.arange(len(order)) - np.searchsorted(trips_of, trips_of)
+        inserted = 0
+        for k in range(int(rank.max()) + 1 if len(rank) else 0):
+            pick = order[rank == k]
+            t, r = found.t[pick], found.r[pick]
+            if k:  # the plan changed since the pair was judged
+                result = best_insertions(
+                    plans, arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_)
+                )
+                ok = result.fits
+                fits[pick], cost[pick] = ok, result.added_km
+                at_i[pick], at_j[pick] = result.i, result.j
+                pickup_eta[pick], dropoff_eta[pick] = result.pickup_eta_s, result.dropoff_eta_s
+            else:
+                ok = np.ones(len(pick), dtype=np.bool_)
+            pick, t, r = pick[ok], t[ok], r[ok]
+            plans.insert(t, r, arrays, at_i[pick], at_j[pick], pickup_eta[pick], dropoff_eta[pick])
+            served[r] = True
+            added_km.update(zip(r.tolist(), cost[pick].tolist(), strict=True))
+            inserted += len(pick)
+        stale = np.zeros(len(trips), dtype=np.bool_)
+        stale[found.t[order]] = True
+        if not inserted:
+            break
     return _array_proposals(trips, riders, found, added_km)
 
 
