@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from litestar import Litestar, get
 from litestar._kwargs import kwargs_model
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.testing import TestClient
 
 import app.deps  # noqa: F401 - installs the in-order resolution
@@ -36,11 +36,16 @@ def test_independent_dependencies_resolve_in_order_without_a_task_group(
         yield 3
         events.append("close")
 
-    def combined(first: int, scoped: int) -> int:
+    def combined(first: NamedDependency[int], scoped: NamedDependency[int]) -> int:
         return first * 10 + scoped
 
     @get("/", sync_to_thread=False)
-    def handler(first: int, second: int, scoped: int, combined: int) -> dict[str, int]:
+    def handler(
+        first: NamedDependency[int],
+        second: NamedDependency[int],
+        scoped: NamedDependency[int],
+        combined: NamedDependency[int],
+    ) -> dict[str, int]:
         return {"sum": first + second + scoped, "combined": combined}
 
     app = Litestar(
@@ -48,7 +53,7 @@ def test_independent_dependencies_resolve_in_order_without_a_task_group(
         dependencies={
             "first": Provide(first, sync_to_thread=False),
             "second": Provide(second),
-            "scoped": Provide(scoped, sync_to_thread=False),
+            "scoped": Provide(scoped),
             "combined": Provide(combined, sync_to_thread=False),
         },
     )
