@@ -65,8 +65,11 @@ _DENSE_MAX_CELLS = 4_000_000
 GREEDY_MAX_PAIRS = 3_000
 #: After the first assignment, at most this many rounds place the riders left.
 _REPAIR_ROUNDS = 8
-#: Up to this many feasible pairs, propose_matches solves one-rider-per-trip batches exactly.
-DEFAULT_EXACT_MAX_PAIRS = 200_000
+#: Up to this many feasible pairs, propose_matches solves several-riders-a-trip batches exactly
+#: (assign_exact: about 0.1 s at this size with up to 4 new riders a trip).
+DEFAULT_EXACT_MAX_PAIRS = 150
+#: ... and gives up (for the heuristics) on a trip with more insertion sequences than this.
+_EXACT_MAX_PLANS_PER_TRIP = 2_000
 #: assign_exact enumerates at most this many insertion sequences per trip.
 MAX_PLANS_PER_TRIP = 20_000
 #: How many times the greedy heuristic sweeps the riders it left out for a repair.
@@ -493,15 +496,14 @@ def propose_matches(
 ) -> Assignment:
     """Riders assigned to trips for one batch: every proposal feasible with the rest of its plan.
 
-    One new rider per trip: the exact optimum (a sparse linear assignment, any batch size).
-    Several: an optimal assignment of riders to seats (each seat's rider judged alone, the ones
-    adding least first); then the riders each trip got, inserted one by one (those that no
-    longer fit go back); then rounds of optimal assignments of the riders left to the trips with
-    room, one a trip, judged with the plans as they are by then. Up to GREEDY_MAX_PAIRS feasible
-    pairs the greedy insertion heuristic with repairs runs too, and the better answer wins.
-    exact_max_pairs: kept for callers of earlier versions; the solver is exact at any size.
+    One new rider a trip: the exact optimum (a sparse linear assignment, any batch size).
+    Several, and at most exact_max_pairs feasible pairs: the exact joint optimum (`assign_exact`),
+    unless a trip has too many plans to enumerate quickly. Otherwise rounds of: an optimal
+    assignment of the riders left to the seats left (riders taking the smallest share of a
+    trip's detour first), then each trip's riders inserted one by one, earliest pickup first
+    (one that no longer fits waits for the next round). Up to GREEDY_MAX_PAIRS feasible pairs
+    the greedy insertion heuristic with repairs runs too, and the better answer wins.
     excluded: (trip, rider) pairs never to propose (declined before)."""
-    del exact_max_pairs
     if max_new_riders_per_trip < 1:
         raise ValueError("max_new_riders_per_trip must be >= 1")
     found = _feasible(
@@ -516,6 +518,19 @@ def propose_matches(
     if max_new_riders_per_trip == 1 or len(found.t) > GREEDY_MAX_PAIRS:
         return _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
     pairs = _pairs_of(trips, found)
+    if len(pairs) <= exact_max_pairs:
+        try:
+            return assign_exact(
+                trips,
+                riders,
+                pairs,
+                router=router,
+                limits=limits,
+                max_new_riders_per_trip=max_new_riders_per_trip,
+                max_plans_per_trip=_EXACT_MAX_PLANS_PER_TRIP,
+            )
+        except ValueError:
+            pass  # too many plans to enumerate: the heuristics below
     rounds = _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
     greedy = assign_greedy(
         trips,
@@ -555,11 +570,12 @@ def matching_bound(
     slots = np.minimum(
         found.plans.trips.seats - found.plans.load.max(axis=1), max_new_riders_per_trip
     )
-    rows, columns, _ = _slot_edges(found.t, found.r, slots)
-    if not len(rows):
+    edges = _slot_edges(found.t, found.r, slots)
+    if not len(edges.pair):
         return 0
     graph = sparse.csr_array(
-        (np.ones(len(rows)), (rows, columns)), shape=(int(rows.max()) + 1, int(columns.max()) + 1)
+        (np.ones(len(edges.pair)), (edges.rows, edges.columns)),
+        shape=(edges.n_rows, edges.n_columns),
     )
     matched = maximum_bipartite_matching(graph, perm_type="column")
     return int((matched >= 0).sum())
@@ -674,16 +690,31 @@ def _big(r: NDArray[np.int64], saved: NDArray[np.float64]) -> float:
     return 1.0 + 2.0 * float(widest.sum())
 
 
-def _slot_edges(
-    t: NDArray[np.int64], r: NDArray[np.int64], slots: NDArray[np.int64]
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    """Each pair's edges to the seats (slots) of its trip: (rider rows, slot columns, pair)."""
-    _, rows = np.unique(r, return_inverse=True)
-    first = np.cumsum(slots) - slots
-    per_pair = slots[t]
+class _Edges(msgspec.Struct, frozen=True):
+    """Each pair's edges to the seats (slots) of its trip, as (row, column) of a bipartite graph:
+    rows are the riders with a pair, columns the slots of the trips with a pair."""
+
+    rows: NDArray[np.int64]
+    columns: NDArray[np.int64]
+    pair: NDArray[np.int64]
+    n_rows: int
+    n_columns: int
+
+
+def _slot_edges(t: NDArray[np.int64], r: NDArray[np.int64], slots: NDArray[np.int64]) -> _Edges:
+    present = np.zeros(int(r.max()) + 1 if len(r) else 0, dtype=np.bool_)
+    present[r] = True
+    row_of = np.cumsum(present) - 1
+    wanted = np.zeros(len(slots), dtype=np.bool_)
+    wanted[t] = True
+    used = np.where(wanted, np.maximum(slots, 0), 0)
+    first = np.cumsum(used) - used
+    per_pair = used[t]
     pair = np.repeat(np.arange(len(t)), per_pair)
     offset = np.arange(len(pair)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
-    return rows[pair].astype(np.int64), (first[t][pair] + offset).astype(np.int64), pair
+    return _Edges(
+        row_of[r][pair], first[t][pair] + offset, pair, int(present.sum()), int(used.sum())
+    )
 
 
 def _match(
@@ -694,12 +725,11 @@ def _match(
 ) -> NDArray[np.int64]:
     """The pairs (positions) of a maximum-value assignment of riders to trip seats (slots[t] a
     trip, each rider at most once): a linear assignment, dense or sparse by size."""
-    rows, columns, pair = _slot_edges(t, r, slots)
+    edges = _slot_edges(t, r, slots)
+    rows, columns, pair = edges.rows, edges.columns, edges.pair
+    n_rows, n_columns = edges.n_rows, edges.n_columns
     if not len(pair):
         return np.empty(0, dtype=np.int64)
-    # Compact the columns to the slots some pair reaches.
-    used, columns = np.unique(columns, return_inverse=True)
-    n_rows, n_columns = int(rows.max()) + 1, len(used)
     edge_values = values[pair]
     if n_rows * n_columns <= _DENSE_MAX_CELLS:
         cost = np.zeros((n_rows, n_columns))
@@ -732,14 +762,10 @@ def _match(
             matched_rows, matched_columns = matched_other, matched_side
         else:
             matched_rows, matched_columns = matched_side, matched_other
-    # Back from (row, column) to the pair: the edges sorted by that key.
-    key = rows * (n_columns + n_rows) + columns
-    by_key = np.argsort(key)
-    wanted = matched_rows.astype(np.int64) * (n_columns + n_rows) + matched_columns
-    at = np.searchsorted(key, wanted, sorter=by_key)
-    at = np.minimum(at, len(key) - 1)
-    hit = key[by_key[at]] == wanted
-    chosen: NDArray[np.int64] = pair[by_key[at[hit]]]
+    # Back from (row, column) to the pair: the edges whose row got that column.
+    column_of_row = np.full(n_rows, -1, dtype=np.int64)
+    column_of_row[matched_rows] = matched_columns
+    chosen: NDArray[np.int64] = pair[column_of_row[rows] == columns]
     return chosen
 
 

@@ -478,3 +478,50 @@ def test_the_sparse_solver_on_either_side_finds_the_dense_optimum(
         assert all(np.bincount(t[chosen], minlength=trips) <= slots)
     assert len(dense) == len(sparse)
     assert values[dense].sum() == pytest.approx(values[sparse].sum())
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 4))
+def test_a_small_batch_with_several_riders_a_trip_gets_the_exact_joint_optimum(
+    seed: int, max_new: int
+) -> None:
+    batch = small_city(seed, trips=8, riders=24)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    assert len(pairs) <= assignment.DEFAULT_EXACT_MAX_PAIRS
+    exact = assign_exact(
+        batch.trips,
+        batch.riders,
+        pairs,
+        router=ROUTER,
+        limits=LIMITS,
+        max_new_riders_per_trip=max_new,
+    )
+    result = propose_matches(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        max_new_riders_per_trip=max_new,
+    )
+    assert_within_every_limit(batch, result, ROUTER)
+    assert result.riders_served == exact.riders_served
+    assert result.saved_km == pytest.approx(exact.saved_km)
+
+
+def test_a_trip_with_too_many_plans_to_enumerate_falls_back_to_the_heuristics() -> None:
+    batch = small_city(4, trips=8, riders=24)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assignment, "_EXACT_MAX_PLANS_PER_TRIP", 1)
+        result = propose_matches(
+            batch.trips,
+            batch.riders,
+            router=ROUTER,
+            limits=LIMITS,
+            resolution=RESOLUTION,
+            max_new_riders_per_trip=3,
+        )
+    assert_within_every_limit(batch, result, ROUTER)
+    assert result.riders_served > 0
