@@ -5,21 +5,21 @@ Distance saved by a rider = the rider's own direct road distance (what they woul
 alone) minus the road distance their driver adds to carry them. The objective is lexicographic:
 one more rider served beats any amount of distance.
 
-Three ways to solve, all over the feasible pairs the corridor index and `best_insertion` find:
-- `solve_pairwise`: the exact optimum of the pairwise model, where each rider's pair with a trip
-  is judged alone and a trip takes up to max_new_riders_per_trip riders. With one new rider per
-  trip that model is the whole problem, and its answer the true optimum; with more, riders
-  sharing a car may not fit together, so its count is an upper bound (the "maximum matching
-  bound"). An assignment problem with one column per rider slot of a trip (scipy's
-  `linear_sum_assignment`, or its sparse sibling LAPJVsp on big batches).
-- `assign_exact`: the optimum with several riders per trip, jointly feasible, over every plan
-  best insertions can build in any order (enumerated per trip, then `milp` picks): small batches.
-- `assign_greedy`: a fast insertion heuristic with the true joint rules (every rider of a car
-  re-checked with the others): the most constrained riders first, each into the trip that saves
-  the most with the plan as it is by then, then small repairs for the riders left out.
-
-`propose_matches` picks by batch shape; `measure_gap` compares the heuristic with the exact
-answer on batches the caller generates.
+The feasible pairs come from `corridor.candidate_pairs` (a numpy join of the trips with h3
+groups of riders: never all pairs) checked by `insertion.best_insertions` (best_insertion's
+rules for many pairs at once). Then, by batch shape (`propose_matches`):
+- one new rider a trip: the exact optimum, a linear assignment of riders to trips (scipy's
+  dense `linear_sum_assignment`, or its sparse sibling LAPJVsp, augmenting the smaller side);
+- several, small batches: `assign_exact`, the optimum over every plan best insertions can build
+  in any order (enumerated per trip, then `milp` picks);
+- several, larger batches: rounds of seat assignments on the plans as arrays
+  (`_assign_in_rounds`), and up to GREEDY_MAX_PAIRS pairs also `assign_greedy` (the most
+  constrained riders first, each into the trip that saves the most, then small repairs); the
+  better answer wins.
+`solve_pairwise` is the pairwise model (each pair judged alone, up to max_new riders a trip);
+`matching_bound` the maximum matching of riders to seats over every pair that fits alone, the
+upper bound the benchmark measures against; `measure_gap` compares the greedy heuristic with the
+exact answer on batches the caller generates.
 """
 
 from __future__ import annotations

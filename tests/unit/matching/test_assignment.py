@@ -525,3 +525,30 @@ def test_a_trip_with_too_many_plans_to_enumerate_falls_back_to_the_heuristics() 
         )
     assert_within_every_limit(batch, result, ROUTER)
     assert result.riders_served > 0
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**32 - 1), aboard=st.booleans())
+def test_each_feasible_pair_carries_the_scalar_best_insertion(seed: int, aboard: bool) -> None:
+    batch = small_city(seed, trips=8, riders=30)
+    if aboard:
+        batch = with_riders_aboard(batch)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    assert [(p.trip, p.rider) for p in pairs] == sorted((p.trip, p.rider) for p in pairs)
+    for pair in pairs:
+        expected = best_insertion(
+            batch.trips[pair.trip], batch.riders[pair.rider], router=ROUTER, limits=LIMITS
+        )
+        assert expected is not None
+        assert pair.insertion.stops == expected.stops
+        assert pair.insertion.pickup_position == expected.pickup_position
+        assert pair.insertion.dropoff_position == expected.dropoff_position
+        assert pair.insertion.detour_km == pytest.approx(expected.detour_km, abs=1e-9)
+        assert pair.insertion.added_km == pytest.approx(expected.added_km, abs=1e-9)
+        assert pair.insertion.pickup_eta_s == pytest.approx(expected.pickup_eta_s, abs=1e-6)
+        rider = batch.riders[pair.rider]
+        own_km = ROUTER.distance_km(rider.pickup, rider.dropoff)
+        assert pair.rider_km == pytest.approx(own_km, abs=1e-9)
+        assert pair.saved_km == pytest.approx(own_km - expected.added_km, abs=1e-9)
