@@ -27,7 +27,7 @@ from matching.feasibility import (
     Trip,
     plan_points,
 )
-from matching.routing import Router, measure_legs
+from matching.routing import Router, is_symmetric, measure_legs
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -267,12 +267,31 @@ def best_insertions(
         np.full(count, math.inf),
         np.full(count, math.inf),
     )
+    # Each rider's own leg, once.
+    own, own_at = np.unique(r, return_inverse=True)
+    own_km, own_s = measure_legs(
+        plans.router,
+        riders.pickup_lats[own],
+        riders.pickup_lons[own],
+        riders.dropoff_lats[own],
+        riders.dropoff_lons[own],
+    )
     n_of = plans.n[t]
     for n in np.unique(n_of).tolist():
         group = np.flatnonzero(n_of == n)
         for first in range(0, len(group), _PAIRS_PER_CHUNK):
             part = group[first : first + _PAIRS_PER_CHUNK]
-            _evaluate(plans, riders, t[part], r[part], heading_ok[part], int(n), result, part)
+            _evaluate(
+                plans,
+                riders,
+                t[part],
+                r[part],
+                (own_km[own_at[part]], own_s[own_at[part]]),
+                heading_ok[part],
+                int(n),
+                result,
+                part,
+            )
     return result
 
 
@@ -281,6 +300,7 @@ def _evaluate(
     riders: RiderArrays,
     t: Ints,
     r: Ints,
+    own_leg: tuple[Floats, Floats],
     heading_ok: Bools,
     n: int,
     out: Insertions,
@@ -295,11 +315,19 @@ def _evaluate(
     def legs(a_lat: Floats, a_lon: Floats, b_lat: Floats, b_lon: Floats) -> tuple[Floats, Floats]:
         return measure_legs(router, a_lat, a_lon, b_lat, b_lon)
 
+    # Legs from each point of the plan to the pickup and from the pickup to the next point; the
+    # same for the drop-off. A symmetric router answers each pair of points once.
     to_p = [legs(lats[:, k], lons[:, k], p_lat, p_lon) for k in range(n + 1)]
-    p_to = [legs(p_lat, p_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n)]
     to_q = [legs(lats[:, k], lons[:, k], q_lat, q_lon) if k else None for k in range(n + 1)]
-    q_to = [legs(q_lat, q_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n + 1)]
-    pq_km, pq_s = legs(p_lat, p_lon, q_lat, q_lon)
+    if is_symmetric(router):
+        p_to = to_p[1:]
+        q_to: list[tuple[Floats, Floats]] = [leg for leg in to_q[1:] if leg is not None] + [
+            legs(q_lat, q_lon, lats[:, n + 1], lons[:, n + 1])
+        ]
+    else:
+        p_to = [legs(p_lat, p_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n)]
+        q_to = [legs(q_lat, q_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n + 1)]
+    pq_km, pq_s = own_leg
     leg_km, arrival, latest, load = (
         plans.leg_km[t],
         plans.arrival[t],

@@ -87,6 +87,11 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
         return self.average_speed_kmh
 
     @property
+    def symmetric(self) -> bool:
+        """a to b is as far and as long as b to a."""
+        return True
+
+    @property
     def min_speed_kmh(self) -> float:
         """No leg is driven slower than this on average (every leg at exactly this speed here)."""
         return self.average_speed_kmh
@@ -140,6 +145,11 @@ def min_speed_kmh(router: Router) -> float | None:
     """The slowest average speed of any leg the router answers, if it says (else None)."""
     value = getattr(router, "min_speed_kmh", None)
     return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def is_symmetric(router: Router) -> bool:
+    """Whether the router says a to b always equals b to a (roads with one-way streets: no)."""
+    return getattr(router, "symmetric", False) is True
 
 
 def measure_legs(

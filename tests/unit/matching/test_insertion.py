@@ -221,3 +221,39 @@ def test_a_rider_going_nowhere_heads_every_way() -> None:
         TripArrays.of([trip], SPHERE), RiderArrays.of([rider]), np.array([0]), np.array([0]), 0.0
     )
     assert fits.tolist() == [True]
+
+
+class UphillRouter:
+    """Northbound legs are slower and longer than southbound ones: not symmetric, no bulk."""
+
+    def distance_km(self, a: Point, b: Point) -> float:
+        return SPHERE.distance_km(a, b) * (1.25 if b.lat > a.lat else 1.0)
+
+    def duration_s(self, a: Point, b: Point) -> float:
+        return self.distance_km(a, b) / (25.0 if b.lat > a.lat else 35.0) * 3600.0
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_vectorised_insertions_agree_on_a_router_that_is_not_symmetric(seed: int) -> None:
+    router = UphillRouter()
+    limits = InsertionLimits(max_added_delay_s=900.0, max_heading_diff_deg=120.0)
+    batch = dense_city(seed)
+    trips = with_riders_aboard(batch, router, limits)
+    riders = batch.riders[:-8]
+    trip_arrays, rider_arrays = TripArrays.of(trips, router), RiderArrays.of(riders)
+    plans = Plans(trips, trip_arrays, router=router, limits=limits, max_new_riders=1)
+    t = np.repeat(np.arange(len(trips)), len(riders))
+    r = np.tile(np.arange(len(riders)), len(trips))
+    heading = heading_fits(trip_arrays, rider_arrays, t, r, limits.max_heading_diff_deg)
+    found = best_insertions(plans, rider_arrays, t, r, heading_ok=heading)
+    for k in range(len(t)):
+        expected = best_insertion(trips[t[k]], riders[r[k]], router=router, limits=limits)
+        assert bool(found.fits[k]) == (expected is not None)
+        if expected is not None:
+            assert (int(found.i[k]), int(found.j[k]) + 1) == (
+                expected.pickup_position,
+                expected.dropoff_position,
+            )
+            assert found.route_km[k] == pytest.approx(expected.route_km, abs=1e-9)
+            assert found.dropoff_eta_s[k] == pytest.approx(expected.dropoff_eta_s, abs=1e-6)
