@@ -252,6 +252,7 @@ def _feasible(
     t, r = candidate_pairs(trip_arrays, rider_arrays, router=router, resolution=resolution)
     if excluded and len(t):
         declined = np.array(sorted(excluded), dtype=np.int64).reshape(-1, 2)
+        declined = declined[(declined[:, 1] >= 0) & (declined[:, 1] < len(riders))]
         keys = declined[:, 0] * max(1, len(riders)) + declined[:, 1]
         keep = ~np.isin(t * max(1, len(riders)) + r, keys)
         t, r = t[keep], r[keep]

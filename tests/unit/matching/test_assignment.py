@@ -552,3 +552,21 @@ def test_each_feasible_pair_carries_the_scalar_best_insertion(seed: int, aboard:
         own_km = ROUTER.distance_km(rider.pickup, rider.dropoff)
         assert pair.rider_km == pytest.approx(own_km, abs=1e-9)
         assert pair.saved_km == pytest.approx(own_km - expected.added_km, abs=1e-9)
+
+
+def test_an_excluded_pair_naming_no_rider_of_the_batch_excludes_nothing() -> None:
+    batch = small_city(3, riders=48)
+    pairs = feasible_pairs(
+        batch.trips, batch.riders, router=ROUTER, limits=LIMITS, resolution=RESOLUTION
+    )
+    # (t - 1, r + riders) would alias (t, r) in a flat key of trip x riders + rider.
+    bogus = {(p.trip - 1, p.rider + len(batch.riders)) for p in pairs} | {(0, -1)}
+    again = feasible_pairs(
+        batch.trips,
+        batch.riders,
+        router=ROUTER,
+        limits=LIMITS,
+        resolution=RESOLUTION,
+        excluded=bogus,
+    )
+    assert [(p.trip, p.rider) for p in again] == [(p.trip, p.rider) for p in pairs]
