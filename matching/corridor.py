@@ -1,11 +1,12 @@
 """Candidate (trip, rider) pairs for a whole batch at once: an h3 hierarchy joined with numpy.
 
 The per-trip `SpatialIndex` asks h3 for the cells along each corridor, a Python loop per trip.
-Here every rider sits in a group per level: the pair (pickup cell, drop-off cell) at that h3
-resolution, coarse to fine. A trip is tested against whole groups with lower bounds that hold
-for every member, coarse groups first; only the children of the groups it passes are tested at
-the next level, and at the finest level its riders one by one. All tests run as numpy arrays
-over every (trip, group) pair of a level, so the work is a few array passes per level, never a
+Here every rider sits in a group per level: its (pickup cell, drop-off cell) at that level's
+h3 resolutions, coarse to fine, one side refined at a time (a group opens at most 7 children).
+A trip is tested against whole groups with lower bounds that hold for every member, coarse
+groups first; only the children of the groups it passes are tested at the next level, and at
+the finest its riders one by one. The tests are numpy operations over all the (trip, group)
+pairs of a level for a chunk of trips (the arrays then stay in the processor's cache): never a
 Python step per pair, and never all pairs (groups a trip fails are never opened).
 
 Why nothing feasible is dropped. Write H for the haversine distance. Every road leg is at least
@@ -15,9 +16,11 @@ dropping them at q, so its route is at least m x (H(o, p) + H(p, q) + H(q, e)) a
 exceed the budget (direct road distance + max detour): H(o, p) + H(p, q) + H(q, e) <= budget /
 m. The pickup is reached no sooner than m x H(o, p) at the router's top speed, and (when the
 router states a slowest speed) no later than what is left of the budget after p at that speed.
-A group's centre c and radius rho (the farthest member from c, measured, not assumed) bound
-every member: H(o, p) >= H(o, c) - rho by the triangle inequality; the group keeps its
-members' smallest own distance and widest times. So a group fails only if each member fails.
+Distances to a cell are bounded in plain 3-D geometry: the chord |o - p| through the Earth is
+never longer than H(o, p), and a cell's centre c (the mean of its points) and radius rho (its
+farthest point from c, measured, not assumed) give |o - p| >= |o - c| - rho for every point p
+of it. A group keeps its members' smallest own distance and widest times. So a group fails a
+test only if every member fails it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Matching asks only a `Router`; the default `EstimatingRouter` estimates from the
 OSRM or Valhalla adapter (same two methods) replaces it without touching matching. The spatial
 index assumes a router's road distance is never shorter than the geodesic times `min_circuity`
 (1.0 for any real road network; the circuity factor for `EstimatingRouter`), and prunes by time
-only with a router that states `max_speed_kmh` (no leg is driven faster on average).
+only with a router that states `max_speed_kmh` (no leg is driven faster on average) and, for the
+latest possible pickup, `min_speed_kmh`. A router may also answer many legs at once
+(`measure_legs`, e.g. an OSRM table request; numpy on the sphere for `EstimatingRouter`) and say
+it is `symmetric`; batch matching asks it that way, and leg by leg when it cannot.
 """
 
 from __future__ import annotations
