@@ -557,9 +557,10 @@ def matching_bound(
     max_new_riders_per_trip: int,
 ) -> int:
     """The most riders any assignment can serve if no seat is used twice: a maximum matching
-    of riders to seats (min(seats, max_new_riders_per_trip) a trip), every pair that fits alone
-    considered. An upper bound of propose_matches' count (a plan that seats a rider where one
-    got off could exceed it; the benchmark shows how rarely)."""
+    of riders to seats (a trip's free seats, at least one, at most max_new_riders_per_trip),
+    every pair that fits alone considered. An upper bound of propose_matches' count with one
+    new rider a trip (which it then reaches); with several, a plan that seats a rider where
+    another got off, or a rider that fits only with another aboard, could exceed it."""
     found = _feasible(
         trips,
         riders,
@@ -571,9 +572,9 @@ def matching_bound(
     )
     if not len(found.t):
         return 0
-    slots = np.minimum(
-        found.plans.trips.seats - found.plans.load.max(axis=1), max_new_riders_per_trip
-    )
+    # A rider that fits a trip alone fits it: at least one slot, even in a car full somewhere.
+    free = np.maximum(1, found.plans.trips.seats - found.plans.load.max(axis=1))
+    slots = np.minimum(free, max_new_riders_per_trip)
     edges = _slot_edges(found.t, found.r, slots)
     if not len(edges.pair):
         return 0
