@@ -82,7 +82,7 @@ def assert_within_every_limit(batch: Batch, result: Assignment, router: Router) 
         assert proposal.detour_km <= plan.max_detour_km + 1e-6
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
 def test_greedy_plans_never_exceed_seats_windows_detour_or_delay(seed: int, max_new: int) -> None:
     batch = small_city(seed)
@@ -101,7 +101,7 @@ def test_greedy_plans_never_exceed_seats_windows_detour_or_delay(seed: int, max_
     assert all(len(p.riders) <= max_new for p in result.plans)
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
 def test_the_exact_solver_serves_at_least_as_many_riders_as_the_heuristic(
     seed: int, max_new: int
@@ -136,7 +136,7 @@ def test_the_exact_solver_serves_at_least_as_many_riders_as_the_heuristic(
         assert exact.saved_km == pytest.approx(sum(p.saved_km for p in bound))
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_the_pairwise_optimum_gives_each_rider_one_trip_and_each_trip_its_rider_slots(
     seed: int,
@@ -154,7 +154,7 @@ def test_the_pairwise_optimum_gives_each_rider_one_trip_and_each_trip_its_rider_
             assert sum(p.trip == t for p in chosen) <= max_new
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 3))
 def test_the_dense_and_the_sparse_assignment_find_the_same_optimum(seed: int, max_new: int) -> None:
     batch = city_batch(np.random.default_rng(seed), trips=15, riders=60, radius_km=5.0)
@@ -217,7 +217,7 @@ def test_serving_one_more_rider_beats_any_distance_saved() -> None:
     assert {(p.trip, p.rider) for p in result.proposals} == {(0, 0), (1, 1)}
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), sphere=st.booleans())
 def test_feasible_pairs_through_the_index_are_exactly_the_brute_force_pairs(
     seed: int, sphere: bool
@@ -242,7 +242,7 @@ def test_feasible_pairs_through_the_index_are_exactly_the_brute_force_pairs(
     assert found == brute
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(1, 4))
 def test_proposed_matches_are_feasible_and_exact_with_one_rider_per_trip(
     seed: int, max_new: int
@@ -340,7 +340,7 @@ def optimum_one_rider_a_trip(batch: Batch) -> tuple[int, float]:
     return int(chosen.sum()), float(saved[rows, columns][chosen].sum())
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), sparse=st.booleans(), aboard=st.booleans())
 def test_one_rider_a_trip_is_the_brute_force_optimum_dense_or_sparse(
     seed: int, sparse: bool, aboard: bool
@@ -373,7 +373,7 @@ def test_one_rider_a_trip_is_the_brute_force_optimum_dense_or_sparse(
     )
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     max_new=st.integers(2, 4),
@@ -410,7 +410,7 @@ def test_rounds_of_assignments_never_exceed_seats_windows_detour_or_delay(
     }
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 3))
 def test_proposals_serve_at_least_what_the_greedy_heuristic_serves_and_at_most_the_exact(
     seed: int, max_new: int
@@ -455,7 +455,7 @@ def test_proposals_serve_at_least_what_the_greedy_heuristic_serves_and_at_most_t
     assert bound >= exact.riders_served
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), seats=st.integers(1, 4), riders=st.integers(5, 60))
 def test_the_sparse_solver_on_either_side_finds_the_dense_optimum(
     seed: int, seats: int, riders: int
@@ -480,7 +480,7 @@ def test_the_sparse_solver_on_either_side_finds_the_dense_optimum(
     assert values[dense].sum() == pytest.approx(values[sparse].sum())
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 4))
 def test_a_small_batch_with_several_riders_a_trip_gets_the_exact_joint_optimum(
     seed: int, max_new: int
@@ -527,7 +527,7 @@ def test_a_trip_with_too_many_plans_to_enumerate_falls_back_to_the_heuristics() 
     assert result.riders_served > 0
 
 
-@settings(max_examples=10)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), aboard=st.booleans())
 def test_each_feasible_pair_carries_the_scalar_best_insertion(seed: int, aboard: bool) -> None:
     batch = small_city(seed, trips=8, riders=30)

@@ -65,7 +65,7 @@ def aboard(batch: Batch, router: Router) -> list[Trip]:
     return trips
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     resolution=st.integers(4, 10),
@@ -96,7 +96,7 @@ def test_the_join_never_loses_a_pair_that_fits_in_a_random_city(
     assert len(found) < len(trips) * len(batch.riders)  # it prunes
 
 
-@settings(max_examples=8)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), resolution=st.integers(3, 7))
 def test_the_join_never_loses_a_pair_that_fits_between_towns(seed: int, resolution: int) -> None:
     router = EstimatingRouter(average_speed_kmh=80.0, earth=Earth.SPHERE)

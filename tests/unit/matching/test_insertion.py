@@ -54,7 +54,7 @@ def with_riders_aboard(batch: Batch, router: Router, limits: InsertionLimits) ->
     return trips
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     delay_s=st.sampled_from([0.0, 300.0, 1_800.0]),
@@ -94,7 +94,7 @@ def test_vectorised_insertions_agree_with_the_scalar_best_insertion(
     assert fitting or delay_s == 0.0 or heading_deg < 90.0
 
 
-@settings(max_examples=15)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), aboard=st.booleans())
 def test_riders_inserted_into_plans_as_arrays_give_the_scalar_plan(seed: int, aboard: bool) -> None:
     """Insert riders one by one both ways: the same stops, promises and ETAs."""
@@ -156,7 +156,7 @@ def _stop_points(trip: Trip) -> list[Point]:
     ]
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(
     lat1=st.floats(-89, 89),
     lon1=st.floats(-180, 180),
@@ -176,7 +176,7 @@ def test_vectorised_bearings_are_the_scalar_bearings(
     assert vector[1] == 0.0
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(lat=st.floats(-85, 85), lon=st.floats(-180, 180), resolution=st.integers(0, 12))
 def test_parents_from_the_bits_are_h3s_parents(lat: float, lon: float, resolution: int) -> None:
     cell = h3.latlng_to_cell(lat, lon, 13)
@@ -233,7 +233,7 @@ class UphillRouter:
         return self.distance_km(a, b) / (25.0 if b.lat > a.lat else 35.0) * 3600.0
 
 
-@settings(max_examples=8)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_vectorised_insertions_agree_on_a_router_that_is_not_symmetric(seed: int) -> None:
     router = UphillRouter()
