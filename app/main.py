@@ -33,6 +33,9 @@ from groupbuy.jobs import scheduler as pool_scheduler
 from payments.api import LedgerController, WalletController
 from payments.chain_writer import run_chain_writer
 from payments.funding import funding_provider
+from rides.api import MyRidesController, RideController
+from rides.config import ride_config
+from rides.jobs import scheduler as ride_scheduler
 from trust.api import TrustAdminController, TrustController
 from workers.settings import job_deserializer, job_serializer, worker_options
 
@@ -84,6 +87,8 @@ def create_app(
         app.state.schedule_pool = pool_scheduler(redis)
         #: The Redis admission gate in front of each pool's row (groupbuy/admission.py).
         app.state.admission = Admission(redis)
+        #: A matching run at the end of the current window (rides/jobs.py).
+        app.state.schedule_matching = ride_scheduler(redis, settings.ride_match_window_s)
         app.state.auth_cache = auth_cache = AuthCache(ttl_s=settings.auth_cache_ttl_s)
         #: Pass to account use cases: forgets the user here and announces it to other processes.
         app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)
@@ -125,6 +130,8 @@ def create_app(
             LedgerController,
             PoolController,
             MyJoinsController,
+            RideController,
+            MyRidesController,
             TrustController,
             TrustAdminController,
             AdminController,
@@ -145,6 +152,7 @@ def create_app(
                 "clock": clock,
                 "funding": funding_provider(settings.funding_provider),
                 "trust": settings.trust(),
+                "rides": ride_config(settings),
             }
         ),
         logging_config=None,

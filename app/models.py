@@ -4,6 +4,7 @@ from app.accounts.models import User
 from app.idempotency import IdempotencyRecord
 from groupbuy.models import Join, Pool
 from payments.models import Account, ChainHead, Transfer
+from rides.models import Match, Offer, RideRequest
 from trust.models import (
     AuditEntry,
     Complaint,
@@ -24,9 +25,12 @@ __all__ = [
     "IdempotencyRecord",
     "InsurancePolicy",
     "Join",
+    "Match",
+    "Offer",
     "Pool",
     "Rating",
     "Reputation",
+    "RideRequest",
     "Transfer",
     "TrustParty",
     "TrustTransaction",

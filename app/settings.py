@@ -89,6 +89,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deposit_hold_ttl_days: int = 45
     #: The platform's fee on a successful pool, basis points of what its members pay.
     pool_fee_bp: int = 300
+    #: Carpool (rides/config.py reads these).
+    ride_fee_bp: int = 1_000
+    ride_match_window_s: float = 3.0
+    ride_proposal_ttl_minutes: int = 180
+    ride_proposal_lead_minutes: int = 15
+    ride_late_cancel_minutes: int = 60
+    ride_late_cancel_fee_bp: int = 2_000
+    ride_max_added_delay_minutes: int = 15
+    circuity_factor: float = 1.3
+    average_speed_kmh: float = 40.0
+    h3_resolution: int = 8
 
     def trust(self) -> TrustConfig:
         """The trust rules these settings describe."""
@@ -289,4 +300,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         protection_premium_bp=_int(environ, "COPOOL_PROTECTION_PREMIUM_BP", 200, 0, BASIS_POINTS),
         deposit_hold_ttl_days=_int(environ, "COPOOL_DEPOSIT_HOLD_TTL_DAYS", 45, 1, 365),
         pool_fee_bp=_int(environ, "COPOOL_POOL_FEE_BP", 300, 0, BASIS_POINTS),
+        ride_fee_bp=_int(environ, "COPOOL_RIDE_FEE_BP", 1_000, 0, BASIS_POINTS),
+        ride_match_window_s=_float(environ, "COPOOL_RIDE_MATCH_WINDOW_S", 3.0, 0.0, 300.0),
+        ride_proposal_ttl_minutes=_int(
+            environ, "COPOOL_RIDE_PROPOSAL_TTL_MINUTES", 180, 1, 7 * 24 * 60
+        ),
+        ride_proposal_lead_minutes=_int(environ, "COPOOL_RIDE_PROPOSAL_LEAD_MINUTES", 15, 0, 1440),
+        ride_late_cancel_minutes=_int(environ, "COPOOL_RIDE_LATE_CANCEL_MINUTES", 60, 0, 1440),
+        ride_late_cancel_fee_bp=_int(
+            environ, "COPOOL_RIDE_LATE_CANCEL_FEE_BP", 2_000, 0, BASIS_POINTS
+        ),
+        ride_max_added_delay_minutes=_int(
+            environ, "COPOOL_RIDE_MAX_ADDED_DELAY_MINUTES", 15, 0, 240
+        ),
+        circuity_factor=_float(environ, "COPOOL_CIRCUITY_FACTOR", 1.3, 1.0, 5.0),
+        average_speed_kmh=_float(environ, "COPOOL_AVERAGE_SPEED_KMH", 40.0, 1.0, 300.0),
+        h3_resolution=_int(environ, "COPOOL_H3_RESOLUTION", 8, 5, 10),
     )

@@ -1,0 +1,3 @@
+from tests.support.trust import world
+
+__all__ = ["world"]
