@@ -728,6 +728,7 @@ async def _end_match(
                 user_id=match.rider_id,
                 beneficiary_id=match.driver_id,
                 now=now,
+                if_held=True,
             )
         else:
             await trust.release_deposits(

@@ -215,9 +215,11 @@ async def forfeit_deposits(
     user_id: UUID,
     beneficiary_id: UUID | None,
     now: datetime,
+    if_held: bool = False,
 ) -> int:
     """Take the user's held deposit for the subject and pay it to the beneficiary's wallet (None:
-    the insurance fund); answers the amount. DepositNotHeld if there is none to take."""
+    the insurance fund); answers the amount. DepositNotHeld if there is none to take (0 with
+    `if_held`: a policy that took no deposit has none to forfeit)."""
     taken = (
         await session.execute(
             update(DEPOSITS)
@@ -233,6 +235,8 @@ async def forfeit_deposits(
         )
     ).all()
     if not taken:
+        if if_held:
+            return 0
         raise DepositNotHeld("this user holds no deposit for that transaction")
     total_minor = 0
     for hold_id, amount_minor, currency in taken:
