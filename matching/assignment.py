@@ -63,6 +63,10 @@ _DENSE_MAX_CELLS = 4_000_000
 #: Up to this many feasible pairs (and several riders a trip) propose_matches also runs the
 #: greedy heuristic (Python, about 0.1 ms a pair) and keeps the better answer.
 GREEDY_MAX_PAIRS = 3_000
+#: Up to this many feasible pairs (several riders a trip) the rounds' answer is repaired by the
+#: greedy heuristic's repairs, trying at most REPAIR_INSERTIONS insertions (~40 us each).
+REPAIR_MAX_PAIRS = 20_000
+REPAIR_INSERTIONS = 20_000
 #: After the first assignment, at most this many rounds place the riders left.
 _REPAIR_ROUNDS = 8
 #: ... each seeing, for each seat left in a trip, the trip's this many best riders (the others
@@ -506,7 +510,8 @@ def propose_matches(
     assignment of the riders left to the seats left (riders taking the smallest share of a
     trip's detour first), then each trip's riders inserted one by one, earliest pickup first
     (one that no longer fits waits for the next round). Up to GREEDY_MAX_PAIRS feasible pairs
-    the greedy insertion heuristic with repairs runs too, and the better answer wins.
+    the greedy insertion heuristic with repairs runs too, and the better answer wins; up to
+    REPAIR_MAX_PAIRS the rounds' answer gets the greedy heuristic's repairs (a bounded number).
     excluded: (trip, rider) pairs never to propose (declined before)."""
     if max_new_riders_per_trip < 1:
         raise ValueError("max_new_riders_per_trip must be >= 1")
@@ -519,8 +524,21 @@ def propose_matches(
         max_new=max_new_riders_per_trip,
         excluded=excluded,
     )
-    if max_new_riders_per_trip == 1 or len(found.t) > GREEDY_MAX_PAIRS:
+    if max_new_riders_per_trip == 1 or len(found.t) > REPAIR_MAX_PAIRS:
         return _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+    if len(found.t) > GREEDY_MAX_PAIRS:
+        pairs = _pairs_of(trips, found)
+        rounds = _assign_in_rounds(trips, riders, found, max_new_riders_per_trip)
+        return _repaired(
+            trips,
+            riders,
+            pairs,
+            found,
+            rounds,
+            router=router,
+            limits=limits,
+            max_new=max_new_riders_per_trip,
+        )
     pairs = _pairs_of(trips, found)
     if len(pairs) <= exact_max_pairs:
         try:
@@ -662,6 +680,40 @@ def _assign_in_rounds(
         if not inserted:
             break
     return _array_proposals(trips, riders, found, added_km)
+
+
+def _repaired(
+    trips: Sequence[Trip],
+    riders: Sequence[Rider],
+    pairs: Sequence[Pair],
+    found: _Feasible,
+    result: Assignment,
+    *,
+    router: Router,
+    limits: InsertionLimits,
+    max_new: int,
+) -> Assignment:
+    """The greedy heuristic's repairs (join, move, two for one) applied to an assignment, with
+    at most REPAIR_INSERTIONS insertions tried."""
+    plans = list(result.plans)
+    by_rider = {p.rider: p for p in result.proposals}
+    added: dict[int, list[_Placed]] = {}
+    # The order riders joined their trips (plans.trip appended them in that order).
+    for r in found.plans.joined:
+        proposal = by_rider[r]
+        added.setdefault(proposal.trip, []).append((r, proposal.added_km, proposal.rider_km))
+    _improve(
+        trips,
+        riders,
+        _options_by_rider(pairs),
+        plans,
+        added,
+        router,
+        limits,
+        max_new,
+        budget=REPAIR_INSERTIONS,
+    )
+    return _proposals(trips, plans, added, router)
 
 
 def _array_proposals(
@@ -878,6 +930,7 @@ def _improve(
     router: Router,
     limits: InsertionLimits,
     max_new: int,
+    budget: int | None = None,
 ) -> None:
     """Serve more riders by small repairs of the plans (in place), for each rider left out:
     - join: rebuild one of its trips with it, the trip's riders inserted in another order;
@@ -885,6 +938,8 @@ def _improve(
     - two for one: take v out for it and another rider left out (v is then left out).
     Each repair serves one more rider; sweeps stop when one finds none."""
     repair = _Repair(trips, riders, pair_options, plans, added, router, limits, max_new)
+    if budget is not None:
+        repair.budget = min(repair.budget, budget)
     for _ in range(_IMPROVEMENT_PASSES):
         changed = False
         for u in _most_constrained_first(repair.options, repair.options):

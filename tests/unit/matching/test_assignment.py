@@ -379,17 +379,21 @@ def test_one_rider_a_trip_is_the_brute_force_optimum_dense_or_sparse(
     max_new=st.integers(2, 4),
     sparse=st.booleans(),
     aboard=st.booleans(),
+    repaired=st.booleans(),
 )
 def test_rounds_of_assignments_never_exceed_seats_windows_detour_or_delay(
-    seed: int, max_new: int, sparse: bool, aboard: bool
+    seed: int, max_new: int, sparse: bool, aboard: bool, repaired: bool
 ) -> None:
-    """The array path alone (the greedy heuristic kept out): every rule holds in every plan,
-    no trip takes more than max_new new riders, and the proposals are the plans' new riders."""
+    """The array path (neither the exact solver nor the greedy heuristic; with the repairs or
+    without): every rule holds in every plan, no trip takes more than max_new new riders, and
+    the proposals are the plans' new riders."""
     batch = small_city(seed, trips=12, riders=60)
     if aboard:
         batch = with_riders_aboard(batch)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(assignment, "GREEDY_MAX_PAIRS", 0)
+        if not repaired:
+            patch.setattr(assignment, "REPAIR_MAX_PAIRS", 0)
         if sparse:
             patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
         result = propose_matches(
@@ -399,6 +403,7 @@ def test_rounds_of_assignments_never_exceed_seats_windows_detour_or_delay(
             limits=LIMITS,
             resolution=RESOLUTION,
             max_new_riders_per_trip=max_new,
+            exact_max_pairs=0,
         )
     assert_within_every_limit(batch, result, ROUTER)
     for original, plan in zip(batch.trips, result.plans, strict=True):
@@ -570,3 +575,28 @@ def test_an_excluded_pair_naming_no_rider_of_the_batch_excludes_nothing() -> Non
         excluded=bogus,
     )
     assert [(p.trip, p.rider) for p in again] == [(p.trip, p.rider) for p in pairs]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 4))
+def test_the_repairs_only_ever_add_riders_to_the_rounds_answer(seed: int, max_new: int) -> None:
+    batch = small_city(seed, trips=15, riders=60)
+
+    def served(repaired: bool) -> Assignment:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(assignment, "GREEDY_MAX_PAIRS", 0)
+            if not repaired:
+                patch.setattr(assignment, "REPAIR_MAX_PAIRS", 0)
+            return propose_matches(
+                batch.trips,
+                batch.riders,
+                router=ROUTER,
+                limits=LIMITS,
+                resolution=RESOLUTION,
+                max_new_riders_per_trip=max_new,
+                exact_max_pairs=0,
+            )
+
+    rounds, repaired = served(False), served(True)
+    assert_within_every_limit(batch, repaired, ROUTER)
+    assert repaired.riders_served >= rounds.riders_served
