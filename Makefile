@@ -42,6 +42,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.ledger
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.pool_join
+	$(BIN)/python -m bench.matching
+	$(BIN)/python -m bench.rides_http
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache copool.db*
