@@ -49,7 +49,7 @@ from matching.feasibility import (
     with_rider,
 )
 from matching.insertion import Plans, best_insertions, final_etas_s, heading_fits
-from matching.routing import Router, measure_legs
+from matching.routing import Router
 from matching.synthetic import Batch
 
 #: A rider placed in a plan: (rider, road km the insertion added, the rider's own road km).
@@ -228,7 +228,7 @@ class _Feasible(msgspec.Struct):
 
     plans: Plans
     riders: RiderArrays
-    #: The riders' own road distances (by rider; NaN for riders in no pair).
+    #: The riders' own road distances (by rider).
     rider_km: NDArray[np.float64]
     t: NDArray[np.int64]
     r: NDArray[np.int64]
@@ -266,15 +266,7 @@ def _feasible(
     found = best_insertions(plans, rider_arrays, t, r, heading_ok=np.ones(len(t), dtype=np.bool_))
     fits = found.fits
     t, r = t[fits], r[fits]
-    rider_km = np.full(len(riders), np.nan)
-    served = np.unique(r)
-    rider_km[served] = measure_legs(
-        router,
-        rider_arrays.pickup_lats[served],
-        rider_arrays.pickup_lons[served],
-        rider_arrays.dropoff_lats[served],
-        rider_arrays.dropoff_lons[served],
-    )[0]
+    rider_km = plans.own_legs(rider_arrays)[0]
     return _Feasible(
         plans,
         rider_arrays,
@@ -747,7 +739,12 @@ def _best_per_trip(
     t: NDArray[np.int64], cost: NDArray[np.float64], most: NDArray[np.int64]
 ) -> NDArray[np.int64]:
     """The positions of each trip's most[t] cheapest pairs."""
-    order = np.lexsort((cost, t))
+    if not len(t):
+        return np.empty(0, dtype=np.int64)
+    # One sort of a single key (trip, then cost within the trip's span): faster than lexsort.
+    low = float(cost.min())
+    span = float(cost.max()) - low + 1.0
+    order = np.argsort(t * span + (cost - low), kind="stable")
     trips = t[order]
     rank = np.arange(len(order)) - np.searchsorted(trips, trips)
     kept: NDArray[np.int64] = np.sort(order[rank < most[trips]])

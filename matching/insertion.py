@@ -73,6 +73,8 @@ class Plans:
         self.promised: dict[int, tuple[float, float]] = {}
         #: The order batch riders joined their trips.
         self.joined: dict[int, int] = {}
+        self._own_legs: tuple[Floats, Floats] | None = None
+        self._own_legs_of: RiderArrays | None = None
         self.lats[:, 0], self.lons[:, 0] = arrays.origin_lats, arrays.origin_lons
         self.lats[:, 1:] = arrays.destination_lats[:, None]
         self.lons[:, 1:] = arrays.destination_lons[:, None]
@@ -101,6 +103,19 @@ class Plans:
         self.load = np.zeros((n_trips, width), dtype=np.int64)
         self.route_km = np.zeros(n_trips)
         self._measure(np.arange(n_trips, dtype=np.int64))
+
+    def own_legs(self, riders: RiderArrays) -> tuple[Floats, Floats]:
+        """Each rider's own leg, pickup to drop-off (km, s), measured once."""
+        if self._own_legs is None or self._own_legs_of is not riders:
+            self._own_legs_of = riders
+            self._own_legs = measure_legs(
+                self.router,
+                riders.pickup_lats,
+                riders.pickup_lons,
+                riders.dropoff_lats,
+                riders.dropoff_lons,
+            )
+        return self._own_legs
 
     def _measure(self, t: Ints) -> None:
         """Legs, arrival times, loads and route length of these trips from their points."""
@@ -267,15 +282,8 @@ def best_insertions(
         np.full(count, math.inf),
         np.full(count, math.inf),
     )
-    # Each rider's own leg, once.
-    own, own_at = np.unique(r, return_inverse=True)
-    own_km, own_s = measure_legs(
-        plans.router,
-        riders.pickup_lats[own],
-        riders.pickup_lons[own],
-        riders.dropoff_lats[own],
-        riders.dropoff_lons[own],
-    )
+    # Each rider's own leg, once (all riders: cheaper than finding the ones asked about).
+    own_km, own_s = plans.own_legs(riders)
     n_of = plans.n[t]
     for n in np.unique(n_of).tolist():
         group = np.flatnonzero(n_of == n)
@@ -286,7 +294,7 @@ def best_insertions(
                 riders,
                 t[part],
                 r[part],
-                (own_km[own_at[part]], own_s[own_at[part]]),
+                (own_km[r[part]], own_s[r[part]]),
                 heading_ok[part],
                 int(n),
                 result,
