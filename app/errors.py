@@ -46,3 +46,8 @@ class ServiceBusy(DomainError):
     category = Category.UNAVAILABLE
     code = "service-unavailable"
     title = "Service Unavailable"
+
+
+def body_errors(messages: list[str]) -> list[dict[str, str]]:
+    """What is wrong with a request body, in the shape a 422 problem's `errors` documents."""
+    return [{"field": "body", "message": message} for message in messages]

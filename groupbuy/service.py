@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import AsyncSession, on_postgres
+from app.errors import body_errors
 from app.uow import UnitOfWork, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
@@ -160,7 +161,7 @@ async def create_pool(
     if not now + MIN_DEADLINE <= draft.deadline <= now + MAX_DEADLINE:
         errors.append("the deadline must be between 5 minutes and 30 days ahead")
     if errors:
-        raise InvalidPool("; ".join(errors), errors=errors)
+        raise InvalidPool("; ".join(errors), errors=body_errors(errors))
     if not is_supported_currency(draft.currency):
         raise UnknownCurrency(f"{draft.currency!r} is not an active ISO 4217 currency")
     pool = Pool(

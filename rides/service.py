@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import Table, or_, select, update
 
 from app.db import AsyncSession, on_postgres
+from app.errors import body_errors
 from app.uow import UnitOfWork, use_case
 from matching.assignment import propose_matches
 from matching.fare import fare_minor, settle_match
@@ -164,7 +165,7 @@ async def post_offer(
     if not 0 <= draft.max_detour_km <= MAX_DETOUR_KM:
         errors.append(f"max_detour_km must be within [0, {MAX_DETOUR_KM:g}]")
     if errors:
-        raise InvalidRide("; ".join(errors), errors=errors)
+        raise InvalidRide("; ".join(errors), errors=body_errors(errors))
     if not is_supported_currency(draft.currency):
         raise UnknownCurrency(f"{draft.currency!r} is not an active ISO 4217 currency")
     async with uow:
@@ -223,7 +224,7 @@ async def post_request(
     if draft.latest_departure - draft.earliest_departure > config.max_ahead:
         errors.append("the window may be at most 14 days long")
     if errors:
-        raise InvalidRide("; ".join(errors), errors=errors)
+        raise InvalidRide("; ".join(errors), errors=body_errors(errors))
     async with uow:
         await _gate(
             uow.session,

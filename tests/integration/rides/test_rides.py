@@ -281,6 +281,12 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
     for body in bad:
         answer = await world.client.post("/v1/rides/offers", json=body, headers=driver_h)
         assert answer.status_code == 422, (body, answer.text)
+    same_place = await world.client.post(
+        "/v1/rides/offers", json=offer_body(world, area, destination=area.city), headers=driver_h
+    )
+    assert same_place.json()["errors"] == [
+        {"field": "body", "message": "origin and destination must be at least 100 m apart"}
+    ]
     now = world.clock()
     for body in (
         request_body(world, area, latest_departure=now.isoformat()),
