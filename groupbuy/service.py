@@ -422,7 +422,8 @@ async def _join_batch(
         joins = await _member_joins(session, pool_id, members)
         wallets = {member: wallet_account(member, pool.currency) for member in members}
         ids = await ledger.open_accounts(session, [*wallets.values(), pool_escrow(pool)], now)
-        available = await ledger.lock_available(session, [ids[w.key] for w in wallets.values()])
+        # Every account of the batch (the wallets and the escrow) locked here, in id order.
+        available = await ledger.lock_available(session, list(ids.values()))
         tiers = tiers_of(pool)
         committed = pool.committed_quantity
         plans: list[_Plan] = []
@@ -480,7 +481,7 @@ async def _join_batch(
             plans.append(_plan(index, pool, join, ticket, total, amount, active, now))
         if plans:
             after, filled = await _apply_plans(
-                uow, pool=pool, plans=plans, schedule=schedule, now=now
+                uow, pool=pool, plans=plans, locked=ids, schedule=schedule, now=now
             )
             for plan in plans:
                 answers[plan.index] = Joined(
@@ -580,7 +581,13 @@ async def _write_joins(session: AsyncSession, plans: list[_Plan]) -> None:
 
 
 async def _apply_plans(
-    uow: UnitOfWork, *, pool: Pool, plans: list[_Plan], schedule: Scheduler | None, now: datetime
+    uow: UnitOfWork,
+    *,
+    pool: Pool,
+    plans: list[_Plan],
+    locked: dict[str, int],
+    schedule: Scheduler | None,
+    now: datetime,
 ) -> tuple[int, bool]:
     """Write a batch's joins: replaced holds voided, new holds staged, join rows written, the
     pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
@@ -588,8 +595,8 @@ async def _apply_plans(
     session = uow.session
     replaced = [plan.previous_hold for plan in plans if plan.previous_hold]
     if replaced:
-        await ledger.void_all(session, replaced, now=now)
-    await ledger.hold_all(session, [plan.hold for plan in plans], now=now)
+        await ledger.void_all(session, replaced, now=now, locked=True)
+    await ledger.hold_all(session, [plan.hold for plan in plans], now=now, locked=locked)
     await _write_joins(session, plans)
     committed = await _reserve(
         session,

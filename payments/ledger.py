@@ -160,10 +160,18 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     return await _stage(session, spec, is_hold=True, now=now)
 
 
-async def hold_all(session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime) -> None:
+async def hold_all(
+    session: AsyncSession,
+    specs: Sequence[TransferSpec],
+    *,
+    now: datetime,
+    locked: dict[str, int] | None = None,
+) -> None:
     """Several holds at once (on PostgreSQL one set-based statement, each account updated once
     with its sum): all of them, or raise, after which the caller rolls back (as after any
-    refused operation). An id already used is refused (TransferIdConflict), even by a replay."""
+    refused operation). An id already used is refused (TransferIdConflict), even by a replay.
+    `locked`: every account of these holds, by key, as `lock_available` locked them in this
+    transaction (they are then neither opened nor locked again: two round trips fewer)."""
     for spec in specs:
         validate(spec, is_hold=True, now=now)
     if not on_postgres(session):
@@ -173,20 +181,26 @@ async def hold_all(session: AsyncSession, specs: Sequence[TransferSpec], *, now:
     if not specs:
         return
     refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
-    ids = await open_accounts(session, refs, now)
+    if locked is not None and all(ref.key in locked for ref in refs):
+        ids, lock = locked, False
+    else:
+        ids, lock = await open_accounts(session, refs, now), True
     rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
-    await postgres.hold_set(session, rows, ids, now)
+    await postgres.hold_set(session, rows, ids, now, lock=lock)
 
 
-async def void_all(session: AsyncSession, hold_ids: Sequence[str], *, now: datetime) -> None:
+async def void_all(
+    session: AsyncSession, hold_ids: Sequence[str], *, now: datetime, locked: bool = False
+) -> None:
     """Release several pending holds in full (on PostgreSQL one set-based statement): all of
-    them, or raise HoldNotPending if one is not pending, after which the caller rolls back."""
+    them, or raise HoldNotPending if one is not pending, after which the caller rolls back.
+    `locked`: the caller already locked every account of these holds in this transaction."""
     if not on_postgres(session):
         for hold_id in hold_ids:
             await void(session, hold_id=hold_id, now=now)
         return
     if hold_ids:
-        await postgres.void_set(session, list(hold_ids), now)
+        await postgres.void_set(session, list(hold_ids), now, lock=not locked)
 
 
 async def _resolve(

@@ -171,10 +171,17 @@ async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> Tran
 
 
 async def hold_set(
-    session: AsyncSession, rows: list[dict[str, Any]], ids: dict[str, int], now: datetime
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    ids: dict[str, int],
+    now: datetime,
+    *,
+    lock: bool = True,
 ) -> None:
-    """Stage these holds (row values, accounts open: `ids` by key) as one statement."""
-    await lock_accounts(session, list(ids.values()))
+    """Stage these holds (row values, accounts open: `ids` by key) as one statement; `lock`
+    first locks their accounts in id order (unless the caller already has)."""
+    if lock:
+        await lock_accounts(session, list(ids.values()))
     columns = ("id", "debit_key", "credit_key", "amount_minor", "currency", "kind", "ref")
     values = {column: [row[column] for row in rows] for column in columns}
     params = (
@@ -199,10 +206,14 @@ async def hold_set(
         raise InsufficientFunds("a source account cannot afford its holds in this batch")
 
 
-async def void_set(session: AsyncSession, hold_ids: list[str], now: datetime) -> None:
-    """Void these pending holds as one statement; raise unless every one of them was pending."""
+async def void_set(
+    session: AsyncSession, hold_ids: list[str], now: datetime, *, lock: bool = True
+) -> None:
+    """Void these pending holds as one statement; raise unless every one of them was pending.
+    `lock` first locks their accounts in id order (unless the caller already has)."""
     connection = await session.connection()
-    await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (hold_ids,))
+    if lock:
+        await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (hold_ids,))
     voided = (await connection.exec_driver_sql(VOID_SET, (hold_ids, now))).scalar_one()
     if voided < len(set(hold_ids)):
         raise HoldNotPending("a hold of this batch is not pending")

@@ -125,3 +125,27 @@ async def test_a_refused_set_leaves_nothing_once_rolled_back(
     async with sessionmaker() as session:
         report = await verify_ledger(session)
     assert report.ok, report.problem
+
+
+async def test_accounts_the_caller_locked_are_not_opened_or_locked_again(
+    sessionmaker: SessionMaker,
+) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    await fund(sessionmaker, a, 1_000)
+    await fund(sessionmaker, b, 1_000)
+    pool = escrow(AccountKind.POOL_ESCROW, uuid.uuid4().hex, "EUR")
+    holds = [hold(a, 300, into=pool), hold(b, 400, into=pool)]
+    async with UnitOfWork(sessionmaker) as uow:
+        ids = await ledger.open_accounts(
+            uow.session, [wallet(a, "EUR"), wallet(b, "EUR"), pool], NOW
+        )
+        available = await ledger.lock_available(uow.session, list(ids.values()))
+        assert available[ids[wallet(a, "EUR").key]] == 1_000
+        await ledger.hold_all(uow.session, holds, now=NOW, locked=ids)
+        await ledger.void_all(uow.session, [holds[0].id], now=NOW, locked=True)
+        await uow.commit()
+    assert await balances(sessionmaker, a, b) == [(1_000, 0), (600, 400)]
+    assert await escrow_pending(sessionmaker, pool) == 400
+    async with sessionmaker() as session:
+        report = await verify_ledger(session)
+    assert report.ok, report.problem
