@@ -232,12 +232,17 @@ async def _reserve(
     )
     committed = reserved.scalar()
     if committed is None:
-        current = await get_pool(session, pool.id)
-        if current.status != PoolStatus.OPEN or current.deadline <= now:
-            raise PoolClosed("this pool no longer takes joins")
-        left = current.max_quantity - current.committed_quantity
-        raise PoolFull(f"only {left} left in this pool", available_quantity=left)
+        raise await _refusal(session, pool.id, now)
     return int(committed)
+
+
+async def _refusal(session: AsyncSession, pool_id: UUID, now: datetime) -> Exception:
+    """Why a reservation was refused: closed, or full (with what is left)."""
+    current = await get_pool(session, pool_id)
+    if current.status != PoolStatus.OPEN or current.deadline <= now:
+        return PoolClosed("this pool no longer takes joins")
+    left = current.max_quantity - current.committed_quantity
+    return PoolFull(f"only {left} left in this pool", available_quantity=left)
 
 
 def _new_join(pool: Pool, user_id: UUID, now: datetime) -> JoinRecord:
@@ -421,9 +426,10 @@ async def _join_batch(
         )
         joins = await _member_joins(session, pool_id, members)
         wallets = {member: wallet_account(member, pool.currency) for member in members}
-        ids = await ledger.open_accounts(session, [*wallets.values(), pool_escrow(pool)], now)
         # Every account of the batch (the wallets and the escrow) locked here, in id order.
-        available = await ledger.lock_available(session, list(ids.values()))
+        ids, available = await ledger.open_and_lock(
+            session, [*wallets.values(), pool_escrow(pool)], now
+        )
         tiers = tiers_of(pool)
         committed = pool.committed_quantity
         plans: list[_Plan] = []
@@ -542,8 +548,10 @@ _JOIN_COLUMNS = (
     "created_at",
     "updated_at",
 )
-#: A batch's join rows in one statement on PostgreSQL: new members inserted, raises updated.
-_PG_WRITE_JOINS = """
+#: A batch's join rows on PostgreSQL (new members inserted, raises updated) and the pool's
+#: reservation, one statement.
+_PG_WRITE_AND_RESERVE = """
+WITH written AS (
 INSERT INTO pool_joins (id, pool_id, user_id, quantity, held_minor, hold_id, version, status,
                         last_request, charged_minor, created_at, updated_at)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::bigint[], $6::text[],
@@ -553,16 +561,40 @@ ON CONFLICT (pool_id, user_id) DO UPDATE
    SET quantity = excluded.quantity, held_minor = excluded.held_minor,
        hold_id = excluded.hold_id, version = excluded.version, status = excluded.status,
        last_request = excluded.last_request, updated_at = excluded.updated_at
+RETURNING 1
+)
+UPDATE pools
+   SET committed_quantity = committed_quantity + $13, participant_count = participant_count + $14
+ WHERE id = $15 AND status = 'open' AND deadline > $16
+   AND committed_quantity + $13 <= max_quantity
+RETURNING committed_quantity
 """
 
 
+async def _pg_write_and_reserve(
+    session: AsyncSession,
+    *,
+    pool: Pool,
+    plans: list[_Plan],
+    quantity: int,
+    new_members: int,
+    now: datetime,
+) -> int:
+    """The batch's join rows and the pool's reservation (the same conditional UPDATE as
+    `_reserve`) as one statement; a refused reservation raises as `_reserve` does."""
+    joins = [plan.join for plan in plans]
+    columns = tuple([getattr(join, name) for join in joins] for name in _JOIN_COLUMNS)
+    connection = await session.connection()
+    reserved = await connection.exec_driver_sql(
+        _PG_WRITE_AND_RESERVE, (*columns, quantity, new_members, pool.id, now)
+    )
+    committed = reserved.scalar()
+    if committed is None:
+        raise await _refusal(session, pool.id, now)
+    return int(committed)
+
+
 async def _write_joins(session: AsyncSession, plans: list[_Plan]) -> None:
-    if on_postgres(session):
-        joins = [plan.join for plan in plans]
-        columns = tuple([getattr(join, name) for join in joins] for name in _JOIN_COLUMNS)
-        connection = await session.connection()
-        await connection.exec_driver_sql(_PG_WRITE_JOINS, columns)
-        return
     new_rows = [_row(plan.join) for plan in plans if plan.is_new]
     if new_rows:
         await session.execute(insert(JOINS), new_rows)
@@ -597,14 +629,17 @@ async def _apply_plans(
     if replaced:
         await ledger.void_all(session, replaced, now=now, locked=True)
     await ledger.hold_all(session, [plan.hold for plan in plans], now=now, locked=locked)
-    await _write_joins(session, plans)
-    committed = await _reserve(
-        session,
-        pool=pool,
-        quantity=sum(plan.added for plan in plans),
-        new_members=sum(plan.new_member for plan in plans),
-        now=now,
-    )
+    quantity = sum(plan.added for plan in plans)
+    new_members = sum(plan.new_member for plan in plans)
+    if on_postgres(session):
+        committed = await _pg_write_and_reserve(
+            session, pool=pool, plans=plans, quantity=quantity, new_members=new_members, now=now
+        )
+    else:
+        await _write_joins(session, plans)
+        committed = await _reserve(
+            session, pool=pool, quantity=quantity, new_members=new_members, now=now
+        )
     filled = committed >= pool.max_quantity
     if filled:
         await _decide(session, pool=pool, outcome=PoolStatus.SUCCEEDED, now=now)

@@ -94,19 +94,27 @@ async def lock_accounts(session: AsyncSession, account_ids: Sequence[int]) -> No
         await postgres.lock_accounts(session, list(account_ids))
 
 
-async def lock_available(session: AsyncSession, account_ids: Sequence[int]) -> dict[int, int]:
-    """Lock these accounts in ascending id order and answer what each can still pay out: posted
-    credits less posted and pending debits. Under the lock the answer stays true until commit,
-    so a use case can decide several holds from one source before staging them."""
+async def open_and_lock(
+    session: AsyncSession, refs: Sequence[AccountRef], now: datetime
+) -> tuple[dict[str, int], dict[int, int]]:
+    """Open these accounts if need be and lock them in ascending id order: (ids by key, what
+    each can still pay out by id), in one statement when they are all open already."""
+    wanted = list({ref.key: ref for ref in refs}.values())
     available = ACCOUNTS.c.credits_posted - ACCOUNTS.c.debits_posted - ACCOUNTS.c.debits_pending
-    query = (
-        select(ACCOUNTS.c.id, available)
-        .where(ACCOUNTS.c.id.in_(sorted(set(account_ids))))
-        .order_by(ACCOUNTS.c.id)
-    )
+    query = select(ACCOUNTS.c.key, ACCOUNTS.c.id, available).order_by(ACCOUNTS.c.id)
     if on_postgres(session):
         query = query.with_for_update(key_share=True)
-    return {int(row[0]): int(row[1]) for row in (await session.execute(query)).all()}
+
+    async def lock(keys: list[str]) -> list[Any]:
+        return list((await session.execute(query.where(ACCOUNTS.c.key.in_(keys)))).all())
+
+    rows = await lock([ref.key for ref in wanted])
+    found = {row[0] for row in rows}
+    missing = [ref for ref in wanted if ref.key not in found]
+    if missing:  # opened now, so numbered after every account already locked: still in order
+        await open_accounts(session, missing, now)
+        rows += await lock([ref.key for ref in missing])
+    return {row[0]: int(row[1]) for row in rows}, {int(row[1]): int(row[2]) for row in rows}
 
 
 async def _stage_opened(
@@ -170,7 +178,7 @@ async def hold_all(
     """Several holds at once (on PostgreSQL one set-based statement, each account updated once
     with its sum): all of them, or raise, after which the caller rolls back (as after any
     refused operation). An id already used is refused (TransferIdConflict), even by a replay.
-    `locked`: every account of these holds, by key, as `lock_available` locked them in this
+    `locked`: every account of these holds, by key, as `open_and_lock` locked them in this
     transaction (they are then neither opened nor locked again: two round trips fewer)."""
     for spec in specs:
         validate(spec, is_hold=True, now=now)

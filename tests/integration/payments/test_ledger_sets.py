@@ -136,11 +136,13 @@ async def test_accounts_the_caller_locked_are_not_opened_or_locked_again(
     pool = escrow(AccountKind.POOL_ESCROW, uuid.uuid4().hex, "EUR")
     holds = [hold(a, 300, into=pool), hold(b, 400, into=pool)]
     async with UnitOfWork(sessionmaker) as uow:
-        ids = await ledger.open_accounts(
+        # The escrow is new: opened, then locked after the wallets (a higher id).
+        ids, available = await ledger.open_and_lock(
             uow.session, [wallet(a, "EUR"), wallet(b, "EUR"), pool], NOW
         )
-        available = await ledger.lock_available(uow.session, list(ids.values()))
+        assert sorted(ids) == sorted([wallet(a, "EUR").key, wallet(b, "EUR").key, pool.key])
         assert available[ids[wallet(a, "EUR").key]] == 1_000
+        assert available[ids[pool.key]] == 0
         await ledger.hold_all(uow.session, holds, now=NOW, locked=ids)
         await ledger.void_all(uow.session, [holds[0].id], now=NOW, locked=True)
         await uow.commit()
