@@ -625,10 +625,13 @@ async def _apply_plans(
     pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
     if it did refuse, everything here is rolled back and the joins go one by one)."""
     session = uow.session
-    replaced = [plan.previous_hold for plan in plans if plan.previous_hold]
-    if replaced:
-        await ledger.void_all(session, replaced, now=now, locked=True)
-    await ledger.hold_all(session, [plan.hold for plan in plans], now=now, locked=locked)
+    await ledger.replace_holds(
+        session,
+        [plan.previous_hold for plan in plans if plan.previous_hold],
+        [plan.hold for plan in plans],
+        now=now,
+        locked=locked,
+    )
     quantity = sum(plan.added for plan in plans)
     new_members = sum(plan.new_member for plan in plans)
     if on_postgres(session):

@@ -168,25 +168,29 @@ async def hold(session: AsyncSession, spec: TransferSpec, *, now: datetime) -> T
     return await _stage(session, spec, is_hold=True, now=now)
 
 
-async def hold_all(
+async def replace_holds(
     session: AsyncSession,
+    void_ids: Sequence[str],
     specs: Sequence[TransferSpec],
     *,
     now: datetime,
     locked: dict[str, int] | None = None,
 ) -> None:
-    """Several holds at once (on PostgreSQL one set-based statement, each account updated once
-    with its sum): all of them, or raise, after which the caller rolls back (as after any
-    refused operation). An id already used is refused (TransferIdConflict), even by a replay.
-    `locked`: every account of these holds, by key, as `open_and_lock` locked them in this
-    transaction (they are then neither opened nor locked again: two round trips fewer)."""
+    """Release pending holds in full and stage new holds, all at once (on PostgreSQL one
+    set-based statement, each account updated once with its net sum): all of it, or raise
+    (HoldNotPending, TransferIdConflict even for a replayed id, InsufficientFunds), after which
+    the caller rolls back, as after any refused operation. A source must afford its new holds
+    less the holds released. `locked`: every account involved, by key, as `open_and_lock` locked
+    them in this transaction (then neither opened nor locked again: fewer round trips)."""
     for spec in specs:
         validate(spec, is_hold=True, now=now)
     if not on_postgres(session):
+        for hold_id in void_ids:
+            await void(session, hold_id=hold_id, now=now)
         for spec in specs:
             await _stage(session, spec, is_hold=True, now=now)
         return
-    if not specs:
+    if not void_ids and not specs:
         return
     refs = [ref for spec in specs for ref in (spec.debit, spec.credit)]
     if locked is not None and all(ref.key in locked for ref in refs):
@@ -194,21 +198,26 @@ async def hold_all(
     else:
         ids, lock = await open_accounts(session, refs, now), True
     rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
-    await postgres.hold_set(session, rows, ids, now, lock=lock)
+    await postgres.replace_set(session, list(void_ids), rows, ids, now, lock=lock)
+
+
+async def hold_all(
+    session: AsyncSession,
+    specs: Sequence[TransferSpec],
+    *,
+    now: datetime,
+    locked: dict[str, int] | None = None,
+) -> None:
+    """Several holds at once: `replace_holds` releasing none."""
+    await replace_holds(session, (), specs, now=now, locked=locked)
 
 
 async def void_all(
     session: AsyncSession, hold_ids: Sequence[str], *, now: datetime, locked: bool = False
 ) -> None:
-    """Release several pending holds in full (on PostgreSQL one set-based statement): all of
-    them, or raise HoldNotPending if one is not pending, after which the caller rolls back.
-    `locked`: the caller already locked every account of these holds in this transaction."""
-    if not on_postgres(session):
-        for hold_id in hold_ids:
-            await void(session, hold_id=hold_id, now=now)
-        return
-    if hold_ids:
-        await postgres.void_set(session, list(hold_ids), now, lock=not locked)
+    """Release several pending holds in full: `replace_holds` staging none (`locked`: the
+    caller already locked every account of these holds in this transaction)."""
+    await replace_holds(session, hold_ids, (), now=now, locked={} if locked else None)
 
 
 async def _resolve(

@@ -58,12 +58,25 @@ RESOLVE_BATCH = BatchedCall(
 )
 
 
-# Many holds, or many voids, as one set-based statement in the caller's transaction (its accounts
-# locked first): every transfer row written at once and every account touched updated once with
-# the sum of its entries, instead of a loop that updates the shared account (an escrow) once per
-# entry. The answer counts what happened; `hold_all` / `void_all` raise on any shortfall.
-HOLD_SET = """
-WITH spec AS (
+# Holds voided and holds staged as one set-based statement in the caller's transaction (its
+# accounts locked first): every transfer row written at once and every account touched updated
+# once with the net sum of its entries, instead of a loop that updates a shared account (an
+# escrow) once per entry. A limited account must afford its new holds less the holds released
+# (as if the voids came first). The answer counts what happened; `replace_holds` raises on any
+# shortfall, and the caller rolls back.
+REPLACE_SET = """
+WITH voided AS (
+    UPDATE ledger_transfers t SET status = 'voided'
+     WHERE t.id = ANY ($12::text[]) AND t.is_hold AND t.status = 'pending'
+    RETURNING t.*
+), void_entries AS (
+    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency,
+                                  kind, ref, status, is_hold, parent_id, created_at)
+    SELECT v.id || '/voided', v.debit_account_id, v.credit_account_id, v.amount_minor, v.currency,
+           'void', v.ref, 'voided', false, v.id, $11::timestamptz
+      FROM voided v
+    RETURNING 1
+), spec AS (
     SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[],
                          $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
         AS s(id, debit, credit, debit_key, credit_key, amount, currency, kind, ref, expires_at)
@@ -81,6 +94,10 @@ WITH spec AS (
         SELECT debit_account_id AS account, amount_minor AS debit, 0::bigint AS credit FROM staged
         UNION ALL
         SELECT credit_account_id, 0::bigint, amount_minor FROM staged
+        UNION ALL
+        SELECT debit_account_id, -amount_minor, 0::bigint FROM voided
+        UNION ALL
+        SELECT credit_account_id, 0::bigint, -amount_minor FROM voided
     ) entries GROUP BY account
 ), applied AS (
     UPDATE ledger_accounts a
@@ -88,40 +105,13 @@ WITH spec AS (
            credits_pending = a.credits_pending + d.credit
       FROM deltas d
      WHERE a.id = d.account
-       AND (NOT a.debits_must_not_exceed_credits OR d.debit = 0
+       AND (NOT a.debits_must_not_exceed_credits OR d.debit <= 0
             OR a.credits_posted - a.debits_posted - a.debits_pending >= d.debit)
     RETURNING a.id
 )
-SELECT (SELECT count(*) FROM staged) AS staged, (SELECT count(*) FROM deltas) AS accounts,
+SELECT (SELECT count(*) FROM voided) AS voided, (SELECT count(*) FROM void_entries) AS entries,
+       (SELECT count(*) FROM staged) AS staged, (SELECT count(*) FROM deltas) AS accounts,
        (SELECT count(*) FROM applied) AS applied
-"""
-VOID_SET = """
-WITH voided AS (
-    UPDATE ledger_transfers t SET status = 'voided'
-     WHERE t.id = ANY ($1::text[]) AND t.is_hold AND t.status = 'pending'
-    RETURNING t.*
-), entries AS (
-    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency,
-                                  kind, ref, status, is_hold, parent_id, created_at)
-    SELECT v.id || '/voided', v.debit_account_id, v.credit_account_id, v.amount_minor, v.currency,
-           'void', v.ref, 'voided', false, v.id, $2::timestamptz
-      FROM voided v
-    RETURNING *
-), deltas AS (
-    SELECT account, sum(debit) AS debit, sum(credit) AS credit FROM (
-        SELECT debit_account_id AS account, amount_minor AS debit, 0::bigint AS credit FROM voided
-        UNION ALL
-        SELECT credit_account_id, 0::bigint, amount_minor FROM voided
-    ) released GROUP BY account
-), applied AS (
-    UPDATE ledger_accounts a
-       SET debits_pending = a.debits_pending - d.debit,
-           credits_pending = a.credits_pending - d.credit
-      FROM deltas d
-     WHERE a.id = d.account
-    RETURNING a.id
-)
-SELECT (SELECT count(*) FROM entries) AS voided
 """
 #: Lock the accounts of these transfers (by transfer id) in ascending order.
 LOCK_OF_TRANSFERS = (
@@ -170,53 +160,43 @@ async def call(session: AsyncSession, sql: str, params: tuple[Any, ...]) -> Tran
     return record(row) if row is not None and row["id"] is not None else None
 
 
-async def hold_set(
+async def replace_set(
     session: AsyncSession,
+    void_ids: list[str],
     rows: list[dict[str, Any]],
     ids: dict[str, int],
     now: datetime,
     *,
     lock: bool = True,
 ) -> None:
-    """Stage these holds (row values, accounts open: `ids` by key) as one statement; `lock`
-    first locks their accounts in id order (unless the caller already has)."""
+    """Void `void_ids` and stage these holds (row values, accounts open: `ids` by key) as one
+    statement; `lock` first locks their accounts in id order (unless the caller already has)."""
+    connection = await session.connection()
     if lock:
+        if void_ids:
+            await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (void_ids,))
         await lock_accounts(session, list(ids.values()))
-    columns = ("id", "debit_key", "credit_key", "amount_minor", "currency", "kind", "ref")
-    values = {column: [row[column] for row in rows] for column in columns}
     params = (
-        values["id"],
-        [ids[key] for key in values["debit_key"]],
-        [ids[key] for key in values["credit_key"]],
-        values["debit_key"],
-        values["credit_key"],
-        values["amount_minor"],
-        values["currency"],
-        values["kind"],
-        values["ref"],
+        [row["id"] for row in rows],
+        [ids[row["debit_key"]] for row in rows],
+        [ids[row["credit_key"]] for row in rows],
+        [row["debit_key"] for row in rows],
+        [row["credit_key"] for row in rows],
+        [row["amount_minor"] for row in rows],
+        [row["currency"] for row in rows],
+        [row["kind"] for row in rows],
+        [row["ref"] for row in rows],
         [row["expires_at"] for row in rows],
         now,
+        void_ids,
     )
-    connection = await session.connection()
-    counts = (await connection.exec_driver_sql(HOLD_SET, params)).mappings().one()
-    staged, accounts, applied = counts["staged"], counts["accounts"], counts["applied"]
-    if staged < len(rows):
-        raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
-    if applied < accounts:
-        raise InsufficientFunds("a source account cannot afford its holds in this batch")
-
-
-async def void_set(
-    session: AsyncSession, hold_ids: list[str], now: datetime, *, lock: bool = True
-) -> None:
-    """Void these pending holds as one statement; raise unless every one of them was pending.
-    `lock` first locks their accounts in id order (unless the caller already has)."""
-    connection = await session.connection()
-    if lock:
-        await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (hold_ids,))
-    voided = (await connection.exec_driver_sql(VOID_SET, (hold_ids, now))).scalar_one()
-    if voided < len(set(hold_ids)):
+    counts = (await connection.exec_driver_sql(REPLACE_SET, params)).mappings().one()
+    if counts["voided"] < len(set(void_ids)):
         raise HoldNotPending("a hold of this batch is not pending")
+    if counts["staged"] < len(rows):
+        raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
+    if counts["applied"] < counts["accounts"]:
+        raise InsufficientFunds("a source account cannot afford its holds in this batch")
 
 
 async def lock_accounts(session: AsyncSession, account_ids: list[int]) -> None:

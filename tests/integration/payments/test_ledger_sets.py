@@ -151,3 +151,24 @@ async def test_accounts_the_caller_locked_are_not_opened_or_locked_again(
     async with sessionmaker() as session:
         report = await verify_ledger(session)
     assert report.ok, report.problem
+
+
+async def test_a_replaced_hold_frees_its_money_for_the_new_one(sessionmaker: SessionMaker) -> None:
+    """replace_holds: a source affords its new holds less the holds released, to the unit."""
+    a = uuid.uuid4()
+    await fund(sessionmaker, a, 1_000)
+    old = hold(a, 800)
+    async with UnitOfWork(sessionmaker) as uow:
+        await ledger.hold(uow.session, old, now=NOW)
+        await uow.commit()
+    async with UnitOfWork(sessionmaker) as uow:
+        with pytest.raises(InsufficientFunds):
+            await ledger.replace_holds(uow.session, [old.id], [hold(a, 1_001)], now=NOW)
+    assert await balances(sessionmaker, a) == [(200, 800)]
+    async with UnitOfWork(sessionmaker) as uow:
+        await ledger.replace_holds(uow.session, [old.id], [hold(a, 1_000)], now=NOW)
+        await uow.commit()
+    assert await balances(sessionmaker, a) == [(0, 1_000)]
+    async with sessionmaker() as session:
+        report = await verify_ledger(session)
+    assert report.ok, report.problem
