@@ -147,6 +147,33 @@ async def _gate(
     return trust.require_allowed(decision)
 
 
+async def _create(
+    uow: UnitOfWork,
+    row: Offer | RideRequest,
+    user_id: UUID,
+    action: Action,
+    trust_config: TrustConfig,
+    schedule: Scheduler | None,
+    now: datetime,
+) -> None:
+    """Ask the gate (deny: 403), insert the offer or request, schedule a matching run."""
+    async with uow:
+        await _gate(
+            uow.session,
+            user_id=user_id,
+            action=action,
+            amount_minor=0,
+            currency=getattr(row, "currency", "CNY"),
+            config=trust_config,
+            now=now,
+        )
+        uow.session.add(row)
+        await uow.session.flush()
+        if schedule is not None:
+            uow.after_commit(schedule)
+        await uow.commit()
+
+
 @use_case
 async def post_offer(
     uow: UnitOfWork,
@@ -168,37 +195,23 @@ async def post_offer(
         raise InvalidRide("; ".join(errors), errors=body_errors(errors))
     if not is_supported_currency(draft.currency):
         raise UnknownCurrency(f"{draft.currency!r} is not an active ISO 4217 currency")
-    async with uow:
-        await _gate(
-            uow.session,
-            user_id=driver_id,
-            action=Action.OFFER_RIDE,
-            amount_minor=0,
-            currency=draft.currency,
-            config=trust_config,
-            now=now,
-        )
-        offer = Offer(
-            driver_id=driver_id,
-            origin_lat=draft.origin.lat,
-            origin_lon=draft.origin.lon,
-            destination_lat=draft.destination.lat,
-            destination_lon=draft.destination.lon,
-            region=region_of(draft.origin.lat, draft.origin.lon, config),
-            departure_at=draft.departure_at,
-            seats=draft.seats,
-            seats_free=draft.seats,
-            price_per_km_minor=draft.price_per_km_minor,
-            currency=draft.currency,
-            max_detour_km=draft.max_detour_km,
-            status=OfferStatus.OPEN.value,
-            created_at=now,
-        )
-        uow.session.add(offer)
-        await uow.session.flush()
-        if schedule is not None:
-            uow.after_commit(schedule)
-        await uow.commit()
+    offer = Offer(
+        driver_id=driver_id,
+        origin_lat=draft.origin.lat,
+        origin_lon=draft.origin.lon,
+        destination_lat=draft.destination.lat,
+        destination_lon=draft.destination.lon,
+        region=region_of(draft.origin.lat, draft.origin.lon, config),
+        departure_at=draft.departure_at,
+        seats=draft.seats,
+        seats_free=draft.seats,
+        price_per_km_minor=draft.price_per_km_minor,
+        currency=draft.currency,
+        max_detour_km=draft.max_detour_km,
+        status=OfferStatus.OPEN.value,
+        created_at=now,
+    )
+    await _create(uow, offer, driver_id, Action.OFFER_RIDE, trust_config, schedule, now)
     return offer
 
 
@@ -225,34 +238,20 @@ async def post_request(
         errors.append("the window may be at most 14 days long")
     if errors:
         raise InvalidRide("; ".join(errors), errors=body_errors(errors))
-    async with uow:
-        await _gate(
-            uow.session,
-            user_id=rider_id,
-            action=Action.REQUEST_RIDE,
-            amount_minor=0,
-            currency="CNY",
-            config=trust_config,
-            now=now,
-        )
-        request = RideRequest(
-            rider_id=rider_id,
-            origin_lat=draft.origin.lat,
-            origin_lon=draft.origin.lon,
-            destination_lat=draft.destination.lat,
-            destination_lon=draft.destination.lon,
-            region=region_of(draft.origin.lat, draft.origin.lon, config),
-            earliest_departure=draft.earliest_departure,
-            latest_departure=draft.latest_departure,
-            seats=draft.seats,
-            status=RequestStatus.OPEN.value,
-            created_at=now,
-        )
-        uow.session.add(request)
-        await uow.session.flush()
-        if schedule is not None:
-            uow.after_commit(schedule)
-        await uow.commit()
+    request = RideRequest(
+        rider_id=rider_id,
+        origin_lat=draft.origin.lat,
+        origin_lon=draft.origin.lon,
+        destination_lat=draft.destination.lat,
+        destination_lon=draft.destination.lon,
+        region=region_of(draft.origin.lat, draft.origin.lon, config),
+        earliest_departure=draft.earliest_departure,
+        latest_departure=draft.latest_departure,
+        seats=draft.seats,
+        status=RequestStatus.OPEN.value,
+        created_at=now,
+    )
+    await _create(uow, request, rider_id, Action.REQUEST_RIDE, trust_config, schedule, now)
     return request
 
 
@@ -997,44 +996,33 @@ async def get_request(
     return request, _match(row) if row else None
 
 
+async def _newest_first(
+    session: AsyncSession, table: Table, owner: Any, limit: int, before: int | None
+) -> list[Any]:
+    """A page of rows matching `owner` (a condition), newest first, after cursor `before`."""
+    query = select(table).where(owner).order_by(table.c.row_id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(table.c.row_id < before)
+    return list((await session.execute(query)).all())
+
+
 async def offer_matches(
     session: AsyncSession, *, offer_id: UUID, driver_id: UUID, limit: int, before: int | None
 ) -> list[Match]:
     await _own_offer(session, offer_id, driver_id)
-    query = (
-        select(MATCHES)
-        .where(MATCHES.c.offer_id == offer_id)
-        .order_by(MATCHES.c.row_id.desc())
-        .limit(limit)
-    )
-    if before is not None:
-        query = query.where(MATCHES.c.row_id < before)
-    return [_match(row) for row in (await session.execute(query)).all()]
+    rows = await _newest_first(session, MATCHES, MATCHES.c.offer_id == offer_id, limit, before)
+    return [_match(row) for row in rows]
 
 
 async def my_offers(
     session: AsyncSession, *, driver_id: UUID, limit: int, before: int | None
 ) -> list[Offer]:
-    query = (
-        select(OFFERS)
-        .where(OFFERS.c.driver_id == driver_id)
-        .order_by(OFFERS.c.row_id.desc())
-        .limit(limit)
-    )
-    if before is not None:
-        query = query.where(OFFERS.c.row_id < before)
-    return [_offer(row) for row in (await session.execute(query)).all()]
+    rows = await _newest_first(session, OFFERS, OFFERS.c.driver_id == driver_id, limit, before)
+    return [_offer(row) for row in rows]
 
 
 async def my_requests(
     session: AsyncSession, *, rider_id: UUID, limit: int, before: int | None
 ) -> list[RideRequest]:
-    query = (
-        select(REQUESTS)
-        .where(REQUESTS.c.rider_id == rider_id)
-        .order_by(REQUESTS.c.row_id.desc())
-        .limit(limit)
-    )
-    if before is not None:
-        query = query.where(REQUESTS.c.row_id < before)
-    return [_request(row) for row in (await session.execute(query)).all()]
+    rows = await _newest_first(session, REQUESTS, REQUESTS.c.rider_id == rider_id, limit, before)
+    return [_request(row) for row in rows]
