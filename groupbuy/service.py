@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import AsyncSession, on_postgres
@@ -371,17 +371,30 @@ async def _join_once(
     )
 
 
-async def _member_joins(
+async def _pool_and_joins(
     session: AsyncSession, pool_id: UUID, user_ids: list[UUID]
-) -> dict[UUID, JoinRecord]:
+) -> tuple[Pool, dict[UUID, JoinRecord]]:
+    """The pool's row, locked, and these members' joins of it, in one statement. The joins need
+    no lock of their own: every use case that changes a join holds the pool's row first."""
+    members = and_(JOINS.c.pool_id == POOLS.c.id, JOINS.c.user_id.in_(user_ids))
     query = (
-        select(JOINS)
-        .where(JOINS.c.pool_id == pool_id, JOINS.c.user_id.in_(user_ids))
-        .order_by(JOINS.c.user_id)
+        select(POOLS, JOINS)
+        .select_from(POOLS.outerjoin(JOINS, members))
+        .where(POOLS.c.id == pool_id)
     )
     if on_postgres(session):
-        query = query.with_for_update()
-    return {join.user_id: join for join in map(_join, (await session.execute(query)).all())}
+        query = query.with_for_update(of=POOLS)
+    rows = (await session.execute(query)).all()
+    if not rows:
+        raise PoolNotFound(f"no pool {pool_id}")
+    width = len(POOLS.c)
+    pool = Pool(**dict(zip(POOLS.c.keys(), rows[0][:width], strict=True)))
+    joins = [
+        JoinRecord(**dict(zip(JOINS.c.keys(), row[width:], strict=True)))
+        for row in rows
+        if row[width] is not None
+    ]
+    return pool, {join.user_id: join for join in joins}
 
 
 class _Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -417,14 +430,13 @@ async def _join_batch(
     answers: list[BatchAnswer] = [Fallback.SINGLE] * len(tickets)
     async with uow:
         session = uow.session
-        pool = await get_pool(session, pool_id, lock=True)
+        members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
+        pool, joins = await _pool_and_joins(session, pool_id, members)
         if pool.status != PoolStatus.OPEN or pool.deadline <= now:
             return [PoolClosed("this pool no longer takes joins") for _ in tickets]
-        members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
         standings = await trust.standings_of(
             session, user_ids=members, params=config.score, now=now
         )
-        joins = await _member_joins(session, pool_id, members)
         wallets = {member: wallet_account(member, pool.currency) for member in members}
         # Every account of the batch (the wallets and the escrow) locked here, in id order.
         ids, available = await ledger.open_and_lock(
@@ -757,6 +769,8 @@ async def leave_pool(
     """Give the quantity back and release the hold, while the pool is open."""
     async with uow:
         session = uow.session
+        # The pool's row first, as every join use case: the join read next cannot change.
+        await get_pool(session, pool_id, lock=True)
         row = (
             await session.execute(
                 select(JOINS).where(
