@@ -2,15 +2,19 @@
 
 A new offer or request (or a declined proposal) enqueues a matching run deferred to the end of
 the current window (COPOOL_RIDE_MATCH_WINDOW_S), with a job id per window: everything arriving
-within a window is matched together, by the batch solver, region by region. A sweep every 30 s
-matches what a lost job left, expires proposals, closes departed offers and expires requests
-whose window passed. Every run is safe to repeat or overlap (rows locked, statuses conditional).
+within a window is matched together, by the batch solver, region by region. Each matching run
+and each expiry run enqueues the next expiry run at the moment something next falls due (a
+proposal's expiry, an offer's departure, a request's window), with a job id per moment; an
+expiry run that sent requests back to matching enqueues a matching run. A sweep every 30 s does
+all of it for whatever a lost job left. Every run is safe to repeat or overlap (rows locked,
+statuses conditional).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -37,6 +41,22 @@ def scheduler(redis: ArqRedis, window_s: float) -> service.Scheduler:
     return schedule
 
 
+async def schedule_expiry(ctx: dict[str, Any], *, now: datetime) -> datetime | None:
+    """Enqueue `expire_rides` at the moment something next falls due (none without Redis in
+    ctx, as in tests that call jobs directly); answers that moment."""
+    redis: ArqRedis | None = ctx.get("redis")
+    async with ctx["sessionmaker"]() as session:
+        due = await service.next_due(session, now=now)
+    if redis is None or due is None:
+        return due
+    # Never the running job's own second: arq drops a job whose id is still in progress.
+    at = max(due, now + timedelta(seconds=1))
+    await redis.enqueue_job(
+        "expire_rides", _job_id=f"expire-rides:{int(at.timestamp())}", _defer_until=at
+    )
+    return at
+
+
 async def match_rides(ctx: dict[str, Any]) -> int:
     """Match every region with open requests; answers the proposals made."""
     config = ride_config(ctx["settings"])
@@ -50,12 +70,20 @@ async def match_rides(ctx: dict[str, Any]) -> int:
         )
     if made:
         log.info("proposed rides", proposals=made, regions=len(regions))
+    await schedule_expiry(ctx, now=now)
     return made
 
 
 async def expire_rides(ctx: dict[str, Any]) -> int:
-    """Sweep: expire proposals, close departed offers, expire requests whose window passed."""
-    return await service.expire_due(UnitOfWork(ctx["sessionmaker"]), now=ctx["clock"]())
+    """Expire proposals, close departed offers, expire requests whose window passed; then match
+    the requests that went back to matching, and enqueue the next expiry run."""
+    now = ctx["clock"]()
+    changed = await service.expire_due(UnitOfWork(ctx["sessionmaker"]), now=now)
+    redis: ArqRedis | None = ctx.get("redis")
+    if changed and redis is not None:
+        await scheduler(redis, ctx["settings"].ride_match_window_s)()
+    await schedule_expiry(ctx, now=now)
+    return changed
 
 
 async def sweep_rides(ctx: dict[str, Any]) -> int:

@@ -11,14 +11,14 @@ driver less the platform fee. Every ledger id derives from the match (`ride:matc
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import h3
 import msgspec
 import structlog
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 
 from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
@@ -944,6 +944,27 @@ async def expire_due(uow: UnitOfWork, *, now: datetime, limit: int = 500) -> int
         )
         await uow.commit()
     return len(departed) + len(expired) + int(getattr(passed, "rowcount", 0) or 0)
+
+
+async def next_due(session: AsyncSession, *, now: datetime) -> datetime | None:
+    """When `expire_due` next has work: the first proposal to expire, offer to depart or request
+    window to pass (each an indexed minimum); None when nothing waits."""
+    firsts = [
+        select(func.min(MATCHES.c.expires_at)).where(
+            MATCHES.c.status == MatchStatus.PROPOSED.value
+        ),
+        select(func.min(OFFERS.c.departure_at)).where(OFFERS.c.status == OfferStatus.OPEN.value),
+        select(func.min(REQUESTS.c.latest_departure)).where(
+            REQUESTS.c.status == RequestStatus.OPEN.value
+        ),
+    ]
+    times = [when for query in firsts if (when := (await session.execute(query)).scalar())]
+    return min((_aware(when) for when in times), default=None)
+
+
+def _aware(when: datetime) -> datetime:
+    """An aggregate's datetime (SQLite answers a naive UTC one) as UTC aware."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 # -- reads ----------------------------------------------------------------------------------------
