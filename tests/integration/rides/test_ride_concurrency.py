@@ -1,0 +1,165 @@
+"""Rides under real concurrency, PostgreSQL only (SQLite's single writer proves nothing here):
+matchers of one region, and of two neighbouring regions sharing an offer, running at once never
+propose a seat twice; accepts racing over separate connections never overbook."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import h3
+from sqlalchemy import select
+
+from rides import service
+from rides.models import LIVE_MATCH, Match, MatchStatus
+from tests.support.pools import ledger_verifies, wallet
+from tests.support.rides import (
+    NEAR_AIRPORT,
+    NEAR_CITY,
+    Area,
+    insured_driver,
+    match,
+    new_area,
+    offer_body,
+    post,
+    request_body,
+    rider,
+)
+from tests.support.trust import TrustWorld
+
+MATCHES = Match.__table__  # type: ignore[attr-defined]
+
+
+async def live_matches(world: TrustWorld, offer_ids: list[str]) -> list[Match]:
+    async with world.sessionmaker() as session:
+        rows = await session.execute(
+            select(MATCHES).where(
+                MATCHES.c.offer_id.in_([uuid.UUID(o) for o in offer_ids]),
+                MATCHES.c.status.in_(LIVE_MATCH),
+            )
+        )
+    return [Match(**row._mapping) for row in rows.all()]
+
+
+def assert_no_seat_twice(matches: list[Match], seats: dict[str, int]) -> None:
+    per_offer = Counter(str(m.offer_id) for m in matches)
+    assert all(per_offer[offer] <= free for offer, free in seats.items()), per_offer
+    per_request = Counter(m.request_id for m in matches)
+    assert all(count == 1 for count in per_request.values()), per_request
+
+
+async def test_matchers_of_one_region_at_once_propose_each_seat_once(pg_world: TrustWorld) -> None:
+    world = pg_world
+    area = new_area()
+    offers = []
+    for _ in range(3):
+        _, driver_h = await insured_driver(world)
+        body = offer_body(world, area, seats=1)
+        offers.append(await post(world, "/v1/rides/offers", body, driver_h))
+    for _ in range(6):
+        _, rider_h = await rider(world)
+        await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+
+    made = await asyncio.gather(*(match(world, area) for _ in range(4)))
+    assert sum(made) == 3, made  # three seats, six riders who all fit: three proposals
+    proposals = await live_matches(world, [o["id"] for o in offers])
+    assert len(proposals) == 3
+    assert_no_seat_twice(proposals, {o["id"]: 1 for o in offers})
+
+
+def across_a_region_border(area: Area, config: service.RideConfig) -> tuple[Area, Area]:
+    """The same trip moved east in 500 m steps until its pickup's region changes: the last step
+    before and the first after (neighbouring regions, a few hundred metres apart)."""
+    start = area.at(NEAR_CITY)
+    home = service.region_of(start["lat"], start["lon"], config)
+    for step in range(1, 200):
+        moved = Area(area.dlat, area.dlon + 0.005 * step)
+        near = moved.at(NEAR_CITY)
+        if service.region_of(near["lat"], near["lon"], config) != home:
+            return Area(area.dlat, area.dlon + 0.005 * (step - 1)), moved
+    raise AssertionError("no region border within 100 km")
+
+
+async def test_matchers_of_neighbouring_regions_sharing_an_offer_propose_its_seat_once(
+    pg_world: TrustWorld,
+) -> None:
+    world = pg_world
+    config = world.client.app.state.rides
+    west, east = across_a_region_border(new_area(), config)
+    regions = [
+        service.region_of(side.at(NEAR_CITY)["lat"], side.at(NEAR_CITY)["lon"], config)
+        for side in (west, east)
+    ]
+    assert h3.are_neighbor_cells(*regions)
+    _, driver_h = await insured_driver(world)
+    body = offer_body(
+        world, west, seats=1, origin=west.at(NEAR_CITY), destination=west.at(NEAR_AIRPORT)
+    )
+    offer = await post(world, "/v1/rides/offers", body, driver_h)
+    for side in (west, east):
+        _, rider_h = await rider(world)
+        await post(world, "/v1/rides/requests", request_body(world, side), rider_h)
+
+    for _ in range(3):  # each round: both regions at once; the seat is proposed once in all
+        made = await asyncio.gather(
+            *(
+                service.match_region(world.uow, region=region, config=config, now=world.clock())
+                for region in regions
+            )
+        )
+        assert sum(made) <= 1, made
+    proposals = await live_matches(world, [offer["id"]])
+    assert len(proposals) == 1
+    assert_no_seat_twice(proposals, {offer["id"]: 1})
+
+
+async def test_accepts_racing_for_two_seats_over_separate_connections(
+    pg_world: TrustWorld,
+) -> None:
+    """Six proposals for a two-seat offer (as stale matchers could once have made), accepted at
+    once: two win, four are 409 `no-seats-left` and hold nothing; the ledger verifies."""
+    world = pg_world
+    area = new_area()
+    driver, driver_h = await insured_driver(world)
+    offer = await post(world, "/v1/rides/offers", offer_body(world, area, seats=2), driver_h)
+    riders = [await rider(world, 10_000) for _ in range(6)]
+    now = world.clock()
+    match_ids = []
+    async with world.uow as uow:
+        for rider_id, rider_h in riders:
+            request = await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+            proposed = Match(
+                offer_id=uuid.UUID(offer["id"]),
+                request_id=uuid.UUID(request["id"]),
+                driver_id=driver,
+                rider_id=rider_id,
+                seats=1,
+                status=MatchStatus.PROPOSED.value,
+                pickup_eta=now + timedelta(hours=2, minutes=5),
+                dropoff_eta=now + timedelta(hours=3),
+                detour_km=1.0,
+                fare_minor=3_000,
+                currency="CNY",
+                expires_at=now + timedelta(hours=1),
+                created_at=now,
+                updated_at=now,
+            )
+            uow.session.add(proposed)
+            match_ids.append(proposed.id)
+        await uow.commit()
+
+    answers = await asyncio.gather(
+        *(
+            world.client.post(f"/v1/rides/matches/{match_id}/accept", headers=driver_h)
+            for match_id in match_ids
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [200, 200, 409, 409, 409, 409]
+    assert all(a.json()["type"].endswith("no-seats-left") for a in answers if a.status_code == 409)
+    seen = await world.client.get(f"/v1/rides/offers/{offer['id']}", headers=driver_h)
+    assert seen.json()["seats_free"] == 0
+    held = sorted([(await wallet(world.sessionmaker, rider_id)) for rider_id, _ in riders])
+    assert held == [(7_000, 3_000)] * 2 + [(10_000, 0)] * 4
+    await ledger_verifies(world.sessionmaker)
