@@ -307,6 +307,14 @@ def _trip(offer: Offer, live: Sequence[tuple[Match, RideRequest]], epoch: dateti
     )
 
 
+def _own_pairs(offers: Sequence[Offer], requests: Sequence[RideRequest]) -> set[tuple[int, int]]:
+    """(trip, rider) pairs where the driver would carry themself: never proposed."""
+    asked: dict[UUID, list[int]] = {}
+    for index, request in enumerate(requests):
+        asked.setdefault(request.rider_id, []).append(index)
+    return {(t, r) for t, offer in enumerate(offers) for r in asked.get(offer.driver_id, ())}
+
+
 def proposal_expiry(offer: Offer, config: RideConfig, now: datetime) -> datetime:
     """ttl from now, or `proposal_lead` before departure, whichever comes first (at the latest,
     the departure itself)."""
@@ -382,7 +390,7 @@ async def match_region(uow: UnitOfWork, *, region: str, config: RideConfig, now:
         rider_of = {request.id: i for i, request in enumerate(requests)}
         excluded = {
             (trip_of[o], rider_of[r]) for o, r in tried.all() if o in trip_of and r in rider_of
-        }
+        } | _own_pairs(usable, requests)
         assignment = propose_matches(
             trips,
             [_rider(request, now) for request in requests],

@@ -12,6 +12,7 @@ from typing import Any
 from matching.fare import settle_match
 from payments.money import fee_minor
 from rides.models import Match, MatchStatus
+from tests.support.ledger import fund
 from tests.support.pools import ledger_verifies, wallet
 from tests.support.rides import (
     expire,
@@ -302,3 +303,17 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
     assert [o["id"] for o in mine.json()["items"]] == [offer["id"]]
     mine = await world.client.get("/v1/me/rides", headers=rider_h)
     assert [r["id"] for r in mine.json()["items"]] == [request["id"]]
+
+
+async def test_a_driver_is_never_proposed_as_a_rider_of_their_own_offer(world: TrustWorld) -> None:
+    area = new_area()
+    driver, driver_h = await insured_driver(world)
+    other, other_h = await insured_driver(world)
+    await fund(world.sessionmaker, driver, FUNDS, "CNY", now=world.clock())
+    await post(world, "/v1/rides/offers", offer_body(world, area), driver_h)
+    request = await post(world, "/v1/rides/requests", request_body(world, area), driver_h)
+    assert await match(world, area) == 0
+    assert (await proposal(world, request["id"], driver_h))["status"] == "open"
+    await post(world, "/v1/rides/offers", offer_body(world, area), other_h)
+    assert await match(world, area) == 1
+    assert (await proposal(world, request["id"], driver_h))["match"]["driver_id"] == str(other)
