@@ -2,7 +2,8 @@
 
 A new offer or request (or a declined proposal) enqueues a matching run deferred to the end of
 the current window (COPOOL_RIDE_MATCH_WINDOW_S), with a job id per window: everything arriving
-within a window is matched together, by the batch solver, region by region. Each matching run
+within a window is matched together, by the batch solver, region by region, each region a job of
+its own (an h3 cell and its neighbours: workers on several machines share them). Each matching run
 and each expiry run enqueues the next expiry run at the moment something next falls due (a
 proposal's expiry, an offer's departure, a request's window), with a job id per moment; an
 expiry run that sent requests back to matching enqueues a matching run. A sweep every 30 s does
@@ -58,19 +59,41 @@ async def schedule_expiry(ctx: dict[str, Any], *, now: datetime) -> datetime | N
 
 
 async def match_rides(ctx: dict[str, Any]) -> int:
-    """Match every region with open requests; answers the proposals made."""
-    config = ride_config(ctx["settings"])
+    """Hand every region with open requests to a `match_ride_region` job of its own, so that
+    several workers match different regions at once (job ids per region and per run: a region
+    is queued once a run). Without a queue in ctx (tests that call jobs directly) the regions
+    are matched here, one after another. Answers the proposals made here."""
     now = ctx["clock"]()
     async with ctx["sessionmaker"]() as session:
         regions = await service.regions_to_match(session, now=now)
+    redis: ArqRedis | None = ctx.get("redis")
+    if redis is not None:
+        run = ctx.get("job_id") or f"{now.timestamp():.3f}"
+        for region in regions:
+            await redis.enqueue_job(
+                "match_ride_region", region, _job_id=f"match-region:{region}:{run}"
+            )
+        await schedule_expiry(ctx, now=now)
+        return 0
     made = 0
     for region in regions:
-        made += await service.match_region(
-            UnitOfWork(ctx["sessionmaker"]), region=region, config=config, now=now
-        )
+        made += await match_ride_region(ctx, region)
+    return made
+
+
+async def match_ride_region(ctx: dict[str, Any], region: str) -> int:
+    """One batch of one region (its open requests, the open offers of it and its neighbours);
+    then the expiry run is enqueued for the first proposal to expire. Answers the proposals."""
+    now = ctx["clock"]()
+    made = await service.match_region(
+        UnitOfWork(ctx["sessionmaker"]),
+        region=region,
+        config=ride_config(ctx["settings"]),
+        now=now,
+    )
     if made:
-        log.info("proposed rides", proposals=made, regions=len(regions))
-    await schedule_expiry(ctx, now=now)
+        log.info("proposed rides", proposals=made, region=region)
+        await schedule_expiry(ctx, now=now)
     return made
 
 
@@ -92,6 +115,6 @@ async def sweep_rides(ctx: dict[str, Any]) -> int:
 
 
 #: Jobs enqueued by name after a unit of work commits.
-FUNCTIONS: list[Any] = [match_rides, expire_rides]
+FUNCTIONS: list[Any] = [match_rides, match_ride_region, expire_rides]
 #: Periodic sweeps, each idempotent.
 SWEEPS: list[CronJob] = [cron(sweep_rides, second={10, 40}, unique=True, timeout=300)]

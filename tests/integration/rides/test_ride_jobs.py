@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from rides import jobs
+from rides import jobs, service
+from rides.config import RideConfig
 from tests.support.pools import ledger_verifies, worker_ctx
 from tests.support.rides import insured_driver, new_area, offer_body, post, request_body, rider
 from tests.support.trust import TrustWorld
@@ -27,6 +28,11 @@ class Enqueued:
         return [options for job, options in self.jobs if job == name]
 
 
+def config(world: TrustWorld) -> RideConfig:
+    rides: RideConfig = world.client.app.state.rides
+    return rides
+
+
 def expiry_job(at: datetime) -> dict[str, Any]:
     return {"_job_id": f"expire-rides:{int(at.timestamp())}", "_defer_until": at}
 
@@ -43,7 +49,13 @@ async def test_matching_enqueues_the_expiry_which_rematches_and_closes_at_depart
     redis = Enqueued()
     ctx = {**worker_ctx(world), "redis": redis}
 
-    assert await jobs.match_rides(ctx) == 1
+    # The run hands the region to a job of its own (workers share regions), which proposes.
+    assert await jobs.match_rides(ctx) == 0
+    (region_job,) = redis.named("match_ride_region")
+    region = service.region_of(request["origin"]["lat"], request["origin"]["lon"], config(world))
+    assert region_job["_job_id"].startswith(f"match-region:{region}:")
+    redis.jobs.clear()
+    assert await jobs.match_ride_region(ctx, region) == 1
     seen = await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)
     expires_at = datetime.fromisoformat(seen.json()["match"]["expires_at"])
     departure = datetime.fromisoformat(offer["departure_at"])
@@ -61,7 +73,7 @@ async def test_matching_enqueues_the_expiry_which_rematches_and_closes_at_depart
     assert redis.named("expire_rides") == [expiry_job(departure)]
 
     redis.jobs.clear()
-    assert await jobs.match_rides(ctx) == 0  # the expired pair is never proposed again
+    assert await jobs.match_ride_region(ctx, region) == 0  # the expired pair: never again
     world.clock.advance(departure - world.clock())
     assert await jobs.expire_rides(ctx) == 1
     closed = await world.client.get(f"/v1/rides/offers/{offer['id']}", headers=driver_h)
