@@ -2,8 +2,9 @@
 
 A new offer or request (or a declined proposal) enqueues a matching run deferred to the end of
 the current window (COPOOL_RIDE_MATCH_WINDOW_S), with a job id per window: everything arriving
-within a window is matched together, by the batch solver, region by region, each region a job of
-its own (an h3 cell and its neighbours: workers on several machines share them). Each matching run
+within a window is matched together, by the batch solver, region by region (an h3 cell and its
+neighbours; neighbouring regions with requests form one batch), each batch a job of its own, so
+that workers on several machines match regions apart at once. Each matching run
 and each expiry run enqueues the next expiry run at the moment something next falls due (a
 proposal's expiry, an offer's departure, a request's window), with a job id per moment; an
 expiry run that sent requests back to matching enqueues a matching run. A sweep every 30 s does
@@ -59,40 +60,42 @@ async def schedule_expiry(ctx: dict[str, Any], *, now: datetime) -> datetime | N
 
 
 async def match_rides(ctx: dict[str, Any]) -> int:
-    """Hand every region with open requests to a `match_ride_region` job of its own, so that
-    several workers match different regions at once (job ids per region and per run: a region
-    is queued once a run). Without a queue in ctx (tests that call jobs directly) the regions
-    are matched here, one after another. Answers the proposals made here."""
+    """Hand the regions with open requests, grouped with their neighbours
+    (`service.region_clusters`), each group to a `match_ride_regions` job of its own, so that
+    several workers match groups apart at once (job ids per group and per run: a group is queued
+    once a run). Without a queue in ctx (tests that call jobs directly) the groups are matched
+    here, one after another. Answers the proposals made here."""
     now = ctx["clock"]()
     async with ctx["sessionmaker"]() as session:
-        regions = await service.regions_to_match(session, now=now)
+        clusters = service.region_clusters(await service.regions_to_match(session, now=now))
     redis: ArqRedis | None = ctx.get("redis")
     if redis is not None:
         run = ctx.get("job_id") or f"{now.timestamp():.3f}"
-        for region in regions:
+        for regions in clusters:
             await redis.enqueue_job(
-                "match_ride_region", region, _job_id=f"match-region:{region}:{run}"
+                "match_ride_regions", regions, _job_id=f"match-regions:{regions[0]}:{run}"
             )
         await schedule_expiry(ctx, now=now)
         return 0
     made = 0
-    for region in regions:
-        made += await match_ride_region(ctx, region)
+    for regions in clusters:
+        made += await match_ride_regions(ctx, regions)
     return made
 
 
-async def match_ride_region(ctx: dict[str, Any], region: str) -> int:
-    """One batch of one region (its open requests, the open offers of it and its neighbours);
-    then the expiry run is enqueued for the first proposal to expire. Answers the proposals."""
+async def match_ride_regions(ctx: dict[str, Any], regions: list[str]) -> int:
+    """One batch of a group of neighbouring regions (their open requests, the open offers of
+    them and their neighbours); then the expiry run is enqueued for the first proposal to
+    expire. Answers the proposals made."""
     now = ctx["clock"]()
-    made = await service.match_region(
+    made = await service.match_regions(
         UnitOfWork(ctx["sessionmaker"]),
-        region=region,
+        regions=regions,
         config=ride_config(ctx["settings"]),
         now=now,
     )
     if made:
-        log.info("proposed rides", proposals=made, region=region)
+        log.info("proposed rides", proposals=made, regions=regions)
         await schedule_expiry(ctx, now=now)
     return made
 
@@ -115,6 +118,6 @@ async def sweep_rides(ctx: dict[str, Any]) -> int:
 
 
 #: Jobs enqueued by name after a unit of work commits.
-FUNCTIONS: list[Any] = [match_rides, match_ride_region, expire_rides]
+FUNCTIONS: list[Any] = [match_rides, match_ride_regions, expire_rides]
 #: Periodic sweeps, each idempotent.
 SWEEPS: list[CronJob] = [cron(sweep_rides, second={10, 40}, unique=True, timeout=300)]

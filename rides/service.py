@@ -1,6 +1,6 @@
 """Use cases of rides: one function per user or job action, taking a session and `now`.
 
-Drivers post offers and riders post requests; the batch matcher (`match_region`) pairs them
+Drivers post offers and riders post requests; the batch matcher (`match_regions`) pairs them
 region by region with the pure engine in matching/ and writes proposals; the driver accepts (a
 seat taken with one conditional UPDATE, the rider's fare held into the ride's escrow, one unit of
 work) or declines (the pair is never proposed again); completion captures the fare and pays the
@@ -103,9 +103,35 @@ class RequestDraft(msgspec.Struct, frozen=True, kw_only=True):
     seats: int
 
 
+#: A batch covers at most this many regions (a cell and two rings of neighbours).
+MAX_BATCH_REGIONS = 19
+
+
 def region_of(lat: float, lon: float, config: RideConfig) -> str:
     """The matcher's region of a place: its h3 cell at the region resolution."""
     return str(h3.latlng_to_cell(lat, lon, config.region_resolution))
+
+
+def region_clusters(regions: Sequence[str], limit: int = MAX_BATCH_REGIONS) -> list[list[str]]:
+    """The regions grouped into batches: neighbouring regions together (connected groups, cut
+    into pieces of at most `limit` in breadth-first order), so that riders of neighbouring
+    regions competing for the same offers are assigned by one solver, not one region after the
+    other; regions apart from each other are batches of their own, which workers run at once."""
+    left = set(regions)
+    clusters: list[list[str]] = []
+    for start in sorted(regions):
+        if start not in left:
+            continue
+        left.discard(start)
+        group, queue = [], [start]
+        while queue:
+            region = queue.pop(0)
+            group.append(region)
+            near = sorted(str(cell) for cell in h3.grid_disk(region, 1) if cell in left)
+            left.difference_update(near)
+            queue.extend(near)
+        clusters.extend(sorted(group[i : i + limit]) for i in range(0, len(group), limit))
+    return clusters
 
 
 def _offer(row: Any) -> Offer:
@@ -327,16 +353,21 @@ def proposal_expiry(offer: Offer, config: RideConfig, now: datetime) -> datetime
 
 
 @use_case
-async def match_region(uow: UnitOfWork, *, region: str, config: RideConfig, now: datetime) -> int:
-    """One batch: the open requests of a region and the open offers of it and its neighbours,
-    assigned together by the batch solver; answers how many proposals were made.
+async def match_regions(
+    uow: UnitOfWork, *, regions: Sequence[str], config: RideConfig, now: datetime
+) -> int:
+    """One batch: the open requests of some regions (one, or a group of neighbours: see
+    `region_clusters`) and the open offers of them and their neighbours, assigned together by
+    the batch solver; answers how many proposals were made.
 
-    The offers and requests are locked (ascending id) for the unit of work, so two matchers of
-    neighbouring regions that share an offer take turns, and each sees the other's proposals:
-    a seat is never proposed twice."""
+    The offers are locked (ascending id) and the requests too (skipping those another batch
+    holds) for the unit of work, so two batches that share an offer take turns, and each sees
+    the other's proposals: a seat is never proposed twice."""
+    if not 1 <= len(regions) <= MAX_BATCH_REGIONS:
+        raise ValueError(f"a batch covers 1 to {MAX_BATCH_REGIONS} regions, not {len(regions)}")
     async with uow:
         session = uow.session
-        area = sorted(str(cell) for cell in h3.grid_disk(region, 1))
+        area = sorted({str(cell) for region in regions for cell in h3.grid_disk(region, 1)})
         offers_query = (
             select(OFFERS)
             .where(
@@ -351,7 +382,7 @@ async def match_region(uow: UnitOfWork, *, region: str, config: RideConfig, now:
         requests_query = (
             select(REQUESTS)
             .where(
-                REQUESTS.c.region == region,
+                REQUESTS.c.region.in_(list(regions)),
                 REQUESTS.c.status == RequestStatus.OPEN.value,
                 REQUESTS.c.latest_departure > now,
             )

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from rides import jobs, service
+from rides.config import RideConfig
 from tests.support.ledger import fund
 from tests.support.pools import worker_ctx
 from tests.support.trust import TrustWorld
@@ -106,9 +107,9 @@ async def match(world: TrustWorld, area: Area) -> int:
     """One matching batch of the area's region, as the worker's job runs each region."""
     config = world.client.app.state.rides
     near = area.at(NEAR_CITY)
-    return await service.match_region(
+    return await service.match_regions(
         world.uow,
-        region=service.region_of(near["lat"], near["lon"], config),
+        regions=[service.region_of(near["lat"], near["lon"], config)],
         config=config,
         now=world.clock(),
     )
@@ -121,3 +122,31 @@ async def match_all(world: TrustWorld) -> int:
 
 async def expire(world: TrustWorld) -> int:
     return await jobs.expire_rides(worker_ctx(world))
+
+
+def across_a_region_border(area: Area, config: RideConfig) -> tuple[Area, Area]:
+    """The same trip moved east in 500 m steps until its pickup's region changes: the last step
+    before and the first after (neighbouring regions, a few hundred metres apart)."""
+    start = area.at(NEAR_CITY)
+    home = service.region_of(start["lat"], start["lon"], config)
+    for step in range(1, 200):
+        moved = Area(area.dlat, area.dlon + 0.005 * step)
+        near = moved.at(NEAR_CITY)
+        if service.region_of(near["lat"], near["lon"], config) != home:
+            return Area(area.dlat, area.dlon + 0.005 * (step - 1)), moved
+    raise AssertionError("no region border within 100 km")
+
+
+class Enqueued:
+    """Stands in for the worker's ArqRedis: records what a job enqueues."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, dict[str, Any]]] = []
+        self.arguments: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def enqueue_job(self, name: str, *args: Any, **options: Any) -> None:
+        self.jobs.append((name, options))
+        self.arguments.append((name, args))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [options for job, options in self.jobs if job == name]

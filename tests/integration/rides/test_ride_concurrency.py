@@ -18,7 +18,7 @@ from tests.support.pools import ledger_verifies, wallet
 from tests.support.rides import (
     NEAR_AIRPORT,
     NEAR_CITY,
-    Area,
+    across_a_region_border,
     insured_driver,
     match,
     new_area,
@@ -69,19 +69,6 @@ async def test_matchers_of_one_region_at_once_propose_each_seat_once(pg_world: T
     assert_no_seat_twice(proposals, {o["id"]: 1 for o in offers})
 
 
-def across_a_region_border(area: Area, config: service.RideConfig) -> tuple[Area, Area]:
-    """The same trip moved east in 500 m steps until its pickup's region changes: the last step
-    before and the first after (neighbouring regions, a few hundred metres apart)."""
-    start = area.at(NEAR_CITY)
-    home = service.region_of(start["lat"], start["lon"], config)
-    for step in range(1, 200):
-        moved = Area(area.dlat, area.dlon + 0.005 * step)
-        near = moved.at(NEAR_CITY)
-        if service.region_of(near["lat"], near["lon"], config) != home:
-            return Area(area.dlat, area.dlon + 0.005 * (step - 1)), moved
-    raise AssertionError("no region border within 100 km")
-
-
 async def test_matchers_of_neighbouring_regions_sharing_an_offer_propose_its_seat_once(
     pg_world: TrustWorld,
 ) -> None:
@@ -105,7 +92,7 @@ async def test_matchers_of_neighbouring_regions_sharing_an_offer_propose_its_sea
     for _ in range(3):  # each round: both regions at once; the seat is proposed once in all
         made = await asyncio.gather(
             *(
-                service.match_region(world.uow, region=region, config=config, now=world.clock())
+                service.match_regions(world.uow, regions=[region], config=config, now=world.clock())
                 for region in regions
             )
         )

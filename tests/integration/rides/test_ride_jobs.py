@@ -11,21 +11,16 @@ from typing import Any
 from rides import jobs, service
 from rides.config import RideConfig
 from tests.support.pools import ledger_verifies, worker_ctx
-from tests.support.rides import insured_driver, new_area, offer_body, post, request_body, rider
+from tests.support.rides import (
+    Enqueued,
+    insured_driver,
+    new_area,
+    offer_body,
+    post,
+    request_body,
+    rider,
+)
 from tests.support.trust import TrustWorld
-
-
-class Enqueued:
-    """Stands in for the worker's ArqRedis: records what a job enqueues."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, dict[str, Any]]] = []
-
-    async def enqueue_job(self, name: str, *args: Any, **options: Any) -> None:
-        self.jobs.append((name, options))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [options for job, options in self.jobs if job == name]
 
 
 def config(world: TrustWorld) -> RideConfig:
@@ -51,11 +46,12 @@ async def test_matching_enqueues_the_expiry_which_rematches_and_closes_at_depart
 
     # The run hands the region to a job of its own (workers share regions), which proposes.
     assert await jobs.match_rides(ctx) == 0
-    (region_job,) = redis.named("match_ride_region")
+    (region_job,) = redis.named("match_ride_regions")
     region = service.region_of(request["origin"]["lat"], request["origin"]["lon"], config(world))
-    assert region_job["_job_id"].startswith(f"match-region:{region}:")
+    assert region_job["_job_id"].startswith(f"match-regions:{region}:")
+    assert redis.arguments[0] == ("match_ride_regions", ([region],))
     redis.jobs.clear()
-    assert await jobs.match_ride_region(ctx, region) == 1
+    assert await jobs.match_ride_regions(ctx, [region]) == 1
     seen = await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)
     expires_at = datetime.fromisoformat(seen.json()["match"]["expires_at"])
     departure = datetime.fromisoformat(offer["departure_at"])
@@ -73,7 +69,7 @@ async def test_matching_enqueues_the_expiry_which_rematches_and_closes_at_depart
     assert redis.named("expire_rides") == [expiry_job(departure)]
 
     redis.jobs.clear()
-    assert await jobs.match_ride_region(ctx, region) == 0  # the expired pair: never again
+    assert await jobs.match_ride_regions(ctx, [region]) == 0  # the expired pair: never again
     world.clock.advance(departure - world.clock())
     assert await jobs.expire_rides(ctx) == 1
     closed = await world.client.get(f"/v1/rides/offers/{offer['id']}", headers=driver_h)
