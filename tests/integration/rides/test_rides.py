@@ -278,6 +278,9 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
         offer_body(world, area, origin={"lat": 91, "lon": 0}),
         offer_body(world, area, destination=area.city),
         offer_body(world, area, max_detour_km=-1),
+        offer_body(world, area, departure_at="9999-12-31T23:59:59-14:00"),
+        offer_body(world, area, price_per_km_minor="100"),
+        offer_body(world, area, currency="XTS"),
     ]
     for body in bad:
         answer = await world.client.post("/v1/rides/offers", json=body, headers=driver_h)
@@ -296,6 +299,9 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
         request_body(world, area, destination={"lat": 0, "lon": 181}),
         request_body(world, area, earliest_departure=(now + timedelta(days=15)).isoformat(),
                      latest_departure=(now + timedelta(days=16)).isoformat()),
+        request_body(world, area, earliest_departure="0001-01-01T00:00:00+14:00"),
+        request_body(world, area, latest_departure="9999-12-31T23:59:59-14:00"),
+        request_body(world, area, earliest_departure="2026-11-24T10:00:00"),  # no timezone
     ):  # fmt: skip
         answer = await world.client.post("/v1/rides/requests", json=body, headers=rider_h)
         assert answer.status_code == 422, (body, answer.text)
