@@ -49,8 +49,11 @@ def new_area() -> Area:
     return Area(dlat=-70.0 + 2.0 * (slot % 40), dlon=-100.0 + 2.0 * (slot // 40) % 200)
 
 
-async def insured_driver(world: TrustWorld) -> tuple[uuid.UUID, dict[str, str]]:
-    """A user with a verified insurance policy: the driver role, allowed to offer rides."""
+async def insured_driver(
+    world: TrustWorld, admin_h: dict[str, str] | None = None
+) -> tuple[uuid.UUID, dict[str, str]]:
+    """A user with a verified insurance policy: the driver role, allowed to offer rides (the
+    policy verified by `admin_h`, or by a new admin)."""
     user_id, headers = await world.user()
     expires = world.clock() + timedelta(days=365)
     submitted = await world.client.post(
@@ -59,7 +62,8 @@ async def insured_driver(world: TrustWorld) -> tuple[uuid.UUID, dict[str, str]]:
         headers=headers,
     )
     assert submitted.status_code == 201, submitted.text
-    _, admin_h = await world.admin()
+    if admin_h is None:
+        _, admin_h = await world.admin()
     verified = await world.client.post(
         f"/v1/admin/insurance/{submitted.json()['id']}/verify", headers=admin_h
     )
