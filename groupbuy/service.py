@@ -431,12 +431,14 @@ async def _join_batch(
     async with uow:
         session = uow.session
         members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
-        pool, joins = await _pool_and_joins(session, pool_id, members)
-        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
-            return [PoolClosed("this pool no longer takes joins") for _ in tickets]
+        # Read before the pool's row is locked: the other processes' batches of this pool wait
+        # for that lock, so it is held only for what must be decided under it.
         standings = await trust.standings_of(
             session, user_ids=members, params=config.score, now=now
         )
+        pool, joins = await _pool_and_joins(session, pool_id, members)
+        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+            return [PoolClosed("this pool no longer takes joins") for _ in tickets]
         wallets = {member: wallet_account(member, pool.currency) for member in members}
         # Every account of the batch (the wallets and the escrow) locked here, in id order.
         ids, available = await ledger.open_and_lock(
