@@ -1091,7 +1091,8 @@ async def settle_pool(
     An open pool past its deadline is decided first (succeeded if it reached its minimum, else
     failed); an open pool before its deadline is left alone."""
     async with uow:
-        pool = await get_pool(uow.session, pool_id)
+        # Locked: a join or leave that holds the row commits first and is counted.
+        pool = await get_pool(uow.session, pool_id, lock=True)
         if pool.status == PoolStatus.OPEN and pool.deadline <= now:
             reached = pool.committed_quantity >= pool.min_quantity
             outcome = PoolStatus.SUCCEEDED if reached else PoolStatus.FAILED
