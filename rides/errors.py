@@ -52,3 +52,11 @@ class NoSeatsLeft(RideError):
 class ProposalExpired(RideError):
     code = "proposal-expired"
     title = "The proposal expired"
+
+
+class RideUnderWay(RideError):
+    """The rider cancels an accepted ride after its pickup time (a driver who never came is a
+    complaint; the fare hold is released if the ride is never completed)."""
+
+    code = "ride-under-way"
+    title = "The ride is under way"

@@ -30,7 +30,7 @@ from matching.geometry import Point
 from payments import ledger
 from payments.errors import UnknownCurrency
 from payments.models import AccountKind
-from payments.money import fee_minor, is_supported_currency
+from payments.money import MAX_AMOUNT_MINOR, fee_minor, is_supported_currency
 from payments.records import TransferSpec, escrow, platform_revenue
 from payments.records import wallet as wallet_account
 from rides.config import RideConfig
@@ -42,6 +42,7 @@ from rides.errors import (
     OfferNotFound,
     ProposalExpired,
     RequestNotFound,
+    RideUnderWay,
 )
 from rides.models import (
     LIVE_MATCH,
@@ -204,6 +205,15 @@ async def _create(
         await uow.commit()
 
 
+def _largest_fare_minor(draft: OfferDraft, config: RideConfig) -> float:
+    """More than any fare the offer can earn: a rider's own road distance is at most the
+    driver's route (its direct road distance plus the detour allowed), for every seat."""
+    start = Point(draft.origin.lat, draft.origin.lon)
+    end = Point(draft.destination.lat, draft.destination.lon)
+    route_km = config.router.distance_km(start, end) + draft.max_detour_km
+    return draft.price_per_km_minor * draft.seats * route_km
+
+
 @use_case
 async def post_offer(
     uow: UnitOfWork,
@@ -221,6 +231,11 @@ async def post_offer(
         errors.append("departure_at must be in the future and within 14 days")
     if not 0 <= draft.max_detour_km <= MAX_DETOUR_KM:
         errors.append(f"max_detour_km must be within [0, {MAX_DETOUR_KM:g}]")
+    elif not errors and _largest_fare_minor(draft, config) > MAX_AMOUNT_MINOR:
+        errors.append(
+            "price_per_km_minor x seats x the trip's km (with its detour) must stay within "
+            f"{MAX_AMOUNT_MINOR} minor units"
+        )
     if errors:
         raise InvalidRide("; ".join(errors), errors=body_errors(errors))
     if not is_supported_currency(draft.currency):
@@ -441,6 +456,15 @@ async def match_regions(
         made = 0
         for proposal in assignment.proposals:
             offer, request = usable[proposal.trip], requests[proposal.rider]
+            try:
+                fare = fare_minor(
+                    price_per_km_minor=offer.price_per_km_minor,
+                    direct_km=proposal.rider_km,
+                    seats=request.seats,
+                )
+            except ValueError as exc:  # (post_offer bounds fares; an older offer may not be)
+                log.warning("proposal skipped", offer_id=str(offer.id), error=str(exc))
+                continue
             moved = await session.execute(
                 update(REQUESTS)
                 .where(REQUESTS.c.id == request.id, REQUESTS.c.status == RequestStatus.OPEN.value)
@@ -460,11 +484,7 @@ async def match_regions(
                     pickup_eta=now + timedelta(seconds=proposal.pickup_eta_s),
                     dropoff_eta=now + timedelta(seconds=proposal.dropoff_eta_s),
                     detour_km=round(proposal.detour_km, 3),
-                    fare_minor=fare_minor(
-                        price_per_km_minor=offer.price_per_km_minor,
-                        direct_km=proposal.rider_km,
-                        seats=request.seats,
-                    ),
+                    fare_minor=fare,
                     currency=offer.currency,
                     expires_at=proposal_expiry(offer, config, now),
                     created_at=now,
@@ -547,7 +567,7 @@ async def accept_match(
             raise MatchConflict(f"this match is {match.status}, not proposed")
         if match.expires_at <= now:
             raise ProposalExpired("this proposal expired; the request is back in matching")
-        await _gate(
+        driver = await _gate(
             session,
             user_id=driver_id,
             action=Action.ACCEPT_MATCH,
@@ -582,17 +602,19 @@ async def accept_match(
         )
         if rider.verdict is Verdict.DENY:
             raise MatchConflict("the rider can no longer ride: " + ", ".join(rider.reasons))
-        if rider.verdict is Verdict.REQUIRE_DEPOSIT:
-            await trust.take_deposit(
-                session,
-                user_id=match.rider_id,
-                subject_type=SubjectType.MATCH,
-                subject_id=match.id,
-                amount_minor=rider.deposit_minor,
-                currency=match.currency,
-                expires_at=departure + HOLD_GRACE + trust_config.deposit_ttl,
-                now=now,
-            )
+        # A new driver's or rider's dear ride holds a deposit from each who owes one.
+        for user_id, decision in ((driver_id, driver), (match.rider_id, rider)):
+            if decision.verdict is Verdict.REQUIRE_DEPOSIT:
+                await trust.take_deposit(
+                    session,
+                    user_id=user_id,
+                    subject_type=SubjectType.MATCH,
+                    subject_id=match.id,
+                    amount_minor=decision.deposit_minor,
+                    currency=match.currency,
+                    expires_at=departure + HOLD_GRACE + trust_config.deposit_ttl,
+                    now=now,
+                )
         if match.fare_minor > 0:
             await ledger.hold(
                 session,
@@ -641,14 +663,6 @@ async def decline_match(
             uow.after_commit(schedule)
         await uow.commit()
     return match
-
-
-async def _release(session: AsyncSession, match: Match, now: datetime) -> None:
-    if match.hold_id:
-        await ledger.void(session, hold_id=match.hold_id, now=now)
-    await trust.release_deposits(
-        session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
-    )
 
 
 async def _charge_rider_fee(session: AsyncSession, match: Match, fee: int, now: datetime) -> None:
@@ -736,7 +750,7 @@ async def complete_match(
             session,
             subject_type=SubjectType.MATCH,
             subject_id=match.id,
-            user_ids=[match.rider_id],
+            user_ids=[match.rider_id, driver_id],
             when=now + trust_config.rating_window,
         )
         await uow.commit()
@@ -759,6 +773,16 @@ async def _end_match(
     """End a live match early: release (or, for a rider's late cancel or no-show, charge the
     fee), give the seats back, and put the request where it belongs."""
     fee = 0
+    if (
+        match.status == MatchStatus.ACCEPTED
+        and by_rider
+        and not no_show
+        and now >= match.pickup_eta
+    ):
+        # Past the pickup time the ride is under way (or the driver did not come: a complaint).
+        raise RideUnderWay(
+            "the pickup time has passed: an accepted ride can no longer be cancelled"
+        )
     if match.status == MatchStatus.ACCEPTED:
         if by_rider and (no_show or _late(match, config, now)) and match.hold_id:
             fee = fee_minor(match.fare_minor, config.late_cancel_fee_bp)
@@ -776,10 +800,10 @@ async def _end_match(
                 now=now,
                 if_held=True,
             )
-        else:
-            await trust.release_deposits(
-                session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
-            )
+        # Every other deposit of the ride (the driver's, or the rider's but for a no-show) back.
+        await trust.release_deposits(
+            session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
+        )
         if no_show or _late(match, config, now):
             await trust.record_cancellation(
                 session, user_id=match.rider_id if by_rider else match.driver_id

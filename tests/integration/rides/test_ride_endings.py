@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from payments.money import fee_minor
+from tests.support.ledger import fund
 from tests.support.pools import ledger_verifies, wallet
 from tests.support.rides import (
     expire,
@@ -37,11 +38,13 @@ async def accepted(world: TrustWorld, request: dict[str, str], rider_h: dict[str
 async def test_a_no_show_charges_the_fee_and_forfeits_the_deposit_to_the_driver(
     world: TrustWorld,
 ) -> None:
-    """A dear ride (more than a new user's threshold): accepting it also holds the rider's
-    deposit, which a no-show forfeits to the driver with the late fee."""
+    """A dear ride (more than a new user's threshold): accepting it also holds the new rider's
+    deposit, which a no-show forfeits to the driver with the late fee, and the new driver's,
+    which comes back."""
     area = new_area()
     rules = world.client.app.state.trust.rules
     driver, driver_h = await insured_driver(world)
+    await fund(world.sessionmaker, driver, FUNDS, "CNY", now=world.clock())
     rider_id, rider_h = await rider(world, 200_000)
     dear = offer_body(world, area, price_per_km_minor=2_000)
     await post(world, "/v1/rides/offers", dear, driver_h)
@@ -52,6 +55,7 @@ async def test_a_no_show_charges_the_fee_and_forfeits_the_deposit_to_the_driver(
     assert fare > rules.new_user_amount_minor
     deposit = fee_minor(fare, rules.new_user_deposit_bp)
     assert await wallet(world.sessionmaker, rider_id) == (200_000 - fare - deposit, fare + deposit)
+    assert await wallet(world.sessionmaker, driver) == (FUNDS - deposit, deposit)
     too_soon = await world.client.post(f"/v1/rides/matches/{ride['id']}/no-show", headers=driver_h)
     assert_problem(too_soon, 409, "match-conflict")
     world.clock.advance(timedelta(hours=2, minutes=30))
@@ -60,7 +64,7 @@ async def test_a_no_show_charges_the_fee_and_forfeits_the_deposit_to_the_driver(
     fee = fee_minor(fare, world.client.app.state.rides.late_cancel_fee_bp)
     assert (gone.json()["cancelled_by"], gone.json()["fee_minor"]) == ("no_show", fee)
     assert await wallet(world.sessionmaker, rider_id) == (200_000 - fee - deposit, 0)
-    assert await wallet(world.sessionmaker, driver) == (fee + deposit, 0)
+    assert await wallet(world.sessionmaker, driver) == (FUNDS + fee + deposit, 0)
     reputation = await world.client.get(f"/v1/users/{rider_id}/reputation", headers=rider_h)
     assert reputation.status_code == 200
     await ledger_verifies(world.sessionmaker)
