@@ -58,6 +58,7 @@ class UnitOfWork:
         self.attempts = attempts
         self._session: AsyncSession | None = None
         self._committed = False
+        self._commit_sent = False
         self._after_commit: list[Callable[[], Awaitable[Any]]] = []
 
     def fresh(self) -> UnitOfWork:
@@ -69,6 +70,12 @@ class UnitOfWork:
         bind = self._sessionmaker.kw.get("bind")
         assert isinstance(bind, AsyncEngine), "the sessionmaker is bound to one engine"
         return bind
+
+    @property
+    def may_have_committed(self) -> bool:
+        """Its last `async with` asked the database to commit: after an error there, whether
+        the changes stand is unknown to this side (a connection lost mid-COMMIT)."""
+        return self._commit_sent
 
     @property
     def on_postgres(self) -> bool:
@@ -85,6 +92,7 @@ class UnitOfWork:
             raise RuntimeError("this unit of work is already open")
         self._session = self._sessionmaker()
         self._committed = False
+        self._commit_sent = False
         self._after_commit = []
         return self
 
@@ -104,6 +112,7 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         """Make every change of this use case durable, then run the after-commit callbacks."""
+        self._commit_sent = True
         await self.session.commit()
         self._committed = True
         callbacks, self._after_commit = self._after_commit, []

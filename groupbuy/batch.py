@@ -7,7 +7,8 @@ batch is in the database the next gathers, and it takes everyone waiting (up to 
 lone join goes alone, so nothing waits for company. What a batch does is the runner's business
 (groupbuy.service runs one unit of work per batch and answers each join on its own); if the
 batch as a whole fails, every join in it is answered SINGLE: it goes the one-join path, where
-its own error, if any, is its own.
+its own error, if any, is its own (unless it failed at its commit: then whether its joins
+stand is unknown, and each is answered 503, to be retried with its Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Ticket(msgspec.Struct, frozen=True, kw_only=True):
     quantity: int
     request_id: str | None
     now: datetime
+
+
+class OutcomeUnknown(Exception):
+    """The batch failed once its commit was asked for: its joins may stand, so none of them may
+    go the one-join path (a join without a request id would be made twice)."""
 
 
 class Fallback(Enum):
@@ -73,6 +79,12 @@ class JoinQueue:
                 del self._waiting[:MAX_BATCH]
                 try:
                     answers = await run([ticket for ticket, _ in batch])
+                except OutcomeUnknown as exc:
+                    log.warning("join batch failed at its commit", error=repr(exc.__cause__))
+                    answers = [
+                        ServiceBusy("the join may not have been made; retry it with its key")
+                        for _ in batch
+                    ]
                 except Exception as exc:
                     log.warning("join batch failed; its joins go one by one", error=repr(exc))
                     answers = [Fallback.SINGLE] * len(batch)

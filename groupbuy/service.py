@@ -25,7 +25,7 @@ from app.errors import body_errors
 from app.uow import UnitOfWork, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
-from groupbuy.batch import Fallback, Ticket, queue_for
+from groupbuy.batch import Fallback, OutcomeUnknown, Ticket, queue_for
 from groupbuy.errors import (
     InvalidPool,
     JoinConflict,
@@ -680,9 +680,15 @@ async def _join_batched(
     if uow.on_postgres:
 
         async def run(tickets: list[Ticket]) -> list[BatchAnswer]:
-            return await _join_batch(
-                uow.fresh(), pool_id=pool_id, tickets=tickets, config=config, schedule=schedule
-            )
+            batch_uow = uow.fresh()
+            try:
+                return await _join_batch(
+                    batch_uow, pool_id=pool_id, tickets=tickets, config=config, schedule=schedule
+                )
+            except Exception as exc:
+                if batch_uow.may_have_committed:
+                    raise OutcomeUnknown from exc
+                raise
 
         answer = await queue_for(uow.engine, pool_id).submit(ticket, run)
         if isinstance(answer, Exception):

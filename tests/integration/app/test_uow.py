@@ -147,6 +147,42 @@ async def test_a_unit_of_work_cannot_be_opened_twice_at_once(sessionmaker: Sessi
         _ = uow.session
 
 
+async def _fail_before_commit(uow: UnitOfWork) -> None:
+    async with uow:
+        await uow.session.execute(text("SELECT 1"))
+        raise ZeroDivisionError
+
+
+async def _fail_at_commit(uow: UnitOfWork) -> None:
+    async with uow:
+        for statement in (
+            "CREATE TEMP TABLE once (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP",
+            "INSERT INTO once VALUES (1), (1)",
+        ):
+            await uow.session.execute(text(statement))
+        await uow.commit()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_unit_of_work_says_whether_it_may_have_committed(
+    sessionmaker: SessionMaker,
+) -> None:
+    """A failure before the commit leaves nothing; one at the commit (here a deferred unique
+    check, which PostgreSQL makes at COMMIT) may have: the group commit must not run those joins
+    again one by one."""
+    uow = UnitOfWork(sessionmaker)
+    with pytest.raises(ZeroDivisionError):
+        await _fail_before_commit(uow)
+    assert not uow.may_have_committed
+    with pytest.raises(Exception, match="unique"):
+        await _fail_at_commit(uow)
+    assert uow.may_have_committed
+    async with uow:
+        assert not uow.may_have_committed  # each `async with` starts afresh
+        await uow.commit()
+    assert uow.may_have_committed
+
+
 async def test_a_deadlock_is_run_again_and_then_answered_busy(postgres_url: str) -> None:
     """Two use cases that lock two rows in opposite orders: PostgreSQL aborts one; @use_case
     runs it again. One that keeps deadlocking ends as ServiceBusy (503), never a 500."""
