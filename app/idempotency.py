@@ -304,9 +304,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return await receive()
 
         status, content_type, chunks = 500, "application/json", list[bytes]()
+        stored = False
 
         async def capture(message: Message) -> None:
-            nonlocal status, content_type
+            nonlocal status, content_type, stored
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", []):
@@ -314,16 +315,21 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                         content_type = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False) and status < 500:
+                    # Stored before the answer's last byte leaves: a client that retries the
+                    # moment it has the answer gets the replay, never "in progress".
+                    await store.finish(claim, status, content_type, b"".join(chunks))
+                    stored = True
             await send(message)
 
         try:
             await app(scope, receive_body, capture)
         except BaseException:
-            await store.release(claim)
+            await store.release(claim)  # (a no-op once the answer is stored)
             raise
         if status >= 500:
             await store.release(claim)
-        else:
+        elif not stored:
             await store.finish(claim, status, content_type, b"".join(chunks))
 
     return middleware
