@@ -301,8 +301,9 @@ class PoolController(Controller):
     @post(
         "/{pool_id:uuid}/close",
         status_code=200,
+        opt=IDEMPOTENT,
         summary="Close the pool early once it reached its minimum (organizer): it succeeds now",
-        responses=problem_responses(401, 403, 404, 409),
+        responses=problem_responses(401, 403, 404, 409, 422),
     )
     async def close(
         self,
@@ -325,8 +326,9 @@ class PoolController(Controller):
     @post(
         "/{pool_id:uuid}/cancel",
         status_code=200,
+        opt=IDEMPOTENT,
         summary="Cancel the pool (organizer): every hold is released",
-        responses=problem_responses(401, 403, 404, 409),
+        responses=problem_responses(401, 403, 404, 409, 422),
     )
     async def cancel(
         self,

@@ -301,3 +301,25 @@ async def test_a_join_retried_with_its_key_or_rerun_after_a_crash_adds_nothing(
     )
     assert (rerun.quantity, repeat.quantity) == (5, 5)
     assert await wallet(world.sessionmaker, a) == (START - 5_000, 5_000)
+
+
+async def test_close_and_cancel_retried_with_their_key_answer_the_first_answer(
+    world: TrustWorld,
+) -> None:
+    """Both move money (close settles, cancel releases every hold): a retry after a lost answer
+    gets that answer, not 409 pool-closed."""
+    _, organizer_h = await world.user(roles=["organizer"])
+    for action, status in (("close", "succeeded"), ("cancel", "cancelled")):
+        pool = await open_pool(world, organizer_h)
+        _, a_h = await member(world)
+        assert (await join(world, pool["id"], a_h, 5)).status_code == 201
+        headers = {**organizer_h, "Idempotency-Key": f"{action}-{pool['id']}"}
+        path = f"/v1/pools/{pool['id']}/{action}"
+        first = await world.client.post(path, headers=headers)
+        again = await world.client.post(path, headers=headers)
+        assert (first.status_code, first.json()["status"]) == (200, status), first.text
+        assert (again.status_code, again.content) == (200, first.content)
+        assert again.headers["idempotent-replayed"] == "true"
+        bad = await world.client.post(path, headers={**organizer_h, "Idempotency-Key": "bad key!"})
+        assert_problem(bad, 422, "validation-error")
+    await ledger_verifies(world.sessionmaker)
