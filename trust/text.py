@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import unicodedata
-
+from app.text import clean_text
 from trust.errors import BlankText
 
-#: Kept although they are format characters: they join emoji sequences and lay out text.
-KEPT = frozenset({"\n", "\t", "\u200d"})
-
-
-def clean_text(text: str, *, max_chars: int) -> str:
-    """NFC, without control or format characters (bidi overrides, zero-width spaces, BOMs,
-    separators), trimmed and bounded."""
-    text = unicodedata.normalize("NFC", text)
-    kept = "".join(
-        ch
-        for ch in text
-        if ch in KEPT or unicodedata.category(ch) not in {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
-    )
-    return kept.strip()[:max_chars]
+__all__ = ["clean_text", "required_text"]
 
 
 def required_text(text: str, *, max_chars: int, field: str) -> str:

@@ -42,3 +42,11 @@ class MemberRoleRequired(DomainError):
     category = Category.INVALID
     code = "member-role-required"
     title = "The member role cannot be revoked"
+
+
+class BlankDisplayName(DomainError):
+    """Nothing visible is left of the display name once control and format characters go."""
+
+    category = Category.INVALID
+    code = "blank-display-name"
+    title = "The display name is blank"

@@ -22,6 +22,7 @@ from sqlmodel import col, select
 
 from app.accounts.errors import (
     Banned,
+    BlankDisplayName,
     EmailTaken,
     InvalidCredentials,
     MemberRoleRequired,
@@ -30,6 +31,7 @@ from app.accounts.errors import (
 from app.accounts.models import Role, User
 from app.db import AsyncSession, driver_fetchrow, on_postgres
 from app.errors import ServiceBusy
+from app.text import clean_text
 from app.uow import UnitOfWork
 
 #: Called with a user's id once a change to their roles or standing is committed.
@@ -50,6 +52,10 @@ def _roles_column(roles: Iterable[Role]) -> str:
     return ",".join(ordered)
 
 
+#: The schema's bound (app/accounts/schemas.py) and the column's.
+DISPLAY_NAME_MAX_CHARS = 80
+
+
 async def register_user(
     session: AsyncSession,
     *,
@@ -60,11 +66,18 @@ async def register_user(
     now: datetime,
 ) -> User:
     """Create an account with an argon2 hash; a taken email (any case) raises EmailTaken."""
+    # Others see the name (on ratings and complaints): no bidi overrides, controls, zero widths.
+    shown_name = clean_text(display_name, max_chars=DISPLAY_NAME_MAX_CHARS)
+    if not shown_name:
+        raise BlankDisplayName(
+            "display_name has no visible characters",
+            errors=[{"field": "display_name", "message": "no visible characters"}],
+        )
     password_hash = await asyncio.to_thread(_hasher.hash, password)
     user = User(
         email=email.strip().lower(),
         password_hash=password_hash,
-        display_name=display_name.strip(),
+        display_name=shown_name,
         roles=_roles_column(roles),
         created_at=now,
     )

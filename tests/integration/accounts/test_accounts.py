@@ -115,3 +115,26 @@ async def test_login_is_rate_limited_per_client_address(database_url: str, redis
         ]
     assert statuses[:5] == [401] * 5
     assert statuses[5:] == [429, 429]
+
+
+async def test_a_display_name_loses_bidi_control_and_zero_width_characters(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Others are shown the name (on ratings and complaints): "Ada" then a right-to-left
+    override would show "exe.png" reversed; a name of zero-width spaces shows nothing."""
+    registered = await client.post(
+        "/v1/auth/register",
+        json={"email": unique_email(), "password": PASSWORD,
+              "display_name": " Ada\u202egnp.exe\u0007\u200b 🧑\u200d💻 "},
+    )  # fmt: skip
+    assert registered.status_code == 201, registered.text
+    headers = {"Authorization": f"Bearer {registered.json()['token']}"}
+    me = await client.get("/v1/me", headers=headers)
+    assert me.json()["display_name"] == "Adagnp.exe 🧑\u200d💻"
+    blank = await client.post(
+        "/v1/auth/register",
+        json={"email": unique_email(), "password": PASSWORD, "display_name": "\u200b\u202e"},
+    )
+    assert blank.status_code == 422, blank.text
+    assert blank.json()["type"] == "blank-display-name"
+    assert blank.json()["errors"] == [{"field": "display_name", "message": "no visible characters"}]
