@@ -56,12 +56,18 @@ async def settle_due_pools(ctx: dict[str, Any]) -> int:
     async with ctx["sessionmaker"]() as session:
         due = await service.due_pools(session, now=now, limit=SWEEP_BATCH)
     for pool_id in due:
-        await service.settle_pool(
-            UnitOfWork(ctx["sessionmaker"]),
-            pool_id=pool_id,
-            config=ctx["settings"].trust(),
-            now=now,
-        )
+        try:
+            await service.settle_pool(
+                UnitOfWork(ctx["sessionmaker"]),
+                pool_id=pool_id,
+                config=ctx["settings"].trust(),
+                now=now,
+            )
+        except Exception:  # one pool that keeps failing must not stop the others' settlement
+            log.exception("settling a pool failed; the sweep goes on", pool_id=str(pool_id))
+            await service.note_settle_attempt(
+                UnitOfWork(ctx["sessionmaker"]), pool_id=pool_id, now=now
+            )
     if due:
         log.info("swept pools", count=len(due))
     return len(due)

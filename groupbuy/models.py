@@ -99,6 +99,11 @@ class Pool(SQLModel, table=True):
     settled_at: datetime | None = Field(
         default=None, sa_column=utc_column("settled_at", nullable=True)
     )
+    #: When a settlement last stopped short of settled (the payout held back, an error): the
+    #: sweep takes pools never tried first, then the longest untried, so none blocks the rest.
+    settle_attempted_at: datetime | None = Field(
+        default=None, sa_column=utc_column("settle_attempted_at", nullable=True)
+    )
 
 
 class Join(SQLModel, table=True):

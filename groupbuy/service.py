@@ -1047,6 +1047,8 @@ async def _finish(uow: UnitOfWork, *, pool: Pool, config: TrustConfig, now: date
                 params=config.score,
             )
             if decision.verdict is Verdict.DENY:
+                await _note_attempt(session, pool.id, now)
+                await uow.commit()
                 return False
             payouts = [
                 ("payout", wallet_account(pool.organizer_id, pool.currency), totals.payout_minor),
@@ -1125,15 +1127,32 @@ async def settle_pool(
         return await get_pool(uow.session, pool_id)
 
 
+async def _note_attempt(session: AsyncSession, pool_id: UUID, now: datetime) -> None:
+    await session.execute(
+        update(POOLS).where(POOLS.c.id == pool_id).values(settle_attempted_at=now)
+    )
+
+
+@use_case
+async def note_settle_attempt(uow: UnitOfWork, *, pool_id: UUID, now: datetime) -> None:
+    """Record that a settlement stopped short (it failed): the sweep tries the others first."""
+    async with uow:
+        await _note_attempt(uow.session, pool_id, now)
+        await uow.commit()
+
+
 async def due_pools(session: AsyncSession, *, now: datetime, limit: int) -> list[UUID]:
-    """Pools whose settlement is owed: open past their deadline, or decided but not settled."""
+    """Pools whose settlement is owed: open past their deadline, or decided but not settled;
+    those never tried first (by deadline), then those whose last try is oldest."""
     query = (
         select(POOLS.c.id)
         .where(
             ((POOLS.c.status == PoolStatus.OPEN.value) & (POOLS.c.deadline <= now))
             | ((POOLS.c.status != PoolStatus.OPEN.value) & POOLS.c.settled_at.is_(None))
         )
-        .order_by(POOLS.c.deadline)
+        .order_by(
+            POOLS.c.settle_attempted_at.is_not(None), POOLS.c.settle_attempted_at, POOLS.c.deadline
+        )
         .limit(limit)
     )
     return list((await session.execute(query)).scalars())
