@@ -727,7 +727,41 @@ async def join_pool(
     The admission gate refuses what cannot fit before the database is asked; the database's
     conditional UPDATE decides the rest. `request_id` names the request (derived from its
     Idempotency-Key): a request that already changed this join (a retry after a crash) answers
-    the join instead of adding again."""
+    the join instead of adding again, also once the pool is full or closed (it may be the join
+    that filled it)."""
+    try:
+        return await _join_pool(
+            uow,
+            pool_id=pool_id,
+            user_id=user_id,
+            quantity=quantity,
+            request_id=request_id,
+            config=config,
+            schedule=schedule,
+            admission=admission,
+            now=now,
+        )
+    except (PoolClosed, PoolFull):
+        if request_id is not None:
+            async with uow:
+                join = await _member_join(uow.session, pool_id, user_id)
+            if join is not None and join.last_request == request_id:
+                return join
+        raise
+
+
+async def _join_pool(
+    uow: UnitOfWork,
+    *,
+    pool_id: UUID,
+    user_id: UUID,
+    quantity: int,
+    request_id: str | None,
+    config: TrustConfig,
+    schedule: Scheduler | None,
+    admission: Admission | None,
+    now: datetime,
+) -> JoinRecord:
     verdict, left = await admission.admit(pool_id, quantity) if admission else (Admit.UNKNOWN, 0)
     if admission is not None and verdict is Admit.UNKNOWN:
         # No count (new, expired, flushed): start one from the database's row, then ask again,

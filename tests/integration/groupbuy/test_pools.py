@@ -8,7 +8,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from redis.asyncio import Redis
+
 from groupbuy import service
+from groupbuy.admission import Admission
 from tests.support.pools import (
     ledger_verifies,
     member,
@@ -301,6 +304,39 @@ async def test_a_join_retried_with_its_key_or_rerun_after_a_crash_adds_nothing(
     )
     assert (rerun.quantity, repeat.quantity) == (5, 5)
     assert await wallet(world.sessionmaker, a) == (START - 5_000, 5_000)
+
+
+async def test_a_rerun_of_the_join_that_filled_the_pool_answers_that_join(
+    world: TrustWorld, redis_url: str
+) -> None:
+    """Before, the rerun after a crash of the join that filled (and so decided) the pool was
+    409 pool-closed, although that join had been made."""
+    _, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h, max_quantity=10)
+    pool_id = uuid.UUID(pool["id"])
+    a, _ = await member(world)
+    redis = Redis.from_url(redis_url)
+    admission = Admission(redis, plenty=1)  # every join counted: the gate closes once full
+    for attempt in range(3):  # the first fills the pool; the reruns find it made
+        joined = await service.join_pool(
+            world.uow,
+            pool_id=pool_id,
+            user_id=a,
+            quantity=10,
+            request_id="filled-it",
+            config=world.client.app.state.trust,
+            schedule=None,
+            admission=admission,
+            now=world.clock(),
+        )
+        assert (joined.quantity, joined.last_request) == (10, "filled-it"), attempt
+    await redis.aclose()
+    state = (await world.client.get(f"/v1/pools/{pool_id}", headers=organizer_h)).json()
+    assert (state["status"], state["committed_quantity"]) == ("succeeded", 10)
+    assert await wallet(world.sessionmaker, a) == (START - 10_000, 10_000)
+    _, b_h = await member(world)
+    late = await world.client.post(f"/v1/pools/{pool_id}/joins", json={"quantity": 1}, headers=b_h)
+    assert late.status_code == 409, late.text
 
 
 async def test_close_and_cancel_retried_with_their_key_answer_the_first_answer(
