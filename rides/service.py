@@ -500,14 +500,25 @@ async def match_regions(
 # -- the driver's answer, and the ride ------------------------------------------------------------
 
 
-async def _driver_match(session: AsyncSession, match_id: UUID, user_id: UUID) -> Match:
-    query = select(MATCHES).where(MATCHES.c.id == match_id, MATCHES.c.driver_id == user_id)
-    if on_postgres(session):
-        query = query.with_for_update()
-    row = (await session.execute(query)).first()
-    if row is None:
+async def _locked_match(session: AsyncSession, match_id: UUID, mine: Any) -> Match:
+    """The match (where `mine` holds) with its offer's row and then its own locked: every use
+    case that changes a ride locks offer, match, request in that order, so none deadlocks."""
+    found = (
+        await session.execute(select(MATCHES.c.offer_id).where(MATCHES.c.id == match_id, mine))
+    ).first()
+    if found is None:
         raise MatchNotFound(f"no match {match_id} of yours")
-    return _match(row)
+    query = select(MATCHES).where(MATCHES.c.id == match_id)
+    if on_postgres(session):
+        await session.execute(
+            select(OFFERS.c.id).where(OFFERS.c.id == found.offer_id).with_for_update()
+        )
+        query = query.with_for_update()
+    return _match((await session.execute(query)).one())
+
+
+async def _driver_match(session: AsyncSession, match_id: UUID, user_id: UUID) -> Match:
+    return await _locked_match(session, match_id, MATCHES.c.driver_id == user_id)
 
 
 async def _move_match(
@@ -838,16 +849,9 @@ async def cancel_match(
     rider cancelling within the late window pays the late-cancel fee to the driver."""
     async with uow:
         session = uow.session
-        query = select(MATCHES).where(
-            MATCHES.c.id == match_id,
-            or_(MATCHES.c.driver_id == user_id, MATCHES.c.rider_id == user_id),
+        match = await _locked_match(
+            session, match_id, or_(MATCHES.c.driver_id == user_id, MATCHES.c.rider_id == user_id)
         )
-        if on_postgres(session):
-            query = query.with_for_update()
-        row = (await session.execute(query)).first()
-        if row is None:
-            raise MatchNotFound(f"no match {match_id} of yours")
-        match = _match(row)
         if match.status not in LIVE_MATCH:
             raise MatchConflict(f"this match is {match.status}: nothing to cancel")
         by_rider = match.rider_id == user_id and match.driver_id != user_id
@@ -917,7 +921,11 @@ async def cancel_offer(
 async def _end_offer_matches(
     session: AsyncSession, offer: Offer, *, config: RideConfig, now: datetime
 ) -> None:
-    query = select(MATCHES).where(MATCHES.c.offer_id == offer.id, MATCHES.c.status.in_(LIVE_MATCH))
+    query = (
+        select(MATCHES)
+        .where(MATCHES.c.offer_id == offer.id, MATCHES.c.status.in_(LIVE_MATCH))
+        .order_by(MATCHES.c.id)  # (after the offer's row: the lock order)
+    )
     if on_postgres(session):
         query = query.with_for_update()
     for row in (await session.execute(query)).all():
@@ -933,23 +941,28 @@ async def cancel_request(
     """The rider withdraws the request; a live match ends as a rider's cancel would."""
     async with uow:
         session = uow.session
+        await _own_request(session, request_id, rider_id)
+        live_query = select(MATCHES.c.id).where(
+            MATCHES.c.request_id == request_id, MATCHES.c.status.in_(LIVE_MATCH)
+        )
+        # The lock order: the live match's offer and the match, then the request.
+        live_id = (await session.execute(live_query)).scalar()
+        live = None
+        if live_id is not None:
+            live = await _locked_match(session, live_id, MATCHES.c.rider_id == rider_id)
         request = await _own_request(session, request_id, rider_id, lock=True)
+        proposed_meanwhile = (await session.execute(live_query)).scalar()
+        if proposed_meanwhile is not None and proposed_meanwhile != live_id:
+            # (a batch proposed it while this waited for the request: rare, out of order)
+            live = await _locked_match(session, proposed_meanwhile, MATCHES.c.rider_id == rider_id)
         if request.status not in (
             RequestStatus.OPEN,
             RequestStatus.PROPOSED,
             RequestStatus.MATCHED,
         ):
             raise MatchConflict(f"this request is already {request.status}")
-        live_query = select(MATCHES).where(
-            MATCHES.c.request_id == request.id, MATCHES.c.status.in_(LIVE_MATCH)
-        )
-        if on_postgres(session):
-            live_query = live_query.with_for_update()
-        live = (await session.execute(live_query)).first()
-        if live is not None:
-            await _end_match(
-                session, _match(live), by_rider=True, no_show=False, config=config, now=now
-            )
+        if live is not None and live.status in LIVE_MATCH:
+            await _end_match(session, live, by_rider=True, no_show=False, config=config, now=now)
         await _set_request(session, request.id, RequestStatus.CANCELLED)
         await uow.commit()
     return RideRequest(**{**request.model_dump(), "status": RequestStatus.CANCELLED.value})

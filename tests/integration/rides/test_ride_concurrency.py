@@ -150,3 +150,58 @@ async def test_accepts_racing_for_two_seats_over_separate_connections(
     held = sorted([(await wallet(world.sessionmaker, rider_id)) for rider_id, _ in riders])
     assert held == [(7_000, 3_000)] * 2 + [(10_000, 0)] * 4
     await ledger_verifies(world.sessionmaker)
+
+
+async def test_an_accept_and_a_withdrawal_at_once_lock_the_offer_first_and_end_cleanly(
+    pg_world: TrustWorld,
+) -> None:
+    """Every ride use case locks offer, match, request in that order: while another transaction
+    holds the offer's row, an accept and the rider's withdrawal both wait there holding nothing
+    (before, the accept held the match and the withdrawal the request: a deadlock each time they
+    met). Whichever goes first, the rider ends with every unit back."""
+    world = pg_world
+    area = new_area()
+    driver, driver_h = await insured_driver(world)
+    rider_id, rider_h = await rider(world, 50_000)
+    offer = await post(world, "/v1/rides/offers", offer_body(world, area), driver_h)
+    request = await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+    assert await match(world, area) == 1
+    seen = await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)
+    match_id = uuid.UUID(seen.json()["match"]["id"])
+    now = world.clock()
+    config = world.client.app.state
+    offers, requests = service.OFFERS, service.REQUESTS
+
+    async with world.uow as holder:
+        await holder.session.execute(
+            select(offers.c.id).where(offers.c.id == uuid.UUID(offer["id"])).with_for_update()
+        )
+        accepting = asyncio.create_task(
+            service.accept_match(
+                world.uow, match_id=match_id, driver_id=driver, trust_config=config.trust, now=now
+            )
+        )
+        withdrawing = asyncio.create_task(
+            service.cancel_request(
+                world.uow,
+                request_id=uuid.UUID(request["id"]),
+                rider_id=rider_id,
+                config=config.rides,
+                now=now,
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not accepting.done()
+        assert not withdrawing.done()
+        async with world.uow as probe:  # neither holds the match or the request meanwhile
+            for query in (
+                select(MATCHES.c.id).where(MATCHES.c.id == match_id),
+                select(requests.c.id).where(requests.c.id == uuid.UUID(request["id"])),
+            ):
+                await probe.session.execute(query.with_for_update(nowait=True))
+        await holder.commit()
+    outcomes = await asyncio.gather(accepting, withdrawing, return_exceptions=True)
+    assert not isinstance(outcomes[1], BaseException), outcomes
+    assert outcomes[1].status == "cancelled"
+    assert await wallet(world.sessionmaker, rider_id) == (50_000, 0)
+    await ledger_verifies(world.sessionmaker)
