@@ -284,6 +284,21 @@ async def void(session: AsyncSession, *, hold_id: str, now: datetime) -> Transfe
     )
 
 
+async def release(session: AsyncSession, *, hold_id: str, now: datetime) -> None:
+    """Void a hold unless it is already released (voided, or expired by the sweep, perhaps at
+    this moment): the money is back in its source either way. Captured holds still raise."""
+    held = await get_transfer(session, hold_id)
+    if held is not None and held.status in (TransferStatus.VOIDED, TransferStatus.EXPIRED):
+        return
+    try:
+        async with session.begin_nested():
+            await void(session, hold_id=hold_id, now=now)
+    except HoldNotPending:
+        held = await get_transfer(session, hold_id)
+        if held is None or held.status not in (TransferStatus.VOIDED, TransferStatus.EXPIRED):
+            raise
+
+
 async def expire(session: AsyncSession, *, hold_id: str, now: datetime) -> TransferRecord:
     """Release a pending hold whose expiry has passed (status `expired`)."""
     return await _resolve(

@@ -1024,8 +1024,41 @@ async def expire_due(uow: UnitOfWork, *, now: datetime, limit: int = 500) -> int
             )
             .values(status=RequestStatus.EXPIRED.value)
         )
+        unfinished = await _end_unfinished(session, now=now, limit=limit)
         await uow.commit()
-    return len(departed) + len(expired) + int(getattr(passed, "rowcount", 0) or 0)
+    return len(departed) + len(expired) + int(getattr(passed, "rowcount", 0) or 0) + unfinished
+
+
+async def _end_unfinished(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    """Accepted rides never completed by the time their fare hold lapses (departure plus
+    HOLD_GRACE) end: the hold and deposits released (if the expiry sweep has not already), the
+    match cancelled as `unfinished`, the request expired; nobody is charged."""
+    stuck = (
+        await session.execute(
+            select(MATCHES.c.id)
+            .join(OFFERS, OFFERS.c.id == MATCHES.c.offer_id)
+            .where(
+                MATCHES.c.status == MatchStatus.ACCEPTED.value,
+                OFFERS.c.departure_at <= now - HOLD_GRACE,
+            )
+            .order_by(MATCHES.c.id)
+            .limit(limit)
+        )
+    ).scalars()
+    ended = 0
+    for match_id in list(stuck):
+        match = await _locked_match(session, match_id, MATCHES.c.status == MatchStatus.ACCEPTED)
+        if match.status != MatchStatus.ACCEPTED:
+            continue
+        if match.hold_id:
+            await ledger.release(session, hold_id=match.hold_id, now=now)
+        await trust.release_deposits(
+            session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
+        )
+        await _move_match(session, match, MatchStatus.CANCELLED, now, cancelled_by="unfinished")
+        await _set_request(session, match.request_id, RequestStatus.EXPIRED)
+        ended += 1
+    return ended
 
 
 async def next_due(session: AsyncSession, *, now: datetime) -> datetime | None:

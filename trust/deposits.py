@@ -18,7 +18,6 @@ from sqlalchemy import ColumnElement, Table, and_, select, update
 
 from app.db import AsyncSession
 from payments import ledger
-from payments.errors import HoldNotPending
 from payments.models import AccountKind, TransferStatus
 from payments.records import AccountRef, TransferSpec, escrow, insurance_fund, wallet
 from trust.errors import DepositNotHeld
@@ -112,24 +111,13 @@ async def take_deposit(
     return deposit
 
 
-async def _void_if_pending(session: AsyncSession, hold_id: str, now: datetime) -> None:
-    held = await ledger.get_transfer(session, hold_id)
-    if held is None or held.status != TransferStatus.PENDING:
-        return  # the expiry sweep released it already: the money is back either way
-    try:
-        async with session.begin_nested():
-            await ledger.void(session, hold_id=hold_id, now=now)
-    except HoldNotPending:
-        return  # released concurrently by the expiry sweep
-
-
 async def _release(session: AsyncSession, deposit: Deposit, *, now: datetime) -> None:
     await session.execute(
         update(DEPOSITS)
         .where(DEPOSITS.c.id == deposit.id, DEPOSITS.c.status == DepositStatus.HELD.value)
         .values(status=DepositStatus.RELEASED.value, resolved_at=now)
     )
-    await _void_if_pending(session, deposit.hold_id, now)
+    await ledger.release(session, hold_id=deposit.hold_id, now=now)
 
 
 async def release_after(
@@ -203,7 +191,7 @@ async def release_deposits(
         query = query.where(DEPOSITS.c.user_id.in_(list(user_ids)))
     hold_ids = sorted((await session.execute(query)).scalars())
     for hold_id in hold_ids:
-        await _void_if_pending(session, hold_id, now)
+        await ledger.release(session, hold_id=hold_id, now=now)
     return len(hold_ids)
 
 

@@ -10,11 +10,14 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from matching.fare import settle_match
+from payments.jobs import expire_holds
 from payments.money import MAX_AMOUNT_MINOR, fee_minor
 from rides.models import Offer
+from rides.service import HOLD_GRACE
 from tests.support.ledger import fund
 from tests.support.pools import ledger_verifies, wallet, worker_ctx
 from tests.support.rides import (
+    expire,
     insured_driver,
     match,
     new_area,
@@ -163,3 +166,40 @@ async def test_a_proposal_whose_fare_the_ledger_cannot_move_is_skipped_and_the_r
         if seen["match"] is not None:
             offers.add(seen["match"]["offer_id"])
     assert offers == {fresh["id"]}
+
+
+async def test_an_accepted_ride_never_completed_ends_when_its_hold_lapses_and_charges_nobody(
+    world: TrustWorld,
+) -> None:
+    """Before, the match stayed accepted for ever once its fare hold lapsed (complete and cancel
+    were both refused). Ended by the rides sweep, whether or not the ledger's expiry sweep
+    released the hold first."""
+    for ledger_first in (True, False):
+        area = new_area()
+        _, driver_h = await insured_driver(world)
+        rider_id, rider_h = await rider(world, FUNDS)
+        offer = await post(world, "/v1/rides/offers", offer_body(world, area), driver_h)
+        request = await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+        assert await match(world, area) == 1
+        ride = await proposed(world, request["id"], rider_h)
+        accepted = await world.client.post(
+            f"/v1/rides/matches/{ride['id']}/accept", headers=driver_h
+        )
+        assert accepted.status_code == 200, accepted.text
+        world.clock.advance(HOLD_GRACE + timedelta(hours=3))
+        if ledger_first:
+            await expire_holds(worker_ctx(world))
+            assert await wallet(world.sessionmaker, rider_id) == (FUNDS, 0)
+        await expire(world)
+        assert await wallet(world.sessionmaker, rider_id) == (FUNDS, 0)
+        seen = await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)
+        assert seen.json()["status"] == "expired"
+        listed = await world.client.get(f"/v1/rides/offers/{offer['id']}/matches", headers=driver_h)
+        assert [(m["status"], m["cancelled_by"]) for m in listed.json()["items"]] == [
+            ("cancelled", "unfinished")
+        ]
+        late = await world.client.post(f"/v1/rides/matches/{ride['id']}/complete", headers=driver_h)
+        assert_problem(late, 409, "match-conflict")
+        await expire_holds(worker_ctx(world))
+        assert await wallet(world.sessionmaker, rider_id) == (FUNDS, 0)
+    await ledger_verifies(world.sessionmaker)
