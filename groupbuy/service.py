@@ -729,17 +729,15 @@ async def join_pool(
     Idempotency-Key): a request that already changed this join (a retry after a crash) answers
     the join instead of adding again, also once the pool is full or closed (it may be the join
     that filled it)."""
+    ticket = Ticket(user_id=user_id, quantity=quantity, request_id=request_id, now=now)
     try:
-        return await _join_pool(
+        return await _admit_and_join(
             uow,
             pool_id=pool_id,
-            user_id=user_id,
-            quantity=quantity,
-            request_id=request_id,
+            ticket=ticket,
             config=config,
             schedule=schedule,
             admission=admission,
-            now=now,
         )
     except (PoolClosed, PoolFull):
         if request_id is not None:
@@ -750,18 +748,18 @@ async def join_pool(
         raise
 
 
-async def _join_pool(
+async def _admit_and_join(
     uow: UnitOfWork,
     *,
     pool_id: UUID,
-    user_id: UUID,
-    quantity: int,
-    request_id: str | None,
+    ticket: Ticket,
     config: TrustConfig,
     schedule: Scheduler | None,
     admission: Admission | None,
-    now: datetime,
 ) -> JoinRecord:
+    """The admission gate, then the batch (or the single join); what the gate admitted is
+    given back if the join fails."""
+    quantity, now = ticket.quantity, ticket.now
     verdict, left = await admission.admit(pool_id, quantity) if admission else (Admit.UNKNOWN, 0)
     if admission is not None and verdict is Admit.UNKNOWN:
         # No count (new, expired, flushed): start one from the database's row, then ask again,
@@ -781,7 +779,7 @@ async def _join_pool(
         joined = await _join_batched(
             uow,
             pool_id=pool_id,
-            ticket=Ticket(user_id=user_id, quantity=quantity, request_id=request_id, now=now),
+            ticket=ticket,
             config=config,
             schedule=schedule,
             admission=admission,
