@@ -28,6 +28,8 @@ from rides import service
 from rides.config import ride_config
 
 log = structlog.get_logger("copool.rides.jobs")
+#: Unfinished rides ended per expiry run (the next run takes the rest).
+UNFINISHED_BATCH = 200
 
 
 def scheduler(redis: ArqRedis, window_s: float) -> service.Scheduler:
@@ -101,10 +103,20 @@ async def match_ride_regions(ctx: dict[str, Any], regions: list[str]) -> int:
 
 
 async def expire_rides(ctx: dict[str, Any]) -> int:
-    """Expire proposals, close departed offers, expire requests whose window passed; then match
-    the requests that went back to matching, and enqueue the next expiry run."""
+    """Expire proposals, close departed offers, expire requests whose window passed, end rides
+    never completed whose fare hold lapsed; then match the requests that went back to matching,
+    and enqueue the next expiry run."""
     now = ctx["clock"]()
     changed = await service.expire_due(UnitOfWork(ctx["sessionmaker"]), now=now)
+    async with ctx["sessionmaker"]() as session:
+        unfinished = await service.unfinished_rides(session, now=now, limit=UNFINISHED_BATCH)
+    for match_id in unfinished:  # each its own unit of work: one that fails stops no other
+        try:
+            await service.end_unfinished(
+                UnitOfWork(ctx["sessionmaker"]), match_id=match_id, now=now
+            )
+        except Exception:
+            log.exception("ending an unfinished ride failed", match_id=str(match_id))
     redis: ArqRedis | None = ctx.get("redis")
     if changed and redis is not None:
         await scheduler(redis, ctx["settings"].ride_match_window_s)()

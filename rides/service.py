@@ -18,7 +18,7 @@ from uuid import UUID
 import h3
 import msgspec
 import structlog
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, func, or_, select, true, update
 
 from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
@@ -511,7 +511,9 @@ async def _locked_match(session: AsyncSession, match_id: UUID, mine: Any) -> Mat
     query = select(MATCHES).where(MATCHES.c.id == match_id)
     if on_postgres(session):
         await session.execute(
-            select(OFFERS.c.id).where(OFFERS.c.id == found.offer_id).with_for_update()
+            select(OFFERS.c.id)
+            .where(OFFERS.c.id == found.offer_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: what its UPDATEs take
         )
         query = query.with_for_update()
     return _match((await session.execute(query)).one())
@@ -784,18 +786,18 @@ async def _end_match(
     """End a live match early: release (or, for a rider's late cancel or no-show, charge the
     fee), give the seats back, and put the request where it belongs."""
     fee = 0
-    if (
-        match.status == MatchStatus.ACCEPTED
-        and by_rider
-        and not no_show
-        and now >= match.pickup_eta
-    ):
-        # Past the pickup time the ride is under way (or the driver did not come: a complaint).
+    overdue_at = match.dropoff_eta + config.late_cancel_window
+    # A ride its driver has not completed long after its drop-off time: the driver's doing.
+    drivers_fault = by_rider and not no_show and now >= overdue_at
+    under_way = match.pickup_eta <= now < overdue_at
+    if match.status == MatchStatus.ACCEPTED and by_rider and not no_show and under_way:
         raise RideUnderWay(
-            "the pickup time has passed: an accepted ride can no longer be cancelled"
+            "the ride is under way: if it is not completed, it can be called off from "
+            f"{overdue_at.isoformat()}"
         )
     if match.status == MatchStatus.ACCEPTED:
-        if by_rider and (no_show or _late(match, config, now)) and match.hold_id:
+        late = no_show or _late(match, config, now)
+        if by_rider and late and not drivers_fault and match.hold_id:
             fee = fee_minor(match.fare_minor, config.late_cancel_fee_bp)
         if fee > 0:
             await _charge_rider_fee(session, match, fee, now)
@@ -811,14 +813,23 @@ async def _end_match(
                 now=now,
                 if_held=True,
             )
+        elif drivers_fault:
+            await trust.forfeit_deposits(
+                session,
+                subject_type=SubjectType.MATCH,
+                subject_id=match.id,
+                user_id=match.driver_id,
+                beneficiary_id=match.rider_id,
+                now=now,
+                if_held=True,
+            )
         # Every other deposit of the ride (the driver's, or the rider's but for a no-show) back.
         await trust.release_deposits(
             session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
         )
-        if no_show or _late(match, config, now):
-            await trust.record_cancellation(
-                session, user_id=match.rider_id if by_rider else match.driver_id
-            )
+        if late:
+            blamed = match.rider_id if by_rider and not drivers_fault else match.driver_id
+            await trust.record_cancellation(session, user_id=blamed)
         await _give_seats(session, match.offer_id, match.seats)
     who = "no_show" if no_show else "rider" if by_rider else "driver"
     ended = await _move_match(
@@ -1024,32 +1035,36 @@ async def expire_due(uow: UnitOfWork, *, now: datetime, limit: int = 500) -> int
             )
             .values(status=RequestStatus.EXPIRED.value)
         )
-        unfinished = await _end_unfinished(session, now=now, limit=limit)
         await uow.commit()
-    return len(departed) + len(expired) + int(getattr(passed, "rowcount", 0) or 0) + unfinished
+    return len(departed) + len(expired) + int(getattr(passed, "rowcount", 0) or 0)
 
 
-async def _end_unfinished(session: AsyncSession, *, now: datetime, limit: int) -> int:
+async def unfinished_rides(session: AsyncSession, *, now: datetime, limit: int) -> list[UUID]:
     """Accepted rides never completed by the time their fare hold lapses (departure plus
-    HOLD_GRACE) end: the hold and deposits released (if the expiry sweep has not already), the
-    match cancelled as `unfinished`, the request expired; nobody is charged."""
-    stuck = (
-        await session.execute(
-            select(MATCHES.c.id)
-            .join(OFFERS, OFFERS.c.id == MATCHES.c.offer_id)
-            .where(
-                MATCHES.c.status == MatchStatus.ACCEPTED.value,
-                OFFERS.c.departure_at <= now - HOLD_GRACE,
-            )
-            .order_by(MATCHES.c.id)
-            .limit(limit)
+    HOLD_GRACE)."""
+    rows = await session.execute(
+        select(MATCHES.c.id)
+        .join(OFFERS, OFFERS.c.id == MATCHES.c.offer_id)
+        .where(
+            MATCHES.c.status == MatchStatus.ACCEPTED.value,
+            OFFERS.c.departure_at <= now - HOLD_GRACE,
         )
-    ).scalars()
-    ended = 0
-    for match_id in list(stuck):
-        match = await _locked_match(session, match_id, MATCHES.c.status == MatchStatus.ACCEPTED)
+        .order_by(MATCHES.c.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+@use_case
+async def end_unfinished(uow: UnitOfWork, *, match_id: UUID, now: datetime) -> bool:
+    """End an unfinished ride (see `unfinished_rides`): the hold and deposits released (unless
+    the ledger's expiry sweep already did), the match cancelled as `unfinished`, the request
+    expired; nobody is charged. False if it was completed or ended meanwhile."""
+    async with uow:
+        session = uow.session
+        match = await _locked_match(session, match_id, true())
         if match.status != MatchStatus.ACCEPTED:
-            continue
+            return False
         if match.hold_id:
             await ledger.release(session, hold_id=match.hold_id, now=now)
         await trust.release_deposits(
@@ -1057,8 +1072,8 @@ async def _end_unfinished(session: AsyncSession, *, now: datetime, limit: int) -
         )
         await _move_match(session, match, MatchStatus.CANCELLED, now, cancelled_by="unfinished")
         await _set_request(session, match.request_id, RequestStatus.EXPIRED)
-        ended += 1
-    return ended
+        await uow.commit()
+    return True
 
 
 async def next_due(session: AsyncSession, *, now: datetime) -> datetime | None:

@@ -5,7 +5,7 @@ too, and no offer can earn a fare larger than the ledger moves (nor stop its reg
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
@@ -74,11 +74,12 @@ async def test_a_rider_cannot_cancel_an_accepted_ride_once_its_pickup_time_has_c
 
 
 async def test_a_new_driver_accepting_a_dear_ride_holds_a_deposit_or_is_402(
-    world: TrustWorld,
+    own_world: TrustWorld,
 ) -> None:
     """The gate asks a driver with few completions for a deposit on a dear fare: without the
     money the accept is 402 and takes no seat; with it the deposit is held, and after the ride
     it stays held through the complaint window, then comes back."""
+    world = own_world  # (the deposit sweep looks at every deposit)
     area = new_area()
     rules = world.client.app.state.trust.rules
     driver, driver_h = await insured_driver(world)
@@ -169,11 +170,12 @@ async def test_a_proposal_whose_fare_the_ledger_cannot_move_is_skipped_and_the_r
 
 
 async def test_an_accepted_ride_never_completed_ends_when_its_hold_lapses_and_charges_nobody(
-    world: TrustWorld,
+    own_world: TrustWorld,
 ) -> None:
     """Before, the match stayed accepted for ever once its fare hold lapsed (complete and cancel
     were both refused). Ended by the rides sweep, whether or not the ledger's expiry sweep
     released the hold first."""
+    world = own_world  # (both sweeps look at every hold and every ride)
     for ledger_first in (True, False):
         area = new_area()
         _, driver_h = await insured_driver(world)
@@ -202,4 +204,40 @@ async def test_an_accepted_ride_never_completed_ends_when_its_hold_lapses_and_ch
         assert_problem(late, 409, "match-conflict")
         await expire_holds(worker_ctx(world))
         assert await wallet(world.sessionmaker, rider_id) == (FUNDS, 0)
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_ride_its_driver_never_completes_can_be_called_off_by_the_rider_once_overdue(
+    world: TrustWorld,
+) -> None:
+    """From the late window past its drop-off time an uncompleted ride is the driver's doing:
+    the rider's cancel releases the whole fare, forfeits the new driver's deposit to the rider
+    and counts against the driver."""
+    area = new_area()
+    rules = world.client.app.state.trust.rules
+    late_window = world.client.app.state.rides.late_cancel_window
+    driver, driver_h = await insured_driver(world)
+    rider_id, rider_h = await rider(world, FUNDS)
+    await post(
+        world, "/v1/rides/offers", offer_body(world, area, price_per_km_minor=2_000), driver_h
+    )
+    request = await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+    assert await match(world, area) == 1
+    ride = await proposed(world, request["id"], rider_h)
+    deposit = fee_minor(int(ride["fare_minor"]), rules.new_user_deposit_bp)
+    await fund(world.sessionmaker, driver, deposit, "CNY", now=world.clock())
+    accepted = await world.client.post(f"/v1/rides/matches/{ride['id']}/accept", headers=driver_h)
+    assert accepted.status_code == 200, accepted.text
+    dropoff = datetime.fromisoformat(accepted.json()["dropoff_eta"])
+
+    world.clock.advance(dropoff + late_window - timedelta(seconds=1) - world.clock())
+    early = await world.client.post(f"/v1/rides/matches/{ride['id']}/cancel", headers=rider_h)
+    assert_problem(early, 409, "ride-under-way")
+    world.clock.advance(timedelta(seconds=1))
+    ended = await world.client.post(f"/v1/rides/matches/{ride['id']}/cancel", headers=rider_h)
+    assert ended.status_code == 200, ended.text
+    assert (ended.json()["status"], ended.json()["fee_minor"]) == ("cancelled", 0)
+    # The whole fare and the rider's own deposit back, and the driver's deposit too.
+    assert await wallet(world.sessionmaker, rider_id) == (FUNDS + deposit, 0)
+    assert await wallet(world.sessionmaker, driver) == (0, 0)
     await ledger_verifies(world.sessionmaker)
