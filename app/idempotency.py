@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import structlog
 from litestar.enums import ScopeType
 from sqlalchemy import Column, Integer, LargeBinary, String, delete, or_, update
 from sqlmodel import Field, SQLModel, col, select
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from app.db import SessionMaker
 
+log = structlog.get_logger("copool.idempotency")
 HEADER = b"idempotency-key"
 KEY_TTL = timedelta(hours=24)
 _VALID_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -317,9 +319,13 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and status < 500:
                     # Stored before the answer's last byte leaves: a client that retries the
-                    # moment it has the answer gets the replay, never "in progress".
-                    await store.finish(claim, status, content_type, b"".join(chunks))
-                    stored = True
+                    # moment it has the answer gets the replay, never "in progress". A store
+                    # that fails here must not cost the answer: it is tried again after it.
+                    try:
+                        await store.finish(claim, status, content_type, b"".join(chunks))
+                        stored = True
+                    except Exception as exc:
+                        log.warning("storing an idempotent answer failed", error=repr(exc))
             await send(message)
 
         try:

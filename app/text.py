@@ -8,6 +8,8 @@ import unicodedata
 #: Kept although they are format characters: they join emoji sequences and lay out text.
 KEPT = frozenset({"\n", "\t", "\u200d"})
 _DROPPED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+#: Letters by category that show nothing (Hangul fillers, the Braille blank).
+_FILLERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"})
 
 
 def clean_text(text: str, *, max_chars: int) -> str:
@@ -16,3 +18,12 @@ def clean_text(text: str, *, max_chars: int) -> str:
     text = unicodedata.normalize("NFC", text)
     kept = "".join(ch for ch in text if ch in KEPT or unicodedata.category(ch) not in _DROPPED)
     return kept.strip()[:max_chars]
+
+
+def clean_name(text: str, *, max_chars: int) -> str:
+    """clean_text for a name shown on one line: every run of white space one space; empty
+    unless something visible is left (a letter, number, mark, symbol or punctuation, not a
+    joiner or a filler alone)."""
+    name = " ".join(clean_text(text, max_chars=max_chars * 4).split())[:max_chars]
+    visible = any(unicodedata.category(ch)[0] in "LNMSP" and ch not in _FILLERS for ch in name)
+    return name if visible else ""

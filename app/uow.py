@@ -39,15 +39,29 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Did the database abort this transaction only because of other transactions?"""
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE the database answered with, if the error is its answer."""
     if not isinstance(exc, DBAPIError) or exc.orig is None:
-        return False
+        return None
     for candidate in (exc.orig, exc.orig.__cause__):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if code in RETRYABLE_SQLSTATES:
-            return True
-    return False
+        if code:
+            return str(code)
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Did the database abort this transaction only because of other transactions?"""
+    return _sqlstate(exc) in RETRYABLE_SQLSTATES
+
+
+def commit_outcome_unknown(uow: UnitOfWork, exc: BaseException) -> bool:
+    """Whether `exc`, raised in the unit of work's last `async with`, leaves its changes in doubt:
+    the commit was sent and no answer of the database's says it was refused (a connection lost
+    mid-COMMIT; an error the database answers, like a deferred check, means rolled back)."""
+    return uow.may_have_committed and (
+        _sqlstate(exc) is None or getattr(exc, "connection_invalidated", False)
+    )
 
 
 class UnitOfWork:

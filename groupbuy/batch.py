@@ -42,8 +42,13 @@ class Ticket(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OutcomeUnknown(Exception):
-    """The batch failed once its commit was asked for: its joins may stand, so none of them may
-    go the one-join path (a join without a request id would be made twice)."""
+    """The batch failed once its commit was asked for, and nothing says it was refused: its
+    joins may stand, so none of them may go the one-join path (a join without a request id
+    would be made twice)."""
+
+
+class JoinOutcomeUnknown(ServiceBusy):
+    """The answer (503) of each join of such a batch."""
 
 
 class Fallback(Enum):
@@ -82,7 +87,7 @@ class JoinQueue:
                 except OutcomeUnknown as exc:
                     log.warning("join batch failed at its commit", error=repr(exc.__cause__))
                     answers = [
-                        ServiceBusy("the join may not have been made; retry it with its key")
+                        JoinOutcomeUnknown("the join may have been made; retry it with its key")
                         for _ in batch
                     ]
                 except Exception as exc:

@@ -65,9 +65,12 @@ async def settle_due_pools(ctx: dict[str, Any]) -> int:
             )
         except Exception:  # one pool that keeps failing must not stop the others' settlement
             log.exception("settling a pool failed; the sweep goes on", pool_id=str(pool_id))
-            await service.note_settle_attempt(
-                UnitOfWork(ctx["sessionmaker"]), pool_id=pool_id, now=now
-            )
+            try:
+                await service.note_settle_attempt(
+                    UnitOfWork(ctx["sessionmaker"]), pool_id=pool_id, now=now
+                )
+            except Exception:  # (the same fault, most likely: the next sweep tries again)
+                log.exception("noting the failed settlement failed", pool_id=str(pool_id))
     if due:
         log.info("swept pools", count=len(due))
     return len(due)

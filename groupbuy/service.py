@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
-from app.uow import UnitOfWork, use_case
+from app.uow import UnitOfWork, commit_outcome_unknown, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
-from groupbuy.batch import Fallback, OutcomeUnknown, Ticket, queue_for
+from groupbuy.batch import Fallback, JoinOutcomeUnknown, OutcomeUnknown, Ticket, queue_for
 from groupbuy.errors import (
     InvalidPool,
     JoinConflict,
@@ -686,7 +686,7 @@ async def _join_batched(
                     batch_uow, pool_id=pool_id, tickets=tickets, config=config, schedule=schedule
                 )
             except Exception as exc:
-                if batch_uow.may_have_committed:
+                if commit_outcome_unknown(batch_uow, exc):
                     raise OutcomeUnknown from exc
                 raise
 
@@ -741,10 +741,12 @@ async def join_pool(
         )
     except (PoolClosed, PoolFull):
         if request_id is not None:
+            mine = and_(JOINS.c.pool_id == pool_id, JOINS.c.user_id == user_id)
             async with uow:
-                join = await _member_join(uow.session, pool_id, user_id)
-            if join is not None and join.last_request == request_id:
-                return join
+                row = (await uow.session.execute(select(JOINS).where(mine))).first()
+            made = _join(row) if row is not None else None
+            if made and made.last_request == request_id and made.status != JoinStatus.LEFT:
+                return made
         raise
 
 
@@ -784,6 +786,8 @@ async def _admit_and_join(
             schedule=schedule,
             admission=admission,
         )
+    except JoinOutcomeUnknown:
+        raise  # (it may stand: the admitted quantity is not given back)
     except Exception:
         if admission is not None and verdict is Admit.ADMITTED:
             await admission.give_back(pool_id, quantity)

@@ -19,6 +19,10 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+#: A display name's length at most (the column and the API's schema).
+DISPLAY_NAME_MAX_CHARS = 80
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
 
@@ -26,7 +30,7 @@ class User(SQLModel, table=True):
     #: Stored lower-cased; uniqueness is the database's job.
     email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
     password_hash: str = Field(max_length=255)
-    display_name: str = Field(max_length=80)
+    display_name: str = Field(max_length=DISPLAY_NAME_MAX_CHARS)
     #: Comma-separated Role values, always including "member".
     roles: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

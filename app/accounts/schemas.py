@@ -8,6 +8,8 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
+from app.accounts.models import DISPLAY_NAME_MAX_CHARS
+
 # No field may hold a NUL character: PostgreSQL text cannot store one (asyncpg refuses it).
 Email = Annotated[
     str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
@@ -19,7 +21,7 @@ DisplayName = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=80,
+        max_length=DISPLAY_NAME_MAX_CHARS,
         pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
         description="not blank, no NUL character",
     ),

@@ -28,10 +28,10 @@ from app.accounts.errors import (
     MemberRoleRequired,
     UserNotFound,
 )
-from app.accounts.models import Role, User
+from app.accounts.models import DISPLAY_NAME_MAX_CHARS, Role, User
 from app.db import AsyncSession, driver_fetchrow, on_postgres
 from app.errors import ServiceBusy
-from app.text import clean_text
+from app.text import clean_name
 from app.uow import UnitOfWork
 
 #: Called with a user's id once a change to their roles or standing is committed.
@@ -52,10 +52,6 @@ def _roles_column(roles: Iterable[Role]) -> str:
     return ",".join(ordered)
 
 
-#: The schema's bound (app/accounts/schemas.py) and the column's.
-DISPLAY_NAME_MAX_CHARS = 80
-
-
 async def register_user(
     session: AsyncSession,
     *,
@@ -67,7 +63,7 @@ async def register_user(
 ) -> User:
     """Create an account with an argon2 hash; a taken email (any case) raises EmailTaken."""
     # Others see the name (on ratings and complaints): no bidi overrides, controls, zero widths.
-    shown_name = clean_text(display_name, max_chars=DISPLAY_NAME_MAX_CHARS)
+    shown_name = clean_name(display_name, max_chars=DISPLAY_NAME_MAX_CHARS)
     if not shown_name:
         raise BlankDisplayName(
             "display_name has no visible characters",

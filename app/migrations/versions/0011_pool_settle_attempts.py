@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("pools") as batch:
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not a copy of the table: pools has children.
+    with op.batch_alter_table("pools", recreate="never") as batch:
         batch.drop_column("settle_attempted_at")

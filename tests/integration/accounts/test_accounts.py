@@ -131,10 +131,20 @@ async def test_a_display_name_loses_bidi_control_and_zero_width_characters(
     headers = {"Authorization": f"Bearer {registered.json()['token']}"}
     me = await client.get("/v1/me", headers=headers)
     assert me.json()["display_name"] == "Adagnp.exe 🧑\u200d💻"
-    blank = await client.post(
+    one_line = await client.post(
         "/v1/auth/register",
-        json={"email": unique_email(), "password": PASSWORD, "display_name": "\u200b\u202e"},
+        json={"email": unique_email(), "password": PASSWORD, "display_name": "Ada\n\tAdmin"},
     )
-    assert blank.status_code == 422, blank.text
-    assert blank.json()["type"] == "blank-display-name"
-    assert blank.json()["errors"] == [{"field": "display_name", "message": "no visible characters"}]
+    assert one_line.status_code == 201, one_line.text
+    headers = {"Authorization": f"Bearer {one_line.json()['token']}"}
+    assert (await client.get("/v1/me", headers=headers)).json()["display_name"] == "Ada Admin"
+    for invisible in ("\u200b\u202e", "\u200d", " \u200d\u200b ", "\u3164", "\u2800"):
+        blank = await client.post(
+            "/v1/auth/register",
+            json={"email": unique_email(), "password": PASSWORD, "display_name": invisible},
+        )
+        assert blank.status_code == 422, (invisible, blank.text)
+        assert blank.json()["type"] == "blank-display-name"
+        assert blank.json()["errors"] == [
+            {"field": "display_name", "message": "no visible characters"}
+        ]

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from app.accounts.models import User
 from app.db import SessionMaker
 from app.errors import ServiceBusy
-from app.uow import UnitOfWork, use_case
+from app.uow import UnitOfWork, commit_outcome_unknown, use_case
 from payments import ledger, service
 from payments.errors import InsufficientFunds
 from payments.models import AccountKind
@@ -167,16 +167,19 @@ async def _fail_at_commit(uow: UnitOfWork) -> None:
 async def test_a_unit_of_work_says_whether_it_may_have_committed(
     sessionmaker: SessionMaker,
 ) -> None:
-    """A failure before the commit leaves nothing; one at the commit (here a deferred unique
-    check, which PostgreSQL makes at COMMIT) may have: the group commit must not run those joins
-    again one by one."""
+    """A failure before the commit leaves nothing; one at the commit may have committed (the
+    group commit must not run those joins again one by one), unless it is the database's own
+    refusal, as a deferred unique check failing at COMMIT is."""
     uow = UnitOfWork(sessionmaker)
     with pytest.raises(ZeroDivisionError):
         await _fail_before_commit(uow)
     assert not uow.may_have_committed
-    with pytest.raises(Exception, match="unique"):
+    with pytest.raises(Exception, match="unique") as refused:
         await _fail_at_commit(uow)
     assert uow.may_have_committed
+    # ...but PostgreSQL answered with its refusal: the changes were rolled back for sure.
+    assert not commit_outcome_unknown(uow, refused.value)
+    assert commit_outcome_unknown(uow, ConnectionResetError("lost mid-COMMIT"))
     async with uow:
         assert not uow.may_have_committed  # each `async with` starts afresh
         await uow.commit()

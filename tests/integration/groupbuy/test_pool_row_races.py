@@ -16,6 +16,7 @@ from groupbuy.batch import Ticket
 from groupbuy.models import PoolStatus
 from payments import ledger
 from tests.support.ledger import fund
+from tests.support.locks import lock_waiters
 from tests.support.pools import ledger_verifies, member, open_pool, wallet, worker_ctx
 from tests.support.trust import TrustWorld
 
@@ -49,7 +50,7 @@ async def test_a_leave_waiting_behind_a_raise_gives_back_the_raised_quantity(
                 now=now,
             )
         )
-        await asyncio.sleep(0.3)  # the leave is now waiting for the pool's row
+        await lock_waiters(world.sessionmaker, 1)  # the leave waits for the pool's row
         assert not leaving.done()
         ids, _ = await ledger.open_and_lock(
             raise_uow.session,
@@ -97,7 +98,7 @@ async def test_a_settlement_at_the_deadline_counts_the_join_that_holds_the_row(
         settling = asyncio.create_task(
             service.settle_pool(world.uow, pool_id=pool_id, config=config, now=at_deadline)
         )
-        await asyncio.sleep(0.3)  # the settlement now waits for the pool's row
+        await lock_waiters(world.sessionmaker, 1)  # the settlement waits for the pool's row
         assert not settling.done()
         ids, _ = await ledger.open_and_lock(
             join_uow.session,

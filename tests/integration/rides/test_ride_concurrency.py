@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from rides import service
 from rides.models import LIVE_MATCH, Match, MatchStatus
+from tests.support.locks import lock_waiters
 from tests.support.pools import ledger_verifies, wallet
 from tests.support.rides import (
     NEAR_AIRPORT,
@@ -190,7 +191,7 @@ async def test_an_accept_and_a_withdrawal_at_once_lock_the_offer_first_and_end_c
                 now=now,
             )
         )
-        await asyncio.sleep(0.3)
+        await lock_waiters(world.sessionmaker, 2)  # both wait for the offer's row
         assert not accepting.done()
         assert not withdrawing.done()
         async with world.uow as probe:  # neither holds the match or the request meanwhile
