@@ -10,6 +10,7 @@ driver less the platform fee. Every ledger id derives from the match (`ride:matc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,13 +206,13 @@ async def _create(
         await uow.commit()
 
 
-def _largest_fare_minor(draft: OfferDraft, config: RideConfig) -> float:
-    """More than any fare the offer can earn: a rider's own road distance is at most the
+def _largest_fare_minor(draft: OfferDraft, config: RideConfig) -> int:
+    """At least any fare the offer can earn: a rider's own road distance is at most the
     driver's route (its direct road distance plus the detour allowed), for every seat."""
     start = Point(draft.origin.lat, draft.origin.lon)
     end = Point(draft.destination.lat, draft.destination.lon)
     route_km = config.router.distance_km(start, end) + draft.max_detour_km
-    return draft.price_per_km_minor * draft.seats * route_km
+    return math.ceil(draft.price_per_km_minor * draft.seats * route_km)
 
 
 @use_case
@@ -803,23 +804,16 @@ async def _end_match(
             await _charge_rider_fee(session, match, fee, now)
         elif match.hold_id:
             await ledger.void(session, hold_id=match.hold_id, now=now)
-        if no_show:
-            await trust.forfeit_deposits(
-                session,
-                subject_type=SubjectType.MATCH,
-                subject_id=match.id,
-                user_id=match.rider_id,
-                beneficiary_id=match.driver_id,
-                now=now,
-                if_held=True,
+        if no_show or drivers_fault:  # the one at fault forfeits a deposit to the other
+            at_fault, other = (
+                (match.rider_id, match.driver_id) if no_show else (match.driver_id, match.rider_id)
             )
-        elif drivers_fault:
             await trust.forfeit_deposits(
                 session,
                 subject_type=SubjectType.MATCH,
                 subject_id=match.id,
-                user_id=match.driver_id,
-                beneficiary_id=match.rider_id,
+                user_id=at_fault,
+                beneficiary_id=other,
                 now=now,
                 if_held=True,
             )
