@@ -504,20 +504,18 @@ async def match_regions(
 async def _locked_match(session: AsyncSession, match_id: UUID, mine: Any) -> Match:
     """The match (where `mine` holds) with its offer's row and then its own locked: every use
     case that changes a ride locks offer, match, request in that order, so none deadlocks."""
-    found = (
-        await session.execute(select(MATCHES.c.offer_id).where(MATCHES.c.id == match_id, mine))
-    ).first()
-    if found is None:
+    row = (await session.execute(select(MATCHES).where(MATCHES.c.id == match_id, mine))).first()
+    if row is None:
         raise MatchNotFound(f"no match {match_id} of yours")
-    query = select(MATCHES).where(MATCHES.c.id == match_id)
-    if on_postgres(session):
-        await session.execute(
-            select(OFFERS.c.id)
-            .where(OFFERS.c.id == found.offer_id)
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: what its UPDATEs take
-        )
-        query = query.with_for_update()
-    return _match((await session.execute(query)).one())
+    if not on_postgres(session):  # (one writer at a time: what was read stands)
+        return _match(row)
+    await session.execute(
+        select(OFFERS.c.id)
+        .where(OFFERS.c.id == row.offer_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: what its UPDATEs take
+    )
+    locked = select(MATCHES).where(MATCHES.c.id == match_id).with_for_update()
+    return _match((await session.execute(locked)).one())
 
 
 async def _driver_match(session: AsyncSession, match_id: UUID, user_id: UUID) -> Match:
@@ -817,7 +815,7 @@ async def _end_match(
                 now=now,
                 if_held=True,
             )
-        # Every other deposit of the ride (the driver's, or the rider's but for a no-show) back.
+        # Every deposit of the ride not forfeited above goes back.
         await trust.release_deposits(
             session, subject_type=SubjectType.MATCH, subject_id=match.id, now=now
         )
