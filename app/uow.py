@@ -16,9 +16,10 @@ pays for, a re-run cannot move money twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -39,7 +40,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE the database answered with, if the error is its answer."""
     if not isinstance(exc, DBAPIError) or exc.orig is None:
         return None
@@ -52,7 +53,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_retryable(exc: BaseException) -> bool:
     """Did the database abort this transaction only because of other transactions?"""
-    return _sqlstate(exc) in RETRYABLE_SQLSTATES
+    return sqlstate(exc) in RETRYABLE_SQLSTATES
 
 
 def commit_outcome_unknown(uow: UnitOfWork, exc: BaseException) -> bool:
@@ -60,7 +61,7 @@ def commit_outcome_unknown(uow: UnitOfWork, exc: BaseException) -> bool:
     the commit was sent and no answer of the database's says it was refused (a connection lost
     mid-COMMIT; an error the database answers, like a deferred check, means rolled back)."""
     return uow.may_have_committed and (
-        _sqlstate(exc) is None or getattr(exc, "connection_invalidated", False)
+        sqlstate(exc) is None or getattr(exc, "connection_invalidated", False)
     )
 
 
@@ -141,6 +142,16 @@ class UnitOfWork:
     ) -> None:
         """Run `fn(*args, **kwargs)` once this unit of work has committed (never if it does not)."""
         self._after_commit.append(functools.partial(fn, *args, **kwargs))
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncSession]:
+        """A session beside this unit of work in which every statement commits on its own
+        (PostgreSQL autocommit: no BEGIN or COMMIT round trips): for reads that lock nothing,
+        ending in at most one writing statement that checks them itself."""
+        async with self.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=connection) as session:
+                yield session
 
     def savepoint(self) -> AsyncSessionTransaction:
         """A nested transaction: `async with uow.savepoint():` undoes only its block on error."""

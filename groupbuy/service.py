@@ -18,11 +18,11 @@ from uuid import UUID, uuid4
 
 import msgspec
 from sqlalchemy import Table, and_, bindparam, case, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
-from app.uow import UnitOfWork, commit_outcome_unknown, use_case
+from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
 from groupbuy.batch import Fallback, JoinOutcomeUnknown, OutcomeUnknown, Ticket, queue_for
@@ -49,7 +49,7 @@ from trust import service as trust
 from trust.config import TrustConfig
 from trust.errors import Denied
 from trust.models import PartyRole, SubjectType
-from trust.policy import Action, Verdict
+from trust.policy import Action, Standing, Verdict
 
 POOLS: Table = Pool.__table__  # type: ignore[attr-defined]
 JOINS: Table = Join.__table__  # type: ignore[attr-defined]
@@ -372,17 +372,18 @@ async def _join_once(
 
 
 async def _pool_and_joins(
-    session: AsyncSession, pool_id: UUID, user_ids: list[UUID]
+    session: AsyncSession, pool_id: UUID, user_ids: list[UUID], *, lock: bool = True
 ) -> tuple[Pool, dict[UUID, JoinRecord]]:
-    """The pool's row, locked, and these members' joins of it, in one statement. The joins need
-    no lock of their own: every use case that changes a join holds the pool's row first."""
+    """The pool's row, locked (unless `lock` is false), and these members' joins of it, in one
+    statement. The joins need no lock of their own: every use case that changes a join holds
+    the pool's row first."""
     members = and_(JOINS.c.pool_id == POOLS.c.id, JOINS.c.user_id.in_(user_ids))
     query = (
         select(POOLS, JOINS)
         .select_from(POOLS.outerjoin(JOINS, members))
         .where(POOLS.c.id == pool_id)
     )
-    if on_postgres(session):
+    if lock and on_postgres(session):
         query = query.with_for_update(of=POOLS)
     rows = (await session.execute(query)).all()
     if not rows:
@@ -403,6 +404,8 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     join: JoinRecord
     is_new: bool
+    #: The join's status before (a new join's: None).
+    was_status: str | None
     new_member: bool
     added: int
     hold: TransferSpec
@@ -410,6 +413,124 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 BatchAnswer = Joined | Exception | Fallback
+
+
+class _Reads(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch of an open pool's joins is decided on."""
+
+    pool: Pool
+    joins: dict[UUID, JoinRecord]
+    standings: dict[UUID, Standing]
+    #: The open accounts of the batch (the members' wallets, the escrow) by key.
+    ids: dict[str, int]
+    #: What each can still pay out, by id.
+    available: dict[int, int]
+
+
+async def _read_batch(
+    session: AsyncSession,
+    *,
+    pool_id: UUID,
+    members: list[UUID],
+    config: TrustConfig,
+    now: datetime,
+    lock: bool,
+) -> _Reads | None:
+    """The reads of a batch (None: the pool takes no joins). With `lock`, the pool's row and
+    then the accounts (opened if need be) are locked, in that order; the standings are read
+    first either way: the other processes' batches of this pool wait for that lock, so it is
+    held only for what must be decided under it."""
+    standings = await trust.standings_of(session, user_ids=members, params=config.score, now=now)
+    pool, joins = await _pool_and_joins(session, pool_id, members, lock=lock)
+    if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+        return None
+    accounts = [*(wallet_account(member, pool.currency) for member in members), pool_escrow(pool)]
+    if lock:
+        ids, available = await ledger.open_and_lock(session, accounts, now)
+    else:
+        ids, available = await ledger.balances(session, accounts)
+    return _Reads(pool=pool, joins=joins, standings=standings, ids=ids, available=available)
+
+
+def _decide_batch(
+    tickets: list[Ticket], reads: _Reads, *, config: TrustConfig, now: datetime
+) -> tuple[list[BatchAnswer], list[_Plan]]:
+    """The rules of `_join_once` for each join of a batch on what was read: each join's
+    answer, and the plans of those to make (answered once made). A join is left SINGLE when
+    the one-join path must take it: a deposit to take, a member's second join in the batch, or
+    a user without standing (it says why)."""
+    answers: list[BatchAnswer] = [Fallback.SINGLE] * len(tickets)
+    pool, joins, standings, ids = reads.pool, reads.joins, reads.standings, reads.ids
+    available = dict(reads.available)
+    tiers = tiers_of(pool)
+    committed = pool.committed_quantity
+    plans: list[_Plan] = []
+    seen: set[UUID] = set()
+    for index, ticket in enumerate(tickets):
+        member = ticket.user_id
+        join = joins.get(member)
+        standing = standings.get(member)
+        if member in seen or standing is None:
+            continue
+        seen.add(member)
+        if member == pool.organizer_id:
+            answers[index] = OrganizerCannotJoin("organizers cannot join their own pool")
+            continue
+        if join is not None and ticket.request_id and join.last_request == ticket.request_id:
+            answers[index] = Joined(
+                join=join,
+                committed_quantity=committed,
+                max_quantity=pool.max_quantity,
+                filled=False,
+            )
+            continue
+        active = join is not None and join.status == JoinStatus.ACTIVE
+        total = ticket.quantity + (join.quantity if join is not None and active else 0)
+        amount = pricing.hold_minor(tiers, total, premium_bp=pool.premium_bp)
+        decision = policy.evaluate(
+            standing,
+            Action.JOIN_POOL,
+            amount,
+            now=now,
+            rules=config.rules,
+            protected=pool.protected,
+        )
+        if decision.verdict is Verdict.DENY:
+            answers[index] = Denied(
+                "the trust policy refuses this action: " + ", ".join(decision.reasons),
+                reasons=list(decision.reasons),
+            )
+            continue
+        if decision.verdict is Verdict.REQUIRE_DEPOSIT:
+            continue
+        wallet_id = ids.get(wallet_account(member, pool.currency).key)
+        need = amount - (join.held_minor if join is not None and active else 0)
+        if wallet_id is None or available.get(wallet_id, 0) < need:
+            answers[index] = InsufficientFunds(
+                f"the wallet has less than {need} {pool.currency} minor units available"
+            )
+            continue
+        if committed + ticket.quantity > pool.max_quantity:
+            left = pool.max_quantity - committed
+            answers[index] = PoolFull(f"only {left} left in this pool", available_quantity=left)
+            continue
+        available[wallet_id] -= need
+        committed += ticket.quantity
+        plans.append(_plan(index, pool, join, ticket, total, amount, active, now))
+    return answers, plans
+
+
+def _answer_plans(
+    answers: list[BatchAnswer], plans: list[_Plan], pool: Pool, committed: int, filled: bool
+) -> list[BatchAnswer]:
+    for plan in plans:
+        answers[plan.index] = Joined(
+            join=plan.join,
+            committed_quantity=committed,
+            max_quantity=pool.max_quantity,
+            filled=filled,
+        )
+    return answers
 
 
 @use_case
@@ -421,97 +542,114 @@ async def _join_batch(
     config: TrustConfig,
     schedule: Scheduler | None,
 ) -> list[BatchAnswer]:
-    """Several admitted joins of one pool in one unit of work (the group commit): the rules of
-    `_join_once` for each, under locks taken once for all of them (the pool's row first, then
-    the members' joins, then their wallets and the escrow), with one statement per step. Each
-    join is answered on its own: joined, refused (its error), or SINGLE (a deposit to take, or a
-    second join of the same member: the one-join path does those)."""
+    """Several admitted joins of one pool in one unit of work (the group commit), decided under
+    locks taken once for all of them (the pool's row first, then the members' joins, then their
+    wallets and the escrow), with one statement per step. Each join is answered on its own:
+    joined, refused (its error), or SINGLE (`_decide_batch`)."""
     now = max(ticket.now for ticket in tickets)
-    answers: list[BatchAnswer] = [Fallback.SINGLE] * len(tickets)
+    members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
     async with uow:
-        session = uow.session
-        members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
-        # Read before the pool's row is locked: the other processes' batches of this pool wait
-        # for that lock, so it is held only for what must be decided under it.
-        standings = await trust.standings_of(
-            session, user_ids=members, params=config.score, now=now
+        reads = await _read_batch(
+            uow.session, pool_id=pool_id, members=members, config=config, now=now, lock=True
         )
-        pool, joins = await _pool_and_joins(session, pool_id, members)
-        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+        if reads is None:
             return [PoolClosed("this pool no longer takes joins") for _ in tickets]
-        wallets = {member: wallet_account(member, pool.currency) for member in members}
-        # Every account of the batch (the wallets and the escrow) locked here, in id order.
-        ids, available = await ledger.open_and_lock(
-            session, [*wallets.values(), pool_escrow(pool)], now
-        )
-        tiers = tiers_of(pool)
-        committed = pool.committed_quantity
-        plans: list[_Plan] = []
-        seen: set[UUID] = set()
-        for index, ticket in enumerate(tickets):
-            member = ticket.user_id
-            join = joins.get(member)
-            standing = standings.get(member)
-            if member in seen or standing is None:
-                continue  # SINGLE: after this batch, or to say why the user is unknown
-            seen.add(member)
-            if member == pool.organizer_id:
-                answers[index] = OrganizerCannotJoin("organizers cannot join their own pool")
-                continue
-            if join is not None and ticket.request_id and join.last_request == ticket.request_id:
-                answers[index] = Joined(
-                    join=join,
-                    committed_quantity=committed,
-                    max_quantity=pool.max_quantity,
-                    filled=False,
-                )
-                continue
-            active = join is not None and join.status == JoinStatus.ACTIVE
-            total = ticket.quantity + (join.quantity if join is not None and active else 0)
-            amount = pricing.hold_minor(tiers, total, premium_bp=pool.premium_bp)
-            decision = policy.evaluate(
-                standing,
-                Action.JOIN_POOL,
-                amount,
-                now=now,
-                rules=config.rules,
-                protected=pool.protected,
-            )
-            if decision.verdict is Verdict.DENY:
-                answers[index] = Denied(
-                    "the trust policy refuses this action: " + ", ".join(decision.reasons),
-                    reasons=list(decision.reasons),
-                )
-                continue
-            if decision.verdict is Verdict.REQUIRE_DEPOSIT:
-                continue  # SINGLE takes the deposit
-            wallet_id = ids[wallets[member].key]
-            need = amount - (join.held_minor if join is not None and active else 0)
-            if available.get(wallet_id, 0) < need:
-                answers[index] = InsufficientFunds(
-                    f"the wallet has less than {need} {pool.currency} minor units available"
-                )
-                continue
-            if committed + ticket.quantity > pool.max_quantity:
-                left = pool.max_quantity - committed
-                answers[index] = PoolFull(f"only {left} left in this pool", available_quantity=left)
-                continue
-            available[wallet_id] -= need
-            committed += ticket.quantity
-            plans.append(_plan(index, pool, join, ticket, total, amount, active, now))
+        pool, ids = reads.pool, reads.ids
+        answers, plans = _decide_batch(tickets, reads, config=config, now=now)
         if plans:
             after, filled = await _apply_plans(
                 uow, pool=pool, plans=plans, locked=ids, schedule=schedule, now=now
             )
-            for plan in plans:
-                answers[plan.index] = Joined(
-                    join=plan.join,
-                    committed_quantity=after,
-                    max_quantity=pool.max_quantity,
-                    filled=filled,
-                )
+            answers = _answer_plans(answers, plans, pool, after, filled)
         await uow.commit()
     return answers
+
+
+#: `pool_join_batch` (migration 0012): the writes of a batch decided on unlocked reads, checked.
+_PG_JOIN_BATCH = "SELECT pool_join_batch(" + ", ".join(f"${n}" for n in range(1, 31)) + ")"
+#: What it raises when anything the batch was decided on has changed: nothing was written.
+_STALE = "CP412"
+
+
+async def _write_batch(
+    session: AsyncSession, *, pool: Pool, plans: list[_Plan], ids: dict[str, int], now: datetime
+) -> int | None:
+    """Write these plans with `pool_join_batch` (an autocommit session: the call commits):
+    the pool's committed quantity after them, or None if what they were decided on changed
+    (nothing was written). Raises OutcomeUnknown if the call was lost on its way."""
+    raised = [plan.join for plan in plans if not plan.is_new]
+    first = [plan.join for plan in plans if plan.is_new]
+    holds = ledger.replace_holds_args(
+        [plan.previous_hold for plan in plans if plan.previous_hold],
+        [plan.hold for plan in plans],
+        ids=ids,
+        now=now,
+    )
+    touched = {ids[ref.key] for plan in plans for ref in (plan.hold.debit, plan.hold.credit)}
+    params = (
+        pool.id,
+        now,
+        sum(plan.added for plan in plans),
+        sum(plan.new_member for plan in plans),
+        sorted(touched),
+        [join.id for join in raised],
+        [join.quantity for join in raised],
+        [join.held_minor for join in raised],
+        [join.hold_id for join in raised],
+        [join.version for join in raised],
+        [plan.was_status for plan in plans if not plan.is_new],
+        [join.last_request for join in raised],
+        [join.id for join in first],
+        [join.user_id for join in first],
+        [join.quantity for join in first],
+        [join.held_minor for join in first],
+        [join.hold_id for join in first],
+        [join.last_request for join in first],
+        *holds,
+    )
+    connection = await session.connection()
+    try:
+        committed = (await connection.exec_driver_sql(_PG_JOIN_BATCH, params)).scalar_one()
+    except DBAPIError as exc:
+        if sqlstate(exc) == _STALE or is_retryable(exc):
+            return None  # nothing was written: decide again under the locks
+        if sqlstate(exc) is None or exc.connection_invalidated:
+            raise OutcomeUnknown from exc  # sent: it may have committed
+        raise
+    return int(committed)
+
+
+async def _join_batch_unlocked(
+    uow: UnitOfWork, *, pool_id: UUID, tickets: list[Ticket], config: TrustConfig
+) -> list[BatchAnswer] | None:
+    """A batch decided on reads that lock nothing, then written by one database call that locks
+    the pool's row and the accounts, checks that what it was decided on still holds, and
+    commits (PostgreSQL, autocommit): the pool's row is locked for that call alone, instead of
+    for the round trips of `_join_batch`. None when the batch must be decided under the locks
+    instead: something changed meanwhile, an account is not open yet, or the batch fills the
+    pool (which decides its outcome)."""
+    now = max(ticket.now for ticket in tickets)
+    members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
+    async with uow.autocommit() as session:
+        reads = await _read_batch(
+            session, pool_id=pool_id, members=members, config=config, now=now, lock=False
+        )
+        if reads is None:
+            return [PoolClosed("this pool no longer takes joins") for _ in tickets]
+        pool, ids = reads.pool, reads.ids
+        answers, plans = _decide_batch(tickets, reads, config=config, now=now)
+        if not plans:
+            return answers
+        quantity = sum(plan.added for plan in plans)
+        if (
+            pool_escrow(pool).key not in ids
+            or pool.committed_quantity + quantity >= pool.max_quantity
+        ):
+            return None
+        committed = await _write_batch(session, pool=pool, plans=plans, ids=ids, now=now)
+        if committed is None:
+            return None
+    return _answer_plans(answers, plans, pool, committed, filled=False)
 
 
 def _plan(
@@ -540,6 +678,7 @@ def _plan(
         index=index,
         join=after,
         is_new=join is None,
+        was_status=join.status if join is not None else None,
         new_member=not active,
         added=ticket.quantity,
         hold=hold,
@@ -680,6 +819,11 @@ async def _join_batched(
     if uow.on_postgres:
 
         async def run(tickets: list[Ticket]) -> list[BatchAnswer]:
+            answers = await _join_batch_unlocked(
+                uow, pool_id=pool_id, tickets=tickets, config=config
+            )
+            if answers is not None:
+                return answers
             batch_uow = uow.fresh()
             try:
                 return await _join_batch(

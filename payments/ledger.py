@@ -94,14 +94,22 @@ async def lock_accounts(session: AsyncSession, account_ids: Sequence[int]) -> No
         await postgres.lock_accounts(session, list(account_ids))
 
 
+def _balances_query() -> Any:
+    available = ACCOUNTS.c.credits_posted - ACCOUNTS.c.debits_posted - ACCOUNTS.c.debits_pending
+    return select(ACCOUNTS.c.key, ACCOUNTS.c.id, available).order_by(ACCOUNTS.c.id)
+
+
+def _by_key_and_id(rows: Sequence[Any]) -> tuple[dict[str, int], dict[int, int]]:
+    return {row[0]: int(row[1]) for row in rows}, {int(row[1]): int(row[2]) for row in rows}
+
+
 async def open_and_lock(
     session: AsyncSession, refs: Sequence[AccountRef], now: datetime
 ) -> tuple[dict[str, int], dict[int, int]]:
     """Open these accounts if need be and lock them in ascending id order: (ids by key, what
     each can still pay out by id), in one statement when they are all open already."""
     wanted = list({ref.key: ref for ref in refs}.values())
-    available = ACCOUNTS.c.credits_posted - ACCOUNTS.c.debits_posted - ACCOUNTS.c.debits_pending
-    query = select(ACCOUNTS.c.key, ACCOUNTS.c.id, available).order_by(ACCOUNTS.c.id)
+    query = _balances_query()
     if on_postgres(session):
         query = query.with_for_update(key_share=True)
 
@@ -114,7 +122,15 @@ async def open_and_lock(
     if missing:  # opened now, so numbered after every account already locked: still in order
         await open_accounts(session, missing, now)
         rows += await lock([ref.key for ref in missing])
-    return {row[0]: int(row[1]) for row in rows}, {int(row[1]): int(row[2]) for row in rows}
+    return _by_key_and_id(rows)
+
+
+async def balances(
+    session: AsyncSession, refs: Sequence[AccountRef]
+) -> tuple[dict[str, int], dict[int, int]]:
+    """As `open_and_lock`, without opening or locking anything: the open accounts among these."""
+    query = _balances_query().where(ACCOUNTS.c.key.in_([ref.key for ref in refs]))
+    return _by_key_and_id(list((await session.execute(query)).all()))
 
 
 async def _stage_opened(
@@ -199,6 +215,23 @@ async def replace_holds(
         ids, lock = await open_accounts(session, refs, now), True
     rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
     await postgres.replace_set(session, list(void_ids), rows, ids, now, lock=lock)
+
+
+def replace_holds_args(
+    void_ids: Sequence[str],
+    specs: Sequence[TransferSpec],
+    *,
+    ids: dict[str, int],
+    now: datetime,
+) -> tuple[Any, ...]:
+    """`replace_holds` as the arguments of the database's `ledger_replace_set` (PostgreSQL), for
+    a database function of a use case that runs it under the locks it takes itself (every
+    account open: `ids` by key); the specs are validated here. The caller checks the counts it
+    answers, as `replace_holds` does."""
+    for spec in specs:
+        validate(spec, is_hold=True, now=now)
+    rows = [row_values(spec, is_hold=True, now=now) for spec in specs]
+    return postgres.replace_set_params(list(void_ids), rows, ids, now)
 
 
 async def hold_all(

@@ -58,61 +58,10 @@ RESOLVE_BATCH = BatchedCall(
 )
 
 
-# Holds voided and holds staged as one set-based statement in the caller's transaction (its
-# accounts locked first): every transfer row written at once and every account touched updated
-# once with the net sum of its entries, instead of a loop that updates a shared account (an
-# escrow) once per entry. A limited account must afford its new holds less the holds released
-# (as if the voids came first). The answer counts what happened; `replace_holds` raises on any
-# shortfall, and the caller rolls back.
-REPLACE_SET = """
-WITH voided AS (
-    UPDATE ledger_transfers t SET status = 'voided'
-     WHERE t.id = ANY ($12::text[]) AND t.is_hold AND t.status = 'pending'
-    RETURNING t.*
-), void_entries AS (
-    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency,
-                                  kind, ref, status, is_hold, parent_id, created_at)
-    SELECT v.id || '/voided', v.debit_account_id, v.credit_account_id, v.amount_minor, v.currency,
-           'void', v.ref, 'voided', false, v.id, $11::timestamptz
-      FROM voided v
-    RETURNING 1
-), spec AS (
-    SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[],
-                         $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
-        AS s(id, debit, credit, debit_key, credit_key, amount, currency, kind, ref, expires_at)
-), staged AS (
-    INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, debit_key, credit_key,
-                                  amount_minor, currency, kind, ref, status, is_hold, expires_at,
-                                  created_at)
-    SELECT id, debit, credit, debit_key, credit_key, amount, currency, kind, ref, 'pending', true,
-           expires_at, $11::timestamptz
-      FROM spec
-    ON CONFLICT (id) DO NOTHING
-    RETURNING *
-), deltas AS (
-    SELECT account, sum(debit) AS debit, sum(credit) AS credit FROM (
-        SELECT debit_account_id AS account, amount_minor AS debit, 0::bigint AS credit FROM staged
-        UNION ALL
-        SELECT credit_account_id, 0::bigint, amount_minor FROM staged
-        UNION ALL
-        SELECT debit_account_id, -amount_minor, 0::bigint FROM voided
-        UNION ALL
-        SELECT credit_account_id, 0::bigint, -amount_minor FROM voided
-    ) entries GROUP BY account
-), applied AS (
-    UPDATE ledger_accounts a
-       SET debits_pending = a.debits_pending + d.debit,
-           credits_pending = a.credits_pending + d.credit
-      FROM deltas d
-     WHERE a.id = d.account
-       AND (NOT a.debits_must_not_exceed_credits OR d.debit <= 0
-            OR a.credits_posted - a.debits_posted - a.debits_pending >= d.debit)
-    RETURNING a.id
-)
-SELECT (SELECT count(*) FROM voided) AS voided, (SELECT count(*) FROM void_entries) AS entries,
-       (SELECT count(*) FROM staged) AS staged, (SELECT count(*) FROM deltas) AS accounts,
-       (SELECT count(*) FROM applied) AS applied
-"""
+#: Holds voided and holds staged as one set-based statement (migration 0012) in the caller's
+#: transaction, its accounts locked first. The answer counts what happened; `replace_set` raises
+#: on any shortfall, and the caller rolls back.
+REPLACE_SET = "SELECT * FROM ledger_replace_set($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 #: Lock the accounts of these transfers (by transfer id) in ascending order.
 LOCK_OF_TRANSFERS = (
     "SELECT 1 FROM ledger_accounts WHERE id IN ("
@@ -176,7 +125,22 @@ async def replace_set(
         if void_ids:
             await connection.exec_driver_sql(LOCK_OF_TRANSFERS, (void_ids,))
         await lock_accounts(session, list(ids.values()))
-    params = (
+    params = replace_set_params(void_ids, rows, ids, now)
+    counts = (await connection.exec_driver_sql(REPLACE_SET, params)).mappings().one()
+    if counts["voided"] < len(set(void_ids)):
+        raise HoldNotPending("a hold of this batch is not pending")
+    if counts["staged"] < len(rows):
+        raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
+    if counts["applied"] < counts["accounts"]:
+        raise InsufficientFunds("a source account cannot afford its holds in this batch")
+
+
+def replace_set_params(
+    void_ids: list[str], rows: list[dict[str, Any]], ids: dict[str, int], now: datetime
+) -> tuple[Any, ...]:
+    """`ledger_replace_set`'s arguments: the holds' columns (account ids from `ids` by key), the
+    time, the holds to void."""
+    return (
         [row["id"] for row in rows],
         [ids[row["debit_key"]] for row in rows],
         [ids[row["credit_key"]] for row in rows],
@@ -190,13 +154,6 @@ async def replace_set(
         now,
         void_ids,
     )
-    counts = (await connection.exec_driver_sql(REPLACE_SET, params)).mappings().one()
-    if counts["voided"] < len(set(void_ids)):
-        raise HoldNotPending("a hold of this batch is not pending")
-    if counts["staged"] < len(rows):
-        raise TransferIdConflict("a hold of this batch reuses the id of an existing transfer")
-    if counts["applied"] < counts["accounts"]:
-        raise InsufficientFunds("a source account cannot afford its holds in this batch")
 
 
 async def lock_accounts(session: AsyncSession, account_ids: list[int]) -> None:
