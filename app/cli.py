@@ -93,6 +93,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from app.embedded import EmbeddedRedis, EmbeddedRedisError, tcp_listening
     from app.logging import configure_logging
+    from app.serving import reuse_port_supported, run_workers
 
     settings = _settings()
     configure_logging(settings)
@@ -120,28 +121,42 @@ def serve(host: str, port: int, workers: int) -> None:
             log.info("no Redis listening: started an embedded redis-server", url=url)
         log.info("running the arq worker inside the web process")
     proxies = ",".join(settings.trusted_proxies)
+    options: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        # X-Forwarded-For is believed only from COPOOL_TRUSTED_PROXIES (default: no one).
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }
+    code = 0
     try:
-        # uvicorn stops on SIGINT/SIGTERM after the app's lifespan has shut down (worker, Redis
-        # clients, database), then raises the signal again; only then is the embedded Redis
-        # stopped. The re-raised Ctrl+C is the end we asked for, not an error.
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-            # X-Forwarded-For is believed only from COPOOL_TRUSTED_PROXIES (default: no one).
-            proxy_headers=bool(proxies),
-            forwarded_allow_ips=proxies or None,
-        )
+        if workers > 1 and reuse_port_supported():
+            # A socket per worker, so that connections spread evenly (app/serving.py).
+            try:
+                code = run_workers(options, host=host, port=port, workers=workers)
+            except OSError as exc:  # the port is taken, or the address is not ours
+                click.echo(f"copool: cannot listen on {host}:{port}: {exc}", err=True)
+                code = 1
+        else:
+            # uvicorn stops on SIGINT/SIGTERM after the app's lifespan has shut down (worker,
+            # Redis clients, database), then raises the signal again; only then is the
+            # embedded Redis stopped. The re-raised Ctrl+C is the end we asked for.
+            uvicorn.run(
+                "app.main:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **options,
+            )
     except KeyboardInterrupt:
         pass
     finally:
         if embedded is not None:
             embedded.stop()
             log.info("embedded redis-server stopped")
+    if code:
+        sys.exit(code)
 
 
 @main.command()

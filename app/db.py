@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, event
+from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, any_, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
@@ -135,6 +136,19 @@ def dialect_insert(session: AsyncSession, table: Table) -> Any:
     """INSERT for the session's backend, so that `.on_conflict_do_nothing()` is available."""
     on_postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
     return (postgresql.insert if on_postgres else sqlite.insert)(table)
+
+
+def one_of(
+    session: AsyncSession, column: ColumnElement[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """`column IN values` as the same statement whatever the number of values: on PostgreSQL
+    `column = ANY ($n)` with one array parameter. asyncpg prepares (parses and plans) each
+    distinct statement text once per connection, and an IN list of n values is a text of its
+    own for each n: batches of changing sizes kept preparing anew, one round trip and a plan
+    more per statement. SQLite gets the IN list."""
+    if on_postgres(session):
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:

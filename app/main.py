@@ -131,7 +131,10 @@ def create_app(
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker_task
-                await worker.close()
+                # Its jobs still running were cancelled with it: closing gathers them, and
+                # their CancelledError must not fail the shutdown (nor skip what follows).
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.close()
             await redis.aclose()
             await engine.dispose()
 

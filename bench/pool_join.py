@@ -1,13 +1,13 @@
 """Flash-crowd join benchmark: prints figures; run on demand, never in tests.
 
   copool (`copool serve --workers 2`, PostgreSQL + Redis): CLIENTS members join one hot pool
-  (max_quantity 1,000,000, so joins keep succeeding) with quantity 1 for SECONDS: successful
-  joins/s, p50/p99 (a closed loop: with 1,000 connections each waiting for its answer, latency is
-  1,000 / throughput by Little's law, so this phase gives throughput, not latency); then the same
-  crowd paced, offering PACED_RATE joins/s in all (each connection on its own schedule, latency
+  (max_quantity 1,000,000, so joins keep succeeding) with quantity 1, paced first, offering
+  PACED_RATE joins/s in all for PACED_SECONDS (each connection on its own schedule, latency
   counted from the scheduled send, so queueing shows): joins/s and p50/p99 at that rate; then
-  the same crowd on a pool capped at 300: refused joins/s once full,
-  p50/p99 of the refusals
+  for SECONDS as fast as they can: successful joins/s, p50/p99 (a closed loop: with 1,000
+  connections each waiting for its answer, latency is 1,000 / throughput by Little's law, so
+  this phase gives throughput, not latency); then the same crowd on a pool capped at 300:
+  refused joins/s once full, p50/p99 of the refusals
   a straightforward join written here (a bare Litestar app, `uvicorn --workers 2`, asyncpg on the
   same database; one transaction: SELECT the pool FOR UPDATE, check the cap, UPDATE its committed
   quantity, INSERT a join row; bench-owned tables) under the same two loads, and the ratio
@@ -640,12 +640,14 @@ Phases = tuple[Phase, Phase, Phase, Phase]
 
 
 def measure(port: int, pid: int, tokens: list[str], pools: tuple[str, str], prefix: str) -> Phases:
-    """Warm-up, the closed loop and the paced load on the first pool, then the capped one; one
-    load at a time."""
+    """Warm-up, the paced load and the closed loop on the first pool, then the capped one; one
+    load at a time. The paced load comes first: after the closed loop, PostgreSQL spends the
+    next seconds vacuuming what its tens of thousands of joins left behind, and the paced
+    latency would be of that cleanup as much as of the joins."""
     hot_path, capped_path = (f"{prefix}/{pool}/joins" for pool in pools)
     warmup = drive(port, hot_path, tokens, WARMUP_SECONDS, pid)
-    hot = drive(port, hot_path, tokens, SECONDS, pid)
     paced = drive(port, hot_path, tokens, PACED_SECONDS, pid, rate=PACED_RATE)
+    hot = drive(port, hot_path, tokens, SECONDS, pid)
     full = drive(port, capped_path, tokens, FULL_SECONDS, pid)
     return warmup, hot, paced, full
 
@@ -692,11 +694,11 @@ def run_straightforward(dsn: str, tokens: list[str], env: dict[str, str], log: P
 
 
 def report(name: str, result: Result) -> None:
-    print(f"  {name}, hot pool ({SECONDS:g} s):\n      {result.hot.summary()}")
     print(
         f"  {name}, hot pool paced at {PACED_RATE:g} joins/s offered ({PACED_SECONDS:g} s):"
         f"\n      {result.paced.summary()}"
     )
+    print(f"  {name}, hot pool ({SECONDS:g} s):\n      {result.hot.summary()}")
     print(f"  {name}, pool capped at {CAP} ({FULL_SECONDS:g} s):\n      {result.full.summary()}")
     for line in result.checks:
         print(f"    check {line}")
@@ -719,9 +721,9 @@ def main() -> None:
     print(
         f"pool join benchmark: {CLIENTS} members on {CLIENTS} keep-alive connections from "
         f"{LOAD_PROCESSES} load processes, quantity 1 per join; {WARMUP_SECONDS:g} s warm-up, "
-        f"{SECONDS:g} s on a hot pool (closed loop), {PACED_SECONDS:g} s on it paced at "
-        f"{PACED_RATE:g} joins/s offered, {FULL_SECONDS:g} s on a pool capped at {CAP}; uvicorn "
-        f"2 workers per server, on {os.cpu_count()} cores shared with the load and PostgreSQL"
+        f"{PACED_SECONDS:g} s on a hot pool paced at {PACED_RATE:g} joins/s offered, then "
+        f"{SECONDS:g} s on it as a closed loop, {FULL_SECONDS:g} s on a pool capped at {CAP}; "
+        f"2 server workers, on {os.cpu_count()} cores shared with the load and PostgreSQL"
     )
     flush_redis()
     workdir = Path(tempfile.mkdtemp(prefix="copool-bench-join-"))

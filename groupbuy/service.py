@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy import Table, and_, bindparam, case, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from app.db import AsyncSession, on_postgres
+from app.db import AsyncSession, on_postgres, one_of
 from app.errors import body_errors
 from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
 from groupbuy import pricing
@@ -377,7 +377,7 @@ async def _pool_and_joins(
     """The pool's row, locked (unless `lock` is false), and these members' joins of it, in one
     statement. The joins need no lock of their own: every use case that changes a join holds
     the pool's row first."""
-    members = and_(JOINS.c.pool_id == POOLS.c.id, JOINS.c.user_id.in_(user_ids))
+    members = and_(JOINS.c.pool_id == POOLS.c.id, one_of(session, JOINS.c.user_id, user_ids))
     query = (
         select(POOLS, JOINS)
         .select_from(POOLS.outerjoin(JOINS, members))

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Table, select, update
 
-from app.db import AsyncSession, dialect_insert, on_postgres
+from app.db import AsyncSession, dialect_insert, on_postgres, one_of
 from payments import portable, postgres, rules
 from payments.errors import (
     HoldExpired,
@@ -114,7 +114,8 @@ async def open_and_lock(
         query = query.with_for_update(key_share=True)
 
     async def lock(keys: list[str]) -> list[Any]:
-        return list((await session.execute(query.where(ACCOUNTS.c.key.in_(keys)))).all())
+        found = query.where(one_of(session, ACCOUNTS.c.key, keys))
+        return list((await session.execute(found)).all())
 
     rows = await lock([ref.key for ref in wanted])
     found = {row[0] for row in rows}
@@ -129,7 +130,7 @@ async def balances(
     session: AsyncSession, refs: Sequence[AccountRef]
 ) -> tuple[dict[str, int], dict[int, int]]:
     """As `open_and_lock`, without opening or locking anything: the open accounts among these."""
-    query = _balances_query().where(ACCOUNTS.c.key.in_([ref.key for ref in refs]))
+    query = _balances_query().where(one_of(session, ACCOUNTS.c.key, [ref.key for ref in refs]))
     return _by_key_and_id(list((await session.execute(query)).all()))
 
 

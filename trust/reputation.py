@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import Table, select
 
 from app.accounts.models import User
-from app.db import AsyncSession, dialect_insert
+from app.db import AsyncSession, dialect_insert, one_of
 from trust import score
 from trust.errors import (
     UserNotFound,
@@ -101,7 +101,7 @@ async def reputations_of(
     rows = await session.execute(
         _reputation_query()
         .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
-        .where(USERS.c.id.in_(list(user_ids)), USERS.c.deactivated_at.is_(None))
+        .where(one_of(session, USERS.c.id, user_ids), USERS.c.deactivated_at.is_(None))
     )
     return {row.user_id_: _view(row.user_id_, row._mapping, params, now) for row in rows.all()}
 

@@ -41,8 +41,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
-    """`copool serve` on a free port with a fresh SQLite database, until healthy; killed after."""
+def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]:
+    """`copool serve` (and `args`) on a free port with a fresh SQLite database, until healthy;
+    killed after."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("COPOOL_")}
     base.update(
@@ -52,7 +53,7 @@ def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
         COPOOL_LOG_LEVEL="INFO",
     )
     process = subprocess.Popen(
-        [COPOOL, "serve", "--port", str(port)],
+        [COPOOL, "serve", "--port", str(port), *args],
         env={**base, **env},
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -1,0 +1,132 @@
+"""Several web worker processes, each listening on its own socket (Linux SO_REUSEPORT).
+
+uvicorn's `--workers` shares one listening socket: every worker is woken for each new connection
+and asyncio accepts as many as are waiting, so a burst of connections (a flash crowd opening
+the app at once) can leave one worker with twice the other's keep-alive connections, and all of
+their requests, for as long as they stay open. With a socket per worker bound to the same port
+with SO_REUSEPORT, the kernel spreads new connections evenly over the workers by their
+addresses. Each worker is a plain `uvicorn.Server` on its socket; this parent starts them,
+passes a stop signal on as SIGTERM (each shuts down gracefully, its lifespan included), and
+ends when they have: if a worker dies on its own, it stops the others and exits non-zero, for
+whatever supervises the service to restart it whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import socket
+import sys
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("copool.serve")
+
+#: How long the workers get to finish their requests and lifespans after a stop signal.
+STOP_TIMEOUT_S = 30.0
+#: How often the parent looks at its workers and at a stop signal.
+POLL_S = 0.1
+#: After Ctrl+C, how long before the workers are sent SIGTERM (if the SIGINT missed them).
+INTERRUPT_GRACE_S = 0.5
+
+
+def reuse_port_supported() -> bool:
+    """Whether the kernel balances connections over SO_REUSEPORT sockets (Linux does)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_reuse_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) that other SO_REUSEPORT sockets of this user share."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
+    """One worker process: uvicorn on a socket of its own."""
+    import uvicorn
+
+    config = uvicorn.Config("app.main:create_app", factory=True, host=host, port=port, **options)
+    # uvicorn raises the stop signal again once it has shut down: Ctrl+C's KeyboardInterrupt
+    # is the end that was asked for.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[bind_reuse_port(host, port)])
+
+
+def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) -> int:
+    """Serve with `workers` processes until a stop signal (0) or a worker's death (1).
+
+    `options`: uvicorn.Config's keyword arguments besides the app, host and port. The port is
+    bound once here first, so that a port taken by another program fails before any worker
+    starts."""
+    bind_reuse_port(host, port).close()
+    context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = [
+        context.Process(
+            target=_serve_worker, args=(options, host, port), name=f"copool-web-{index}"
+        )
+        for index in range(workers)
+    ]
+    stop: list[tuple[int, float]] = []  # the stop signal and when it came
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stop:
+            stop.append((signum, time.monotonic()))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for process in processes:
+            process.start()
+        log.info("web workers started", workers=workers, host=host, port=port)
+        while True:
+            wait([process.sentinel for process in processes], timeout=POLL_S)
+            if stop:
+                signum, at = stop[0]
+                # Ctrl+C reaches the workers too (one process group): SIGTERM follows only
+                # after it, as uvicorn takes a second SIGINT, or a SIGINT after a SIGTERM, as
+                # "stop now" (its lifespan's shutdown skipped).
+                if signum == signal.SIGTERM or time.monotonic() - at >= INTERRUPT_GRACE_S:
+                    _stop_all(processes)
+                    return 0
+            elif any(not process.is_alive() for process in processes):
+                log.error(
+                    "a web worker ended by itself; stopping the others",
+                    exitcodes=[process.exitcode for process in processes],
+                )
+                _stop_all(processes)
+                return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(processes: list[BaseProcess]) -> None:
+    """SIGTERM to every live worker (uvicorn's graceful shutdown), then wait for them."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    _join_all(processes)
+
+
+def _join_all(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            log.warning("a web worker did not stop in time; killing it", pid=process.pid)
+            process.kill()
+            process.join()
