@@ -19,8 +19,19 @@ from payments.funding import funding_provider
 from workers.jobs import heartbeat, purge_idempotency_keys
 
 
+def _encode_other(obj: Any) -> Any:
+    # arq stores a failed job's exception as its result (its own, or JobExecutionFailed once
+    # the retries are spent): kept as its repr, so that the failure is recorded, not lost.
+    if isinstance(obj, BaseException):
+        return repr(obj)
+    raise NotImplementedError(f"a job cannot carry a {type(obj).__name__}")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_encode_other)
+
+
 def job_serializer(obj: Any) -> bytes:
-    return msgspec.msgpack.encode(obj)
+    return _ENCODER.encode(obj)
 
 
 def job_deserializer(data: bytes) -> Any:

@@ -15,13 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.accounts.serving import Server, serving
+from tests.integration.accounts.serving import Server, free_port, serving
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux"
 )
 
 CONNECTIONS = 100
+
+
+def _private_redis() -> dict[str, str]:
+    """No Redis where copool looks for one: it starts its own, shared by its workers (no job
+    left in a shared Redis by other tests runs here)."""
+    return {"_COPOOL_LOCAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
 
 
 def _children(pid: int) -> list[int]:
@@ -72,7 +78,7 @@ def _wait_for(condition: object, timeout_s: float = 30.0) -> None:
 def test_each_worker_listens_on_its_own_socket_and_takes_its_share_of_a_burst(
     tmp_path: Path,
 ) -> None:
-    with serving(tmp_path, {}, "--workers", "2") as server:
+    with serving(tmp_path, _private_redis(), "--workers", "2") as server:
         port = int(server.base_url.rsplit(":", 1)[1])
         _wait_for(lambda: len(_workers(server)) == 2)
         workers = _workers(server)
@@ -104,7 +110,7 @@ def test_each_worker_listens_on_its_own_socket_and_takes_its_share_of_a_burst(
 
 
 def test_a_stop_signal_to_the_service_stops_every_worker(tmp_path: Path) -> None:
-    with serving(tmp_path, {}, "--workers", "2") as server:
+    with serving(tmp_path, _private_redis(), "--workers", "2") as server:
         _wait_for(lambda: len(_workers(server)) == 2)
         workers = _workers(server)
         server.process.send_signal(signal.SIGTERM)  # the parent alone, as a supervisor does
@@ -115,7 +121,7 @@ def test_a_stop_signal_to_the_service_stops_every_worker(tmp_path: Path) -> None
 
 
 def test_a_worker_that_dies_stops_the_service_with_an_error(tmp_path: Path) -> None:
-    with serving(tmp_path, {}, "--workers", "2") as server:
+    with serving(tmp_path, _private_redis(), "--workers", "2") as server:
         _wait_for(lambda: len(_workers(server)) == 2)
         first, second = _workers(server)
         os.kill(first, signal.SIGKILL)
