@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -41,6 +42,10 @@ PUBLIC: list[dict[str, list[str]]] = [{}]
 AUTH_CHANNEL = "copool:auth:changed"
 #: Put a limit on everything: beyond this many users, the oldest cached entries are dropped.
 AUTH_CACHE_MAX_ENTRIES = 100_000
+#: An entry lives between (1 - this) x TTL and the TTL, drawn for each load: users whose entries
+#: were loaded together (a crowd arriving at once) then expire apart, instead of all reloading
+#: in the same instant every TTL (which showed as a latency spike every 5 s under load).
+TTL_SPREAD = 0.5
 RESUBSCRIBE_DELAY_S = 1.0
 RESUBSCRIBE_MAX_DELAY_S = 30.0
 LISTEN_POLL_S = 0.5
@@ -66,10 +71,12 @@ class AuthCache:
         ttl_s: float,
         max_entries: int = AUTH_CACHE_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
+        spread: Callable[[], float] = random.random,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._clock = clock
+        self._spread = spread
         self._entries: dict[UUID, tuple[float, AuthState | None]] = {}
         # Bumped by every invalidation: a load that overlapped one may have read the old row,
         # so its result is used for that request but not kept.
@@ -88,7 +95,8 @@ class AuthCache:
             if len(self._entries) >= self._max_entries:
                 del self._entries[next(iter(self._entries))]  # the oldest insertion
             self._entries.pop(user_id, None)
-            self._entries[user_id] = (now + self._ttl_s, state)
+            lifetime = self._ttl_s * (1 - TTL_SPREAD * self._spread())
+            self._entries[user_id] = (now + lifetime, state)
         return state
 
     def invalidate(self, user_id: UUID) -> None:

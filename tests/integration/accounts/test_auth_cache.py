@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 from app.accounts.models import Role
@@ -23,7 +24,7 @@ class Clock:
 
 async def test_an_entry_is_reused_until_its_ttl_then_loaded_again() -> None:
     clock, loads = Clock(), []
-    cache = AuthCache(ttl_s=5, clock=clock)
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)  # the whole TTL
     user = uuid.uuid4()
 
     async def load(uid: uuid.UUID) -> AuthState | None:
@@ -37,6 +38,31 @@ async def test_an_entry_is_reused_until_its_ttl_then_loaded_again() -> None:
     clock.now += 0.2
     await cache.get(user, load)
     assert len(loads) == 2
+
+
+async def test_entries_loaded_together_expire_spread_over_the_last_half_of_the_ttl() -> None:
+    clock, loads = Clock(), []
+    cache = AuthCache(ttl_s=10, clock=clock, spread=random.Random(7).random)
+    users = [uuid.uuid4() for _ in range(200)]
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        loads.append(uid)
+        return MEMBER
+
+    for user in users:  # a crowd arriving at once
+        await cache.get(user, load)
+    reloaded = []
+    for _ in range(10):  # then each user again every second
+        clock.now += 1.0
+        before = len(loads)
+        for user in users:
+            await cache.get(user, load)
+        reloaded.append(len(loads) - before)
+    # Nobody before half the TTL; the first reloads spread over its second half, not all at
+    # once at the TTL; and no entry outlives the TTL.
+    assert reloaded[:4] == [0, 0, 0, 0]
+    assert max(reloaded[4:]) < 100
+    assert sum(reloaded[4:10]) >= len(users)
 
 
 async def test_an_invalidated_user_is_loaded_again_and_absent_users_are_cached() -> None:
