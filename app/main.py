@@ -131,10 +131,15 @@ def create_app(
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker_task
-                # Its jobs still running were cancelled with it: closing gathers them, and
-                # their CancelledError must not fail the shutdown (nor skip what follows).
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker.close()
+                # Its running jobs are cancelled (as arq's close would) and awaited here: a
+                # cancelled job's CancelledError is its end, and close() would stop at it
+                # before the worker's own shutdown (its database) and its Redis pool.
+                jobs = list(worker.tasks.values())
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                worker.tasks.clear()
+                await worker.close()
             await redis.aclose()
             await engine.dispose()
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -28,8 +30,10 @@ import structlog
 
 log = structlog.get_logger("copool.serve")
 
-#: How long the workers get to finish their requests and lifespans after a stop signal.
+#: How long the workers get to finish their requests and lifespans after a stop signal, all
+#: together; uvicorn's wait for open requests is cut shorter, so that the lifespan fits.
 STOP_TIMEOUT_S = 30.0
+GRACEFUL_SHUTDOWN_S = 20
 #: How often the parent looks at its workers and at a stop signal.
 POLL_S = 0.1
 #: After Ctrl+C, how long before the workers are sent SIGTERM (if the SIGINT missed them).
@@ -41,15 +45,15 @@ def reuse_port_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def bind_reuse_port(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) that other SO_REUSEPORT sockets of this user share."""
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()
@@ -57,11 +61,38 @@ def bind_reuse_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_reuse_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) that other SO_REUSEPORT sockets of this user share."""
+    return _bind(host, port, reuse_port=True)
+
+
+def _end_with_parent() -> None:
+    """SIGTERM this worker (a graceful shutdown) once its parent is gone, however it went (a
+    SIGKILL included): no worker outlives the service and keeps its port."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="copool-parent-watch", daemon=True).start()
+
+
 def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
     """One worker process: uvicorn on a socket of its own."""
     import uvicorn
 
-    config = uvicorn.Config("app.main:create_app", factory=True, host=host, port=port, **options)
+    _end_with_parent()
+    config = uvicorn.Config(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **options,
+    )
     # uvicorn raises the stop signal again once it has shut down: Ctrl+C's KeyboardInterrupt
     # is the end that was asked for.
     with contextlib.suppress(KeyboardInterrupt):
@@ -74,7 +105,9 @@ def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) 
     `options`: uvicorn.Config's keyword arguments besides the app, host and port. The port is
     bound once here first, so that a port taken by another program fails before any worker
     starts."""
-    bind_reuse_port(host, port).close()
+    # Without SO_REUSEPORT: this bind fails if anything listens on the port, another copool's
+    # workers included (theirs would share it).
+    _bind(host, port, reuse_port=False).close()
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = [
         context.Process(
@@ -90,8 +123,12 @@ def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) 
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for process in processes:
-            process.start()
+        try:
+            for process in processes:
+                process.start()
+        except BaseException:
+            _stop_all([process for process in processes if process.pid is not None])
+            raise
         log.info("web workers started", workers=workers, host=host, port=port)
         while True:
             wait([process.sentinel for process in processes], timeout=POLL_S)
@@ -124,8 +161,9 @@ def _stop_all(processes: list[BaseProcess]) -> None:
 
 
 def _join_all(processes: list[BaseProcess]) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in processes:
-        process.join(STOP_TIMEOUT_S)
+        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             log.warning("a web worker did not stop in time; killing it", pid=process.pid)
             process.kill()

@@ -569,6 +569,8 @@ async def _join_batch(
 _PG_JOIN_BATCH = "SELECT pool_join_batch(" + ", ".join(f"${n}" for n in range(1, 31)) + ")"
 #: What it raises when anything the batch was decided on has changed: nothing was written.
 _STALE = "CP412"
+#: The database gave up on the call (a lock or statement timeout): nothing was written either.
+_UNDONE = frozenset({"55P03", "57014"})
 
 
 async def _write_batch(
@@ -611,11 +613,14 @@ async def _write_batch(
     try:
         committed = (await connection.exec_driver_sql(_PG_JOIN_BATCH, params)).scalar_one()
     except DBAPIError as exc:
-        if sqlstate(exc) == _STALE or is_retryable(exc):
+        state = sqlstate(exc)
+        if state == _STALE or state in _UNDONE or is_retryable(exc):
             return None  # nothing was written: decide again under the locks
-        if sqlstate(exc) is None or exc.connection_invalidated:
+        if state is None or exc.connection_invalidated:
             raise OutcomeUnknown from exc  # sent: it may have committed
-        raise
+        raise  # refused by the database: nothing was written
+    except Exception as exc:  # a client-side timeout, a lost connection: it may have committed
+        raise OutcomeUnknown from exc
     return int(committed)
 
 

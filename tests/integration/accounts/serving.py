@@ -40,11 +40,9 @@ class Server:
         return self.process.returncode, output
 
 
-@contextlib.contextmanager
-def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]:
-    """`copool serve` (and `args`) on a free port with a fresh SQLite database, until healthy;
-    killed after."""
-    port = free_port()
+def server_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a `copool serve` on a fresh SQLite database in `tmp_path`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if not k.startswith("COPOOL_")}
     base.update(
         COPOOL_DATABASE_URL=sqlite_url(str(tmp_path)),
@@ -52,9 +50,17 @@ def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]
         COPOOL_ENV="dev",
         COPOOL_LOG_LEVEL="INFO",
     )
+    return {**base, **env}
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]:
+    """`copool serve` (and `args`) on a free port with a fresh SQLite database, until healthy;
+    killed after."""
+    port = free_port()
     process = subprocess.Popen(
         [COPOOL, "serve", "--port", str(port), *args],
-        env={**base, **env},
+        env=server_env(tmp_path, env),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

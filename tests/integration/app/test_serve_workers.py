@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.accounts.serving import Server, free_port, serving
+from tests.integration.accounts.serving import Server, free_port, server_env, serving
+from tests.support.ledger import COPOOL
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux"
@@ -129,3 +131,36 @@ def test_a_worker_that_dies_stops_the_service_with_an_error(tmp_path: Path) -> N
     assert server.process.returncode == 1, output
     assert "a web worker ended by itself" in output
     assert not Path(f"/proc/{second}").exists()
+
+
+def test_a_second_service_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    with serving(tmp_path / "first", _private_redis(), "--workers", "2") as server:
+        port = server.base_url.rsplit(":", 1)[1]
+        second = subprocess.run(
+            [COPOOL, "serve", "--port", port, "--workers", "2"],
+            env=server_env(tmp_path / "second", _private_redis()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        assert len(_workers(server)) == 2
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    with serving(tmp_path, _private_redis(), "--workers", "2") as server:
+        _wait_for(lambda: len(_workers(server)) == 2)
+        workers = _workers(server)
+        # The parent alone, as an out-of-memory kill would: the workers (its process group's
+        # other members) must not keep serving.
+        os.kill(server.process.pid, signal.SIGKILL)
+        _wait_for(lambda: not [pid for pid in workers if _alive(pid)])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended (its parent, init, reaps it)

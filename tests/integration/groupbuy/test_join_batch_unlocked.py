@@ -9,11 +9,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from app.db import create_engine, create_sessionmaker
+from app.uow import UnitOfWork
 from groupbuy import service
-from groupbuy.batch import Fallback, Ticket
+from groupbuy.batch import Fallback, OutcomeUnknown, Ticket
 from groupbuy.errors import OrganizerCannotJoin
 from payments import service as payments
 from payments.errors import InsufficientFunds
@@ -246,4 +250,54 @@ async def test_a_batch_whose_reads_changed_before_its_write_writes_nothing(
         world.uow, pool_id=pool_id, tickets=tickets, config=config, schedule=None
     )
     assert all(isinstance(answer, service.Joined | InsufficientFunds) for answer in again)
+    await ledger_verifies(world.sessionmaker)
+
+
+async def _decided(world: TrustWorld, pool_id: uuid.UUID, members: list[uuid.UUID]) -> Any:
+    config = world.client.app.state.trust
+    now = world.clock()
+    async with world.uow.autocommit() as session:
+        reads = await service._read_batch(
+            session, pool_id=pool_id, members=members, config=config, now=now, lock=False
+        )
+    assert reads is not None
+    tickets = [_ticket(world, member, 1) for member in members]
+    _, plans = service._decide_batch(tickets, reads, config=config, now=now)
+    assert len(plans) == len(members)
+    return reads, plans, now
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+async def test_a_write_that_times_out_is_decided_again_or_answered_unknown(
+    world: TrustWorld, side: str
+) -> None:
+    """The database's own timeout undoes the call (decided again under the locks); a timeout of
+    the client's leaves it in doubt (its joins answered 503, never made a second time)."""
+    _, organizer_h, pool_id = await _organizer_and_pool(world)
+    a, _ = await member(world, FUNDS)
+    _, b_h = await member(world, FUNDS)
+    await _join(world, pool_id, b_h, 1)
+    reads, plans, now = await _decided(world, pool_id, [a])
+    url = world.uow.engine.url.render_as_string(hide_password=False)
+    engine = create_engine(url, pool_size=1, statement_timeout_s=0.3)
+    try:
+        impatient = UnitOfWork(create_sessionmaker(engine))
+        async with world.uow as holder:  # the pool's row held by another use case meanwhile
+            await service.get_pool(holder.session, pool_id, lock=True)
+            async with impatient.autocommit() as session:
+                if side == "client":  # the server waits on; the client gives up after 1.3 s
+                    await session.execute(text("SET statement_timeout = 0"))
+                    with pytest.raises(OutcomeUnknown):
+                        await service._write_batch(
+                            session, pool=reads.pool, plans=plans, ids=reads.ids, now=now
+                        )
+                else:
+                    written = await service._write_batch(
+                        session, pool=reads.pool, plans=plans, ids=reads.ids, now=now
+                    )
+                    assert written is None
+    finally:
+        await engine.dispose()
+    assert await _state(world, pool_id, organizer_h) == (1, 1)
+    assert await wallet(world.sessionmaker, a) == (FUNDS, 0)
     await ledger_verifies(world.sessionmaker)
