@@ -41,6 +41,11 @@ class TransferOut(msgspec.Struct):
     seq: int | None
     hash: str | None
     direction: Direction
+    #: A reservation: it moves nothing by itself. What it became is a line of its own
+    #: (`parent_id` = its id): a capture (posted: the money moved) or a void (nothing moved).
+    #: The lines with `is_hold` false and status `posted` sum (credits less debits) to the
+    #: balance.
+    is_hold: bool = False
     parent_id: str | None = None
     expires_at: datetime | None = None
 

@@ -203,3 +203,33 @@ async def test_a_declined_withdrawal_releases_its_hold(client: AsyncTestClient[A
         for i in (await client.get("/v1/wallet/transactions", headers=auth)).json()["items"]
     ]
     assert kinds == ["void", "withdrawal", "top_up"]
+
+
+async def test_the_statement_tells_holds_from_what_moved_money_and_sums_to_the_balance(
+    client: AsyncTestClient[Any],
+) -> None:
+    _, auth = await sign_up(client)
+    await top_up(client, auth, 50_000)
+    posted = await client.post(
+        "/v1/wallet/withdrawals", json={"amount_minor": 3_000, "currency": "CNY"}, headers=auth
+    )
+    assert posted.status_code == 201, posted.text
+    declined = await client.post(
+        "/v1/wallet/withdrawals", json={"amount_minor": 20_002, "currency": "CNY"}, headers=auth
+    )
+    assert_problem(declined, 402, "payment-declined")
+    items = (await client.get("/v1/wallet/transactions", headers=auth)).json()["items"]
+    assert [(i["kind"], i["status"], i["is_hold"]) for i in items] == [
+        ("void", "voided", False),
+        ("withdrawal", "voided", True),
+        ("capture", "posted", False),
+        ("withdrawal", "posted", True),
+        ("top_up", "posted", False),
+    ]
+    moved = sum(
+        i["amount_minor"] * (1 if i["direction"] == "credit" else -1)
+        for i in items
+        if not i["is_hold"] and i["status"] == "posted"
+    )
+    assert moved == (await client.get("/v1/wallet", headers=auth)).json()["balance_minor"] == 47_000
+    assert posted.json()["is_hold"] is True  # the withdrawal itself: held, then captured
