@@ -57,6 +57,14 @@ class Pool(SQLModel, table=True):
         Index("ix_pools_status_row", "status", "row_id"),
         Index("ix_pools_pickup", "pickup_lat", "pickup_lon"),
         Index("ix_pools_organizer", "organizer_id", "row_id"),
+        # The settlement sweep's pools: only those not settled yet (open or owed), so its
+        # minute-by-minute query never reads the settled history.
+        Index(
+            "ix_pools_unsettled",
+            "deadline",
+            postgresql_where=text("settled_at IS NULL"),
+            sqlite_where=text("settled_at IS NULL"),
+        ),
     )
 
     row_id: int | None = Field(default=None, sa_column=row_id_column(primary_key=True))

@@ -1326,21 +1326,25 @@ async def note_settle_attempt(uow: UnitOfWork, *, pool_id: UUID, now: datetime) 
         await uow.commit()
 
 
-async def due_pools(session: AsyncSession, *, now: datetime, limit: int) -> list[UUID]:
+def due_pools_query(*, now: datetime, limit: int) -> Any:
     """Pools whose settlement is owed: open past their deadline, or decided but not settled;
     those never tried first (by deadline), then those whose last try is oldest."""
-    query = (
+    return (
         select(POOLS.c.id)
         .where(
-            ((POOLS.c.status == PoolStatus.OPEN.value) & (POOLS.c.deadline <= now))
-            | ((POOLS.c.status != PoolStatus.OPEN.value) & POOLS.c.settled_at.is_(None))
+            POOLS.c.settled_at.is_(None),  # ix_pools_unsettled: never the settled history
+            (POOLS.c.status != PoolStatus.OPEN.value) | (POOLS.c.deadline <= now),
         )
         .order_by(
             POOLS.c.settle_attempted_at.is_not(None), POOLS.c.settle_attempted_at, POOLS.c.deadline
         )
         .limit(limit)
     )
-    return list((await session.execute(query)).scalars())
+
+
+async def due_pools(session: AsyncSession, *, now: datetime, limit: int) -> list[UUID]:
+    """The ids of `due_pools_query`."""
+    return list((await session.execute(due_pools_query(now=now, limit=limit))).scalars())
 
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
 from groupbuy import service
 from tests.support.ledger import fund
 from tests.support.pools import ledger_verifies, member, open_pool, sweep, wallet
@@ -64,3 +68,15 @@ async def test_a_held_back_payout_is_tried_again_after_the_pools_never_tried(
     paid = (await wallet(world.sessionmaker, held_org))[0]
     assert paid > FUNDS
     await ledger_verifies(world.sessionmaker)
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_the_sweep_reads_only_the_pools_not_settled_yet(world: TrustWorld) -> None:
+    """Its query can be answered from the partial index of unsettled pools: it never needs to
+    read the settled history (which only grows)."""
+    query = service.due_pools_query(now=world.clock(), limit=50)
+    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    async with world.uow as uow:
+        await uow.session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join((await uow.session.execute(text("EXPLAIN " + sql))).scalars())
+    assert "ix_pools_unsettled" in plan, plan
