@@ -485,6 +485,48 @@ def test_the_sparse_solver_on_either_side_finds_the_dense_optimum(
     assert values[dense].sum() == pytest.approx(values[sparse].sum())
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), parts=st.integers(2, 6), dense=st.booleans())
+def test_a_graph_of_several_parts_solved_part_by_part_has_the_whole_graphs_optimum(
+    seed: int, parts: int, dense: bool
+) -> None:
+    """Disjoint corridors (riders and trips of one never pair with another's), solved each on
+    its own: the same total value as one assignment of the whole graph, each rider and each
+    seat once."""
+    rng = np.random.default_rng(seed)
+    rows_per_part, columns_per_part = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+    edges = [
+        (part * rows_per_part + row, part * columns_per_part + column)
+        for part in range(parts)
+        for row in range(rows_per_part)
+        for column in range(columns_per_part)
+        if rng.random() < 0.4
+    ]
+    if not edges:
+        return
+    rows = np.array([e[0] for e in edges], dtype=np.int64)
+    columns = np.array([e[1] for e in edges], dtype=np.int64)
+    values = 1_000.0 + rng.uniform(-10, 10, len(edges))
+    n_rows, n_columns = parts * rows_per_part, parts * columns_per_part
+    with pytest.MonkeyPatch.context() as patch:
+        if not dense:
+            patch.setattr(assignment, "_DENSE_MAX_CELLS", 0)
+        whole_rows, whole_columns = assignment._assign(rows, columns, values, n_rows, n_columns)
+        split_rows, split_columns = assignment._assign_parts(
+            rows, columns, values, n_rows, n_columns
+        )
+    value_of = {
+        (a, b): v for a, b, v in zip(rows.tolist(), columns.tolist(), values.tolist(), strict=True)
+    }
+    split = list(zip(split_rows.tolist(), split_columns.tolist(), strict=True))
+    whole = list(zip(whole_rows.tolist(), whole_columns.tolist(), strict=True))
+    chosen = [key for key in split if key in value_of]
+    assert len({a for a, _ in chosen}) == len(chosen) == len({b for _, b in chosen})
+    assert sum(value_of[key] for key in chosen) == pytest.approx(
+        sum(value_of[key] for key in whole if key in value_of)
+    )
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), max_new=st.integers(2, 4))
 def test_a_small_batch_with_several_riders_a_trip_gets_the_exact_joint_optimum(
