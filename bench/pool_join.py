@@ -229,6 +229,9 @@ class LoadTask:
     #: offset apart); a late answer delays the next send, whose latency still counts from its
     #: scheduled time. None: closed loop, the next join as soon as the answer came.
     interval_s: float | None = None
+    #: Which load process this is: each draws its connections' offsets from its own seed
+    #: (with one seed for all, the processes' connections sent in step, four at an instant).
+    process: int = 0
 
 
 @dataclass
@@ -320,7 +323,7 @@ async def _crowd(task: LoadTask) -> Shot:
     loop = asyncio.get_running_loop()
     start = task.start - time.time() + loop.time()
     shot = Shot()
-    spread = random.Random(task.start)
+    spread = random.Random(f"{task.start}:{task.process}")
     await asyncio.gather(
         *(
             _member(
@@ -427,7 +430,7 @@ def drive(
     start = time.time() + LEAD_S
     interval = len(tokens) / rate if rate else None
     tasks = [
-        LoadTask(port, path, tokens[i::processes], start, seconds, interval)
+        LoadTask(port, path, tokens[i::processes], start, seconds, interval, process=i)
         for i in range(processes)
     ]
     postgres = postgres_pid()
