@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.accounts.models import Role
 from app.auth import Principal, require_role
+from app.clock import in_utc
 from app.db import AsyncSession
 from app.idempotency import idempotent_id
 from app.pagination import (
@@ -175,7 +176,7 @@ class PoolController(Controller):
                 tiers=[pricing.Tier(t.min_quantity, t.unit_price_minor) for t in data.tiers],
                 min_quantity=data.min_quantity,
                 max_quantity=data.max_quantity,
-                deadline=data.deadline,
+                deadline=in_utc(data.deadline),
                 pickup_lat=data.pickup.lat if data.pickup else None,
                 pickup_lon=data.pickup.lon if data.pickup else None,
                 pickup_label=data.pickup.label.strip() if data.pickup else None,

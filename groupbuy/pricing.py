@@ -39,8 +39,11 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
     payout_minor: int
 
 
-def tier_errors(tiers: Sequence[Tier], *, min_quantity: int, max_quantity: int) -> list[str]:
-    """Why these tiers and bounds cannot make a pool (empty: they can)."""
+def tier_errors(
+    tiers: Sequence[Tier], *, min_quantity: int, max_quantity: int, premium_bp: int = 0
+) -> list[str]:
+    """Why these tiers and bounds cannot make a pool (empty: they can). A pool's full value,
+    its protection premium included, is what its joins may hold in all."""
     errors = []
     if not 1 <= len(tiers) <= MAX_TIERS:
         errors.append(f"a pool has 1 to {MAX_TIERS} tiers")
@@ -58,7 +61,7 @@ def tier_errors(tiers: Sequence[Tier], *, min_quantity: int, max_quantity: int) 
         errors.append("min_quantity must be between 1 and max_quantity")
     if tiers[-1].min_quantity > max_quantity:
         errors.append("every tier must be reachable within max_quantity")
-    if max_quantity * tiers[0].unit_price_minor > MAX_AMOUNT_MINOR:
+    if hold_minor(tiers, max_quantity, premium_bp=premium_bp) > MAX_AMOUNT_MINOR:
         errors.append("the pool's full value exceeds the largest amount copool moves")
     return sorted(set(errors), key=errors.index)
 

@@ -17,10 +17,17 @@ from payments.schemas import Currency
 MAX_QUANTITY = 1_000_000
 MAX_JOIN_QUANTITY = 10_000
 
+#: What a pool's title, description and pickup label hold at most.
+TITLE_MAX_CHARS = 120
+DESCRIPTION_MAX_CHARS = 2000
+LABEL_MAX_CHARS = 200
+
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 Price = Annotated[int, Meta(gt=0, le=MAX_AMOUNT_MINOR, description="integer minor units")]
-Title = Annotated[str, Meta(min_length=1, max_length=120, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")]
-Description = Annotated[str, Meta(max_length=2000, pattern=r"^[^\x00]*$")]
+Title = Annotated[
+    str, Meta(min_length=1, max_length=TITLE_MAX_CHARS, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
+]
+Description = Annotated[str, Meta(max_length=DESCRIPTION_MAX_CHARS, pattern=r"^[^\x00]*$")]
 AwareDateTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a timezone")]
 PoolStatusName = Literal["open", "succeeded", "failed", "cancelled"]
 JoinStatusName = Literal["active", "left", "charged", "released"]
@@ -34,7 +41,7 @@ class TierIn(msgspec.Struct, forbid_unknown_fields=True):
 class PickupIn(msgspec.Struct, forbid_unknown_fields=True):
     lat: Annotated[float, Meta(ge=-90, le=90)]
     lon: Annotated[float, Meta(ge=-180, le=180)]
-    label: Annotated[str, Meta(max_length=200, pattern=r"^[^\x00]*$")] = ""
+    label: Annotated[str, Meta(max_length=LABEL_MAX_CHARS, pattern=r"^[^\x00]*$")] = ""
 
 
 class PoolIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.db import AsyncSession, on_postgres, one_of
 from app.errors import body_errors
+from app.text import clean_name, clean_text
 from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
 from groupbuy import pricing
 from groupbuy.admission import Admission, Admit
@@ -38,6 +39,7 @@ from groupbuy.errors import (
     PoolNotFound,
 )
 from groupbuy.models import Join, JoinRecord, JoinStatus, Pool, PoolStatus
+from groupbuy.schemas import DESCRIPTION_MAX_CHARS, LABEL_MAX_CHARS, TITLE_MAX_CHARS
 from payments import ledger
 from payments.errors import InsufficientFunds, UnknownCurrency
 from payments.models import AccountKind
@@ -155,19 +157,28 @@ async def create_pool(
     now: datetime,
 ) -> Pool:
     """Open a pool; the trust gate may ask the organizer for a deposit (high-value pools)."""
+    premium_bp = config.protection_premium_bp if draft.protected else 0
     errors = pricing.tier_errors(
-        draft.tiers, min_quantity=draft.min_quantity, max_quantity=draft.max_quantity
+        draft.tiers,
+        min_quantity=draft.min_quantity,
+        max_quantity=draft.max_quantity,
+        premium_bp=premium_bp,
     )
     if not now + MIN_DEADLINE <= draft.deadline <= now + MAX_DEADLINE:
         errors.append("the deadline must be between 5 minutes and 30 days ahead")
+    # Others are shown these: no control or format characters (bidi overrides, zero-width
+    # spaces), and a title that shows something.
+    title = clean_name(draft.title, max_chars=TITLE_MAX_CHARS)
+    if not title:
+        errors.append("the title must show something")
     if errors:
         raise InvalidPool("; ".join(errors), errors=body_errors(errors))
     if not is_supported_currency(draft.currency):
         raise UnknownCurrency(f"{draft.currency!r} is not an active ISO 4217 currency")
     pool = Pool(
         organizer_id=organizer_id,
-        title=draft.title,
-        description=draft.description,
+        title=title,
+        description=clean_text(draft.description, max_chars=DESCRIPTION_MAX_CHARS),
         currency=draft.currency,
         tiers=msgspec.json.encode(draft.tiers).decode(),
         min_quantity=draft.min_quantity,
@@ -176,9 +187,13 @@ async def create_pool(
         status=PoolStatus.OPEN.value,
         pickup_lat=draft.pickup_lat,
         pickup_lon=draft.pickup_lon,
-        pickup_label=draft.pickup_label,
+        pickup_label=(
+            clean_name(draft.pickup_label, max_chars=LABEL_MAX_CHARS)
+            if draft.pickup_label is not None
+            else None
+        ),
         protected=draft.protected,
-        premium_bp=config.protection_premium_bp if draft.protected else 0,
+        premium_bp=premium_bp,
         platform_fee_bp=platform_fee_bp,
         created_at=now,
     )

@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.auth import Principal
+from app.clock import in_utc
 from app.db import AsyncSession
 from app.pagination import (
     DEFAULT_LIMIT,
@@ -126,7 +127,7 @@ class RideController(Controller):
             draft=service.OfferDraft(
                 origin=_place(data.origin),
                 destination=_place(data.destination),
-                departure_at=data.departure_at,
+                departure_at=in_utc(data.departure_at),
                 seats=data.seats,
                 price_per_km_minor=data.price_per_km_minor,
                 currency=data.currency,
@@ -225,8 +226,8 @@ class RideController(Controller):
             draft=service.RequestDraft(
                 origin=_place(data.origin),
                 destination=_place(data.destination),
-                earliest_departure=data.earliest_departure,
-                latest_departure=data.latest_departure,
+                earliest_departure=in_utc(data.earliest_departure),
+                latest_departure=in_utc(data.latest_departure),
                 seats=data.seats,
             ),
             trust_config=request.app.state.trust,

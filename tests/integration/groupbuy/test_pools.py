@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from redis.asyncio import Redis
 
 from groupbuy import service
 from groupbuy.admission import Admission
+from payments.money import MAX_AMOUNT_MINOR
+from tests.support.ledger import fund
 from tests.support.pools import (
     ledger_verifies,
     member,
@@ -242,6 +244,56 @@ async def test_bad_pools_are_422_and_only_organizers_open_pools(world: TrustWorl
         404,
         "pool-not-found",
     )
+
+
+async def test_a_pool_answers_utc_shows_clean_text_and_counts_its_premium_in_its_value(
+    world: TrustWorld,
+) -> None:
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    _, member_h = await world.user()
+    soon = world.clock() + timedelta(hours=1)
+    # (a new organizer's deposit for a pool this valuable)
+    await fund(world.sessionmaker, organizer, MAX_AMOUNT_MINOR // 4, "CNY", now=world.clock())
+    in_beijing = soon.astimezone(timezone(timedelta(hours=8)))
+    body = pool_body(
+        in_beijing,
+        title="\u202eTea\u200b \u0007leaves",
+        description="Line one\nline two\u2060",
+        pickup={"lat": 31.2, "lon": 121.4, "label": "North\u200e gate"},
+    )
+    created = await world.client.post("/v1/pools", json=body, headers=organizer_h)
+    assert created.status_code == 201, created.text
+    pool = created.json()
+    read = (await world.client.get(f"/v1/pools/{pool['id']}", headers=member_h)).json()
+    for answer in (pool, read):
+        assert answer["deadline"].endswith("Z"), answer["deadline"]
+        assert datetime.fromisoformat(answer["deadline"]) == soon
+        assert answer["title"] == "Tea leaves"
+        assert answer["description"] == "Line one\nline two"
+        assert answer["pickup"]["label"] == "North gate"
+    for title in ("\u200b\u200d\u2060", "\u202e\u3164"):
+        assert_problem(
+            await world.client.post(
+                "/v1/pools", json=pool_body(soon, title=title), headers=organizer_h
+            ),
+            422,
+            "invalid-pool",
+        )
+    # Worth exactly the largest amount copool moves: a protected pool's premium would put a
+    # join of all of it past that, so it is refused when it opens, not when it fills.
+    largest = {"tiers": [{"min_quantity": 1, "unit_price_minor": MAX_AMOUNT_MINOR // 10}],
+               "min_quantity": 1, "max_quantity": 10}  # fmt: skip
+    assert_problem(
+        await world.client.post(
+            "/v1/pools", json=pool_body(soon, protected=True, **largest), headers=organizer_h
+        ),
+        422,
+        "invalid-pool",
+    )
+    unprotected = await world.client.post(
+        "/v1/pools", json=pool_body(soon, **largest), headers=organizer_h
+    )
+    assert unprotected.status_code == 201, unprotected.text
 
 
 async def test_pools_are_found_near_a_place(world: TrustWorld) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from matching.fare import settle_match
@@ -309,6 +309,43 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
     assert [o["id"] for o in mine.json()["items"]] == [offer["id"]]
     mine = await world.client.get("/v1/me/rides", headers=rider_h)
     assert [r["id"] for r in mine.json()["items"]] == [request["id"]]
+
+
+async def test_offers_and_requests_answer_their_times_in_utc(world: TrustWorld) -> None:
+    area = new_area()
+    _, driver_h = await insured_driver(world)
+    _, rider_h = await rider(world)
+    beijing = timezone(timedelta(hours=8))
+    departure = world.clock() + timedelta(hours=2)
+    earliest, latest = departure - timedelta(minutes=10), departure + timedelta(minutes=30)
+    offer = await post(
+        world,
+        "/v1/rides/offers",
+        offer_body(world, area, departure_at=departure.astimezone(beijing).isoformat()),
+        driver_h,
+    )
+    request = await post(
+        world,
+        "/v1/rides/requests",
+        request_body(
+            world,
+            area,
+            earliest_departure=earliest.astimezone(beijing).isoformat(),
+            latest_departure=latest.astimezone(beijing).isoformat(),
+        ),
+        rider_h,
+    )
+    read_offer = await world.client.get(f"/v1/rides/offers/{offer['id']}", headers=driver_h)
+    read_request = await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)
+    for answer, field, moment in (
+        (offer, "departure_at", departure),
+        (read_offer.json(), "departure_at", departure),
+        (request, "earliest_departure", earliest),
+        (request, "latest_departure", latest),
+        (read_request.json(), "latest_departure", latest),
+    ):
+        assert answer[field].endswith("Z"), (field, answer[field])
+        assert datetime.fromisoformat(answer[field]) == moment
 
 
 async def test_a_driver_is_never_proposed_as_a_rider_of_their_own_offer(world: TrustWorld) -> None:

@@ -337,3 +337,19 @@ def test_a_full_value_above_the_largest_amount_is_named(pool: Pool, excess: int)
     max_quantity = MAX_AMOUNT_MINOR // first_price + excess
     assert max_quantity * first_price > MAX_AMOUNT_MINOR
     assert errors_of(pool, max_quantity=max_quantity) == [TOO_VALUABLE]
+
+
+@given(st.integers(1, 1_000), st.integers(1, 10_000))
+def test_a_protected_pools_full_value_counts_its_premium(premium_bp: int, quantity: int) -> None:
+    # The largest price whose full value alone fits: with the premium its holds would not.
+    price = MAX_AMOUNT_MINOR // quantity
+    tiers = [Tier(1, price)]
+    assume(hold_minor(tiers, quantity, premium_bp=premium_bp) > MAX_AMOUNT_MINOR)
+    assert tier_errors(tiers, min_quantity=1, max_quantity=quantity) == []
+    assert tier_errors(tiers, min_quantity=1, max_quantity=quantity, premium_bp=premium_bp) == [
+        TOO_VALUABLE
+    ]
+    # Whatever it accepts, a join of the whole pool can hold.
+    fitting = [Tier(1, price // 2)]
+    if not tier_errors(fitting, min_quantity=1, max_quantity=quantity, premium_bp=premium_bp):
+        assert hold_minor(fitting, quantity, premium_bp=premium_bp) <= MAX_AMOUNT_MINOR
