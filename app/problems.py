@@ -87,6 +87,8 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
             missing = _MISSING_FIELD.search(message)
             if field == "data":
                 field = missing.group(1) if missing else "body"
+                if message == repr("data"):  # no body at all: Litestar's KeyError('data')
+                    message = "a JSON body is required"
             errors.append({"field": field, "message": message})
     return errors
 

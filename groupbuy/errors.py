@@ -43,6 +43,13 @@ class PoolClosed(GroupBuyError):
     title = "Pool closed"
 
 
+class JoinNotActive(GroupBuyError):
+    """The join was left, charged or released already: there is nothing to leave."""
+
+    code = "join-not-active"
+    title = "The join is no longer active"
+
+
 class MinimumNotReached(GroupBuyError):
     code = "minimum-not-reached"
     title = "The pool has not reached its minimum"

@@ -30,6 +30,7 @@ from groupbuy.batch import Fallback, JoinOutcomeUnknown, OutcomeUnknown, Ticket,
 from groupbuy.errors import (
     InvalidPool,
     JoinConflict,
+    JoinNotActive,
     JoinNotFound,
     MinimumNotReached,
     NotOrganizer,
@@ -990,7 +991,7 @@ async def leave_pool(
             raise JoinNotFound(f"no join {join_id} of yours in pool {pool_id}")
         join = _join(row)
         if join.status != JoinStatus.ACTIVE:
-            raise PoolClosed(f"this join is already {join.status}")
+            raise JoinNotActive(f"this join is already {join.status}")
         returned = await session.execute(
             update(POOLS)
             .where(

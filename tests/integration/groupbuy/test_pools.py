@@ -118,6 +118,11 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     assert (left.status_code, left.json()["status"]) == (200, "left")
     assert await wallet(world.sessionmaker, a) == (START, 0)
     assert_problem(
+        await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h),
+        409,
+        "join-not-active",
+    )
+    assert_problem(
         await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=b_h),
         404,
         "join-not-found",
