@@ -118,8 +118,9 @@ async def _gate(
     pool: Pool,
     config: TrustConfig,
     now: datetime,
-) -> None:
-    """Ask the trust gate; deny raises (403), a required deposit is held in this unit of work."""
+) -> int:
+    """Ask the trust gate; deny raises (403), a required deposit is held in this unit of work.
+    Answers the deposit it asked for (0: none)."""
     decision = trust.require_allowed(
         await trust.evaluate(
             session,
@@ -144,6 +145,8 @@ async def _gate(
             expires_at=pool.deadline + HOLD_GRACE + config.deposit_ttl,
             now=now,
         )
+        return decision.deposit_minor
+    return 0
 
 
 @use_case
@@ -339,7 +342,7 @@ async def _join_once(
         active = join is not None and join.status == JoinStatus.ACTIVE
         total = quantity + (join.quantity if join is not None and active else 0)
         amount = pricing.hold_minor(tiers_of(pool), total, premium_bp=pool.premium_bp)
-        await _gate(
+        deposit = await _gate(
             session,
             user_id=user_id,
             action=Action.JOIN_POOL,
@@ -371,7 +374,16 @@ async def _join_once(
         if previous_hold is not None:
             # The raise replaces the hold: release the old one, hold the new total.
             await ledger.void(session, hold_id=previous_hold, now=now)
-        await ledger.hold(session, hold, now=now)
+        try:
+            await ledger.hold(session, hold, now=now)
+        except InsufficientFunds:
+            if not deposit:
+                raise
+            # The deposit was held first: say what the wallet was short of, both together.
+            raise InsufficientFunds(
+                f"this join holds {amount} and a new member's deposit of {deposit} {pool.currency}"
+                f" minor units: the wallet has less than {amount + deposit} available"
+            ) from None
         committed = await _reserve(
             session, pool=pool, quantity=quantity, new_members=int(not active), now=now
         )

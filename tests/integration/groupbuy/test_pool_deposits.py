@@ -105,3 +105,30 @@ async def test_deposits_follow_the_join_and_outlive_the_pool_until_the_complaint
     assert await wallet(world.sessionmaker, organizer) == (100_000 + payout + deposit, 0)
     assert await wallet(world.sessionmaker, b) == (FUNDS - 18_000, 0)
     await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_join_short_of_its_deposit_says_what_both_need_and_moves_nothing(
+    world: TrustWorld,
+) -> None:
+    rules = world.client.app.state.trust.rules
+    organizer, organizer_h = await world.user(roles=["organizer"])
+    await fund(world.sessionmaker, organizer, 100_000, "CNY", now=world.clock())
+    deadline = world.clock() + timedelta(hours=1)
+    body = {"title": "Rice", "currency": "CNY", "tiers": TIERS, "min_quantity": 5,
+            "max_quantity": 200, "deadline": deadline.isoformat()}  # fmt: skip
+    opened = await world.client.post("/v1/pools", json=body, headers=organizer_h)
+    assert opened.status_code == 201, opened.text
+    # Exactly the join's hold: not its deposit on top.
+    a, a_h = await member(world, 60_000)
+    deposit = 60_000 * rules.new_user_deposit_bp // 10_000
+    assert deposit > 0
+    answer = await world.client.post(
+        f"/v1/pools/{opened.json()['id']}/joins", json={"quantity": 60}, headers=a_h
+    )
+    assert answer.status_code == 402, answer.text
+    assert answer.json()["detail"] == (
+        f"this join holds 60000 and a new member's deposit of {deposit} CNY minor units: "
+        f"the wallet has less than {60_000 + deposit} available"
+    )
+    assert await wallet(world.sessionmaker, a) == (60_000, 0)
+    await ledger_verifies(world.sessionmaker)
