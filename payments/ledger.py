@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import Table, select, update
 
@@ -27,7 +28,7 @@ from payments.errors import (
     TransferIdConflict,
     TransferNotFound,
 )
-from payments.models import Account, Transfer, TransferKind, TransferStatus
+from payments.models import Account, AccountKind, Transfer, TransferKind, TransferStatus
 from payments.records import (
     AccountRef,
     TransferRecord,
@@ -132,6 +133,20 @@ async def balances(
     """As `open_and_lock`, without opening or locking anything: the open accounts among these."""
     query = _balances_query().where(one_of(session, ACCOUNTS.c.key, [ref.key for ref in refs]))
     return _by_key_and_id(list((await session.execute(query)).all()))
+
+
+async def wallet_currencies(
+    session: AsyncSession, user_ids: Sequence[UUID]
+) -> dict[UUID, set[str]]:
+    """The currencies in which each of these users has a wallet (users with none are left out)."""
+    query = select(ACCOUNTS.c.owner_id, ACCOUNTS.c.currency).where(
+        ACCOUNTS.c.kind == AccountKind.WALLET.value,
+        one_of(session, ACCOUNTS.c.owner_id, list(user_ids)),
+    )
+    currencies: dict[UUID, set[str]] = {}
+    for owner_id, currency in (await session.execute(query)).all():
+        currencies.setdefault(owner_id, set()).add(currency)
+    return currencies
 
 
 async def _stage_opened(

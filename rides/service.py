@@ -361,6 +361,24 @@ def _own_pairs(offers: Sequence[Offer], requests: Sequence[RideRequest]) -> set[
     return {(t, r) for t, offer in enumerate(offers) for r in asked.get(offer.driver_id, ())}
 
 
+def _unpayable_pairs(
+    offers: Sequence[Offer], requests: Sequence[RideRequest], wallets: dict[UUID, set[str]]
+) -> set[tuple[int, int]]:
+    """(trip, rider) pairs whose fare would be in a currency the rider has no wallet in: the
+    accept could only be refused (402). A rider with no wallet yet is not held back."""
+    trips_in: dict[str, list[int]] = {}
+    for t, offer in enumerate(offers):
+        trips_in.setdefault(offer.currency, []).append(t)
+    return {
+        (t, r)
+        for r, request in enumerate(requests)
+        if (held := wallets.get(request.rider_id))
+        for currency, trips in trips_in.items()
+        if currency not in held
+        for t in trips
+    }
+
+
 def proposal_expiry(offer: Offer, config: RideConfig, now: datetime) -> datetime:
     """ttl from now, or `proposal_lead` before departure, whichever comes first (at the latest,
     the departure itself)."""
@@ -442,9 +460,12 @@ async def match_regions(
             usable.append(offer)
         trip_of = {offer.id: i for i, offer in enumerate(usable)}
         rider_of = {request.id: i for i, request in enumerate(requests)}
-        excluded = {
-            (trip_of[o], rider_of[r]) for o, r in tried.all() if o in trip_of and r in rider_of
-        } | _own_pairs(usable, requests)
+        wallets = await ledger.wallet_currencies(session, list({r.rider_id for r in requests}))
+        excluded = (
+            {(trip_of[o], rider_of[r]) for o, r in tried.all() if o in trip_of and r in rider_of}
+            | _own_pairs(usable, requests)
+            | _unpayable_pairs(usable, requests, wallets)
+        )
         assignment = propose_matches(
             trips,
             [_rider(request, now) for request in requests],

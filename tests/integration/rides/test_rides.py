@@ -348,6 +348,29 @@ async def test_offers_and_requests_answer_their_times_in_utc(world: TrustWorld) 
         assert datetime.fromisoformat(answer[field]) == moment
 
 
+async def test_a_rider_is_proposed_only_fares_in_a_currency_of_their_wallets(
+    world: TrustWorld,
+) -> None:
+    area = new_area()
+    _, yen_h = await insured_driver(world)
+    _, yuan_h = await insured_driver(world)
+    _, rider_h = await rider(world, FUNDS)  # a CNY wallet only
+    _, newcomer_h = await world.user()  # no wallet yet: not held back
+    yen = await post(world, "/v1/rides/offers", offer_body(world, area, currency="JPY"), yen_h)
+    request = await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+    assert await match(world, area) == 0
+    seen = (await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)).json()
+    assert (seen["status"], seen["match"]) == ("open", None)
+    newcomer = await post(world, "/v1/rides/requests", request_body(world, area), newcomer_h)
+    assert await match(world, area) == 1
+    proposed = await proposal(world, newcomer["id"], newcomer_h)
+    assert (proposed["match"]["offer_id"], proposed["match"]["currency"]) == (yen["id"], "JPY")
+    yuan = await post(world, "/v1/rides/offers", offer_body(world, area), yuan_h)
+    assert await match(world, area) == 1
+    proposed = await proposal(world, request["id"], rider_h)
+    assert (proposed["match"]["offer_id"], proposed["match"]["currency"]) == (yuan["id"], "CNY")
+
+
 async def test_a_driver_is_never_proposed_as_a_rider_of_their_own_offer(world: TrustWorld) -> None:
     area = new_area()
     driver, driver_h = await insured_driver(world)
