@@ -61,7 +61,8 @@ def tier_errors(
         errors.append("min_quantity must be between 1 and max_quantity")
     if tiers[-1].min_quantity > max_quantity:
         errors.append("every tier must be reachable within max_quantity")
-    if hold_minor(tiers, max_quantity, premium_bp=premium_bp) > MAX_AMOUNT_MINOR:
+    value_known = max_quantity >= 1 and tiers[0].unit_price_minor > 0  # (named above if not)
+    if value_known and hold_minor(tiers, max_quantity, premium_bp=premium_bp) > MAX_AMOUNT_MINOR:
         errors.append("the pool's full value exceeds the largest amount copool moves")
     return sorted(set(errors), key=errors.index)
 

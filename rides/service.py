@@ -24,7 +24,7 @@ from sqlalchemy import Table, func, or_, select, true, update
 from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
 from app.uow import UnitOfWork, use_case
-from matching.assignment import propose_matches
+from matching.assignment import Proposal, propose_matches
 from matching.fare import fare_minor, settle_match
 from matching.feasibility import Rider, Stop, StopKind, Trip
 from matching.geometry import Point
@@ -361,22 +361,74 @@ def _own_pairs(offers: Sequence[Offer], requests: Sequence[RideRequest]) -> set[
     return {(t, r) for t, offer in enumerate(offers) for r in asked.get(offer.driver_id, ())}
 
 
-def _unpayable_pairs(
+def _payable_groups(
     offers: Sequence[Offer], requests: Sequence[RideRequest], wallets: dict[UUID, set[str]]
-) -> set[tuple[int, int]]:
-    """(trip, rider) pairs whose fare would be in a currency the rider has no wallet in: the
-    accept could only be refused (402). A rider with no wallet yet is not held back."""
-    trips_in: dict[str, list[int]] = {}
+) -> list[tuple[list[int], list[int]]]:
+    """The batch split by what riders can pay: (offer indices, request indices) per currency of
+    the offers, the requests of riders with a wallet in it (or none yet); free offers (a fare of
+    0 holds nothing) are one group with every request. A rider is never proposed a fare in a
+    currency they hold no wallet in: its accept could only be refused (402). The largest group
+    first; one group, the whole batch, when every rider can pay every offer."""
+    by_key: dict[str | None, list[int]] = {}
     for t, offer in enumerate(offers):
-        trips_in.setdefault(offer.currency, []).append(t)
-    return {
-        (t, r)
-        for r, request in enumerate(requests)
-        if (held := wallets.get(request.rider_id))
-        for currency, trips in trips_in.items()
-        if currency not in held
-        for t in trips
-    }
+        by_key.setdefault(offer.currency if offer.price_per_km_minor else None, []).append(t)
+    groups = []
+    for key, trips in sorted(by_key.items(), key=lambda item: (-len(item[1]), item[0] or "")):
+        riders = [
+            r
+            for r, request in enumerate(requests)
+            if key is None or not wallets.get(request.rider_id) or key in wallets[request.rider_id]
+        ]
+        groups.append((trips, riders))
+    return groups
+
+
+async def _write_proposal(
+    session: AsyncSession,
+    offer: Offer,
+    request: RideRequest,
+    proposal: Proposal,
+    config: RideConfig,
+    now: datetime,
+) -> bool:
+    """The proposal as a Match, the request marked proposed; False if it was not (its fare out
+    of the ledger's bounds, or the request no longer open)."""
+    try:
+        fare = fare_minor(
+            price_per_km_minor=offer.price_per_km_minor,
+            direct_km=proposal.rider_km,
+            seats=request.seats,
+        )
+    except ValueError as exc:  # (post_offer bounds fares; an older offer may not be)
+        log.warning("proposal skipped", offer_id=str(offer.id), error=str(exc))
+        return False
+    moved = await session.execute(
+        update(REQUESTS)
+        .where(REQUESTS.c.id == request.id, REQUESTS.c.status == RequestStatus.OPEN.value)
+        .values(status=RequestStatus.PROPOSED.value)
+        .returning(REQUESTS.c.id)
+    )
+    if moved.first() is None:
+        return False
+    session.add(
+        Match(
+            offer_id=offer.id,
+            request_id=request.id,
+            driver_id=offer.driver_id,
+            rider_id=request.rider_id,
+            seats=request.seats,
+            status=MatchStatus.PROPOSED.value,
+            pickup_eta=now + timedelta(seconds=proposal.pickup_eta_s),
+            dropoff_eta=now + timedelta(seconds=proposal.dropoff_eta_s),
+            detour_km=round(proposal.detour_km, 3),
+            fare_minor=fare,
+            currency=offer.currency,
+            expires_at=proposal_expiry(offer, config, now),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return True
 
 
 def proposal_expiry(offer: Offer, config: RideConfig, now: datetime) -> datetime:
@@ -458,62 +510,33 @@ async def match_regions(
                 log.warning("offer skipped by the matcher", offer_id=str(offer.id), error=str(exc))
                 continue
             usable.append(offer)
-        trip_of = {offer.id: i for i, offer in enumerate(usable)}
-        rider_of = {request.id: i for i, request in enumerate(requests)}
         wallets = await ledger.wallet_currencies(session, list({r.rider_id for r in requests}))
-        excluded = (
-            {(trip_of[o], rider_of[r]) for o, r in tried.all() if o in trip_of and r in rider_of}
-            | _own_pairs(usable, requests)
-            | _unpayable_pairs(usable, requests, wallets)
-        )
-        assignment = propose_matches(
-            trips,
-            [_rider(request, now) for request in requests],
-            router=config.router,
-            limits=config.limits,
-            resolution=config.h3_resolution,
-            max_new_riders_per_trip=MAX_NEW_RIDERS,
-            excluded=excluded,
-        )
-        made = 0
-        for proposal in assignment.proposals:
-            offer, request = usable[proposal.trip], requests[proposal.rider]
-            try:
-                fare = fare_minor(
-                    price_per_km_minor=offer.price_per_km_minor,
-                    direct_km=proposal.rider_km,
-                    seats=request.seats,
-                )
-            except ValueError as exc:  # (post_offer bounds fares; an older offer may not be)
-                log.warning("proposal skipped", offer_id=str(offer.id), error=str(exc))
+        tried_pairs = set(tried.all())
+        made, proposed = 0, set[UUID]()
+        for offer_ix, request_ix in _payable_groups(usable, requests, wallets):
+            group_offers = [usable[i] for i in offer_ix]
+            group_requests = [requests[j] for j in request_ix if requests[j].id not in proposed]
+            if not group_requests:
                 continue
-            moved = await session.execute(
-                update(REQUESTS)
-                .where(REQUESTS.c.id == request.id, REQUESTS.c.status == RequestStatus.OPEN.value)
-                .values(status=RequestStatus.PROPOSED.value)
-                .returning(REQUESTS.c.id)
+            trip_of = {offer.id: i for i, offer in enumerate(group_offers)}
+            rider_of = {request.id: i for i, request in enumerate(group_requests)}
+            excluded = {
+                (trip_of[o], rider_of[r]) for o, r in tried_pairs if o in trip_of and r in rider_of
+            } | _own_pairs(group_offers, group_requests)
+            assignment = propose_matches(
+                [trips[i] for i in offer_ix],
+                [_rider(request, now) for request in group_requests],
+                router=config.router,
+                limits=config.limits,
+                resolution=config.h3_resolution,
+                max_new_riders_per_trip=MAX_NEW_RIDERS,
+                excluded=excluded,
             )
-            if moved.first() is None:
-                continue
-            session.add(
-                Match(
-                    offer_id=offer.id,
-                    request_id=request.id,
-                    driver_id=offer.driver_id,
-                    rider_id=request.rider_id,
-                    seats=request.seats,
-                    status=MatchStatus.PROPOSED.value,
-                    pickup_eta=now + timedelta(seconds=proposal.pickup_eta_s),
-                    dropoff_eta=now + timedelta(seconds=proposal.dropoff_eta_s),
-                    detour_km=round(proposal.detour_km, 3),
-                    fare_minor=fare,
-                    currency=offer.currency,
-                    expires_at=proposal_expiry(offer, config, now),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            made += 1
+            for proposal in assignment.proposals:
+                offer, request = group_offers[proposal.trip], group_requests[proposal.rider]
+                if await _write_proposal(session, offer, request, proposal, config, now):
+                    proposed.add(request.id)
+                    made += 1
         await session.flush()
         await uow.commit()
     return made

@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.models import Role
 from app.auth import Principal, require_role
+from app.clock import in_utc
 from app.db import AsyncSession
 from app.pagination import (
     DEFAULT_LIMIT,
@@ -245,7 +246,7 @@ class TrustController(Controller):
             user_id=principal.user_id,
             provider=data.provider,
             policy_number=data.policy_number,
-            expires_at=data.expires_at,
+            expires_at=in_utc(data.expires_at),
             now=now,
         )
         return policy_out(policy_row)

@@ -369,6 +369,15 @@ async def test_a_rider_is_proposed_only_fares_in_a_currency_of_their_wallets(
     assert await match(world, area) == 1
     proposed = await proposal(world, request["id"], rider_h)
     assert (proposed["match"]["offer_id"], proposed["match"]["currency"]) == (yuan["id"], "CNY")
+    # A free ride holds nothing: any rider may take it, whatever its currency.
+    _, free_h = await insured_driver(world)
+    _, other_h = await rider(world, FUNDS)
+    free_body = offer_body(world, area, currency="JPY", price_per_km_minor=0)
+    free = await post(world, "/v1/rides/offers", free_body, free_h)
+    other = await post(world, "/v1/rides/requests", request_body(world, area), other_h)
+    assert await match(world, area) == 1
+    proposed = await proposal(world, other["id"], other_h)
+    assert (proposed["match"]["offer_id"], proposed["match"]["fare_minor"]) == (free["id"], 0)
 
 
 async def test_a_driver_is_never_proposed_as_a_rider_of_their_own_offer(world: TrustWorld) -> None:

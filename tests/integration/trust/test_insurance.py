@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from app.settings import Settings
@@ -198,3 +198,16 @@ async def test_far_future_or_blank_policies_are_422_and_an_expired_pending_one_i
         "conflict-of-interest",
     )
     del admin
+
+
+async def test_a_policy_answers_its_expiry_in_utc(world: TrustWorld) -> None:
+    _, headers = await world.user()
+    expires = world.clock() + timedelta(days=30)
+    shanghai = expires.astimezone(timezone(timedelta(hours=8))).isoformat()
+    submitted = await world.client.post(
+        "/v1/me/insurance", json=policy(world, expires_at=shanghai), headers=headers
+    )
+    assert submitted.status_code == 201, submitted.text
+    answered = submitted.json()["expires_at"]
+    assert answered.endswith("Z"), answered
+    assert datetime.fromisoformat(answered) == expires
