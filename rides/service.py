@@ -377,7 +377,7 @@ def _payable_groups(
         riders = [
             r
             for r, request in enumerate(requests)
-            if key is None or not wallets.get(request.rider_id) or key in wallets[request.rider_id]
+            if key is None or not (held := wallets.get(request.rider_id)) or key in held
         ]
         groups.append((trips, riders))
     return groups

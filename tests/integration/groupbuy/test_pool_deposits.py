@@ -4,6 +4,7 @@ released by the sweep otherwise."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from tests.support.ledger import fund
@@ -14,13 +15,10 @@ from trust.jobs import release_deposits
 FUNDS = 200_000
 
 
-async def test_deposits_follow_the_join_and_outlive_the_pool_until_the_complaint_window_closes(
-    world: TrustWorld,
-) -> None:
-    rules = world.client.app.state.trust.rules
+async def _rice_pool(world: TrustWorld) -> tuple[uuid.UUID, dict[str, str], str]:
+    """A new organizer with 100,000 CNY and their pool of up to 200 (which asks a deposit)."""
     organizer, organizer_h = await world.user(roles=["organizer"])
     await fund(world.sessionmaker, organizer, 100_000, "CNY", now=world.clock())
-    _, admin_h = await world.admin()
     deadline = world.clock() + timedelta(hours=1)
     opened = await world.client.post(
         "/v1/pools",
@@ -35,7 +33,15 @@ async def test_deposits_follow_the_join_and_outlive_the_pool_until_the_complaint
         headers=organizer_h,
     )
     assert opened.status_code == 201, opened.text
-    pool_id = opened.json()["id"]
+    return organizer, organizer_h, str(opened.json()["id"])
+
+
+async def test_deposits_follow_the_join_and_outlive_the_pool_until_the_complaint_window_closes(
+    world: TrustWorld,
+) -> None:
+    rules = world.client.app.state.trust.rules
+    organizer, organizer_h, pool_id = await _rice_pool(world)
+    _, admin_h = await world.admin()
     organizer_deposit = 200 * 1_000 * rules.new_user_deposit_bp // 10_000
     assert await wallet(world.sessionmaker, organizer) == (
         100_000 - organizer_deposit,
@@ -111,19 +117,13 @@ async def test_a_join_short_of_its_deposit_says_what_both_need_and_moves_nothing
     world: TrustWorld,
 ) -> None:
     rules = world.client.app.state.trust.rules
-    organizer, organizer_h = await world.user(roles=["organizer"])
-    await fund(world.sessionmaker, organizer, 100_000, "CNY", now=world.clock())
-    deadline = world.clock() + timedelta(hours=1)
-    body = {"title": "Rice", "currency": "CNY", "tiers": TIERS, "min_quantity": 5,
-            "max_quantity": 200, "deadline": deadline.isoformat()}  # fmt: skip
-    opened = await world.client.post("/v1/pools", json=body, headers=organizer_h)
-    assert opened.status_code == 201, opened.text
+    _, _, pool_id = await _rice_pool(world)
     # Exactly the join's hold: not its deposit on top.
     a, a_h = await member(world, 60_000)
     deposit = 60_000 * rules.new_user_deposit_bp // 10_000
     assert deposit > 0
     answer = await world.client.post(
-        f"/v1/pools/{opened.json()['id']}/joins", json={"quantity": 60}, headers=a_h
+        f"/v1/pools/{pool_id}/joins", json={"quantity": 60}, headers=a_h
     )
     assert answer.status_code == 402, answer.text
     assert answer.json()["detail"] == (
