@@ -10,6 +10,7 @@ driver less the platform fee. Every ledger id derives from the match (`ride:matc
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -523,7 +524,10 @@ async def match_regions(
             excluded = {
                 (trip_of[o], rider_of[r]) for o, r in tried_pairs if o in trip_of and r in rider_of
             } | _own_pairs(group_offers, group_requests)
-            assignment = propose_matches(
+            # The solver (a second or two for the largest batch) runs off the event loop, so
+            # that the worker's other jobs and its Redis connections are not kept waiting.
+            assignment = await asyncio.to_thread(
+                propose_matches,
                 [trips[i] for i in offer_ix],
                 [_rider(request, now) for request in group_requests],
                 router=config.router,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import msgspec
@@ -38,8 +39,13 @@ def job_deserializer(data: bytes) -> Any:
     return msgspec.msgpack.decode(data)
 
 
+#: The worker's Redis connect timeout (arq's default, 1 s, failed a job's bookkeeping when a busy
+#: machine answered a connect late), as the app's.
+REDIS_CONNECT_TIMEOUT_S = 2
+
+
 def redis_settings(url: str) -> RedisSettings:
-    return RedisSettings.from_dsn(url)
+    return dataclasses.replace(RedisSettings.from_dsn(url), conn_timeout=REDIS_CONNECT_TIMEOUT_S)
 
 
 def heartbeat_cron(interval_s: int) -> CronJob:

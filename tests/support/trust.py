@@ -17,7 +17,7 @@ from app.db import SessionMaker
 from app.main import create_app
 from app.settings import Settings
 from app.uow import UnitOfWork
-from tests.support.users import sign_up
+from tests.support.users import app_notifier, sign_up
 from trust import service
 from trust.models import PartyRole, SubjectType
 
@@ -55,7 +55,7 @@ class TrustWorld:
             self.uow,
             user_id=user_id,
             role=Role.ADMIN,
-            notify=self.client.app.state.notify_auth_change,
+            notify=app_notifier(self.client),
         )
         return user_id, headers
 

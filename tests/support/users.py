@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import PASSWORD
+
+
+def app_notifier(client: AsyncTestClient[Any]) -> Callable[[uuid.UUID], Awaitable[None]]:
+    """The app's auth-change notifier, run on the app's own event loop (the test client's
+    portal, where its Redis connections live): called from the test's loop it failed with a
+    future attached to a different loop, and the other processes were never told."""
+    notify = client.app.state.notify_auth_change
+
+    async def on_app_loop(user_id: uuid.UUID) -> None:
+        await asyncio.wrap_future(client.blocking_portal.start_task_soon(notify, user_id))
+
+    return on_app_loop
 
 
 def unique_email() -> str:

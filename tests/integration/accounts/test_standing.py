@@ -18,11 +18,11 @@ from app.accounts import service
 from app.accounts.models import Role
 from app.auth import Principal, announce_auth_change, require_role
 from app.db import SessionMaker
-from app.main import create_app
+from app.main import create_app, create_redis
 from app.settings import Settings
 from app.uow import UnitOfWork
 from tests.conftest import PASSWORD, make_settings
-from tests.support.users import assert_problem, sign_up, unique_email
+from tests.support.users import app_notifier, assert_problem, sign_up, unique_email
 
 
 @get("/v1/test/organizers-only", guards=[require_role(Role.ORGANIZER)], sync_to_thread=False)
@@ -48,10 +48,6 @@ async def guarded(long_ttl_settings: Settings) -> AsyncIterator[AsyncTestClient[
         yield client
 
 
-def notify_of(client: AsyncTestClient[Any]) -> Any:
-    return client.app.state.notify_auth_change
-
-
 async def test_a_granted_role_counts_on_the_next_request_with_the_same_token(
     guarded: AsyncTestClient[Any], sessionmaker: SessionMaker
 ) -> None:
@@ -61,7 +57,7 @@ async def test_a_granted_role_counts_on_the_next_request_with_the_same_token(
 
     uow = UnitOfWork(sessionmaker)
     uid = uuid.UUID(user_id)
-    notify = notify_of(guarded)
+    notify = app_notifier(guarded)
     user = await service.grant_role(uow, user_id=uid, role=Role.ORGANIZER, notify=notify)
     assert user.roles == "member,organizer"
     assert user.auth_version == 1
@@ -81,7 +77,7 @@ async def test_a_ban_refuses_the_next_request_and_login_until_lifted(
     user_id, headers = await sign_up(guarded, email=email)
     assert (await guarded.get("/v1/me", headers=headers)).status_code == 200
 
-    uow, uid, notify = UnitOfWork(sessionmaker), uuid.UUID(user_id), notify_of(guarded)
+    uow, uid, notify = UnitOfWork(sessionmaker), uuid.UUID(user_id), app_notifier(guarded)
     banned = await service.ban_user(
         uow, user_id=uid, reason="fraud", now=datetime.now(UTC), notify=notify
     )
@@ -106,7 +102,7 @@ async def test_a_deactivated_account_token_and_password_are_401(
         UnitOfWork(sessionmaker),
         user_id=uuid.UUID(user_id),
         now=datetime.now(UTC),
-        notify=notify_of(guarded),
+        notify=app_notifier(guarded),
     )
     assert_problem(await guarded.get("/v1/me", headers=headers), 401, "unauthorized")
     login = await guarded.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
@@ -156,9 +152,12 @@ async def test_a_change_announced_elsewhere_reaches_every_process(
         for client in (first, second):  # warm both caches
             assert (await client.get("/v1/me", headers=headers)).status_code == 200
 
-        # What the CLI does: change the row, then announce it over Redis only.
+        # What the CLI does: change the row, then announce it over a Redis connection of its
+        # own (the apps' clients live on their test clients' loops).
+        redis = create_redis(long_ttl_settings.redis_url)
+
         async def announce(changed: uuid.UUID) -> None:
-            await announce_auth_change(first.app.state.redis, changed)
+            await announce_auth_change(redis, changed)
 
         await service.ban_user(
             UnitOfWork(sessionmaker),
@@ -174,6 +173,7 @@ async def test_a_change_announced_elsewhere_reaches_every_process(
                     break
                 await asyncio.sleep(0.02)
             assert_problem(response, 403, "banned")
+        await redis.aclose()
 
 
 async def test_without_announcements_a_change_still_lands_within_the_ttl(

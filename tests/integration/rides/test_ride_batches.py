@@ -4,6 +4,7 @@ of their own, a batch covers a bounded number of regions; and the job queues one
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import h3
 import msgspec
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from matching.assignment import propose_matches
@@ -26,6 +28,7 @@ from tests.support.rides import (
     Enqueued,
     across_a_region_border,
     insured_driver,
+    match,
     match_all,
     new_area,
     offer_body,
@@ -203,3 +206,25 @@ async def assert_no_limit_broken(world: TrustWorld, offer_ids: list[str]) -> Non
                 if other.pickup_eta <= row.pickup_eta < other.dropoff_eta
             )
             assert aboard <= row.offer_seats, carried
+
+
+async def test_the_solver_runs_off_the_event_loop(
+    world: TrustWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's solve (seconds for the largest) leaves the loop free: before, it ran on the
+    worker's loop and a Redis connect of another job timed out behind it."""
+    area = new_area()
+    _, driver_h = await insured_driver(world)
+    await post(world, "/v1/rides/offers", offer_body(world, area), driver_h)
+    _, rider_h = await rider(world)
+    await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
+    threads: list[int] = []
+
+    def solve(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return propose_matches(*args, **kwargs)
+
+    monkeypatch.setattr(service, "propose_matches", solve)
+    assert await match(world, area) == 1
+    assert threads
+    assert threading.get_ident() not in threads

@@ -1,6 +1,7 @@
 """The rides jobs in a real arq worker (both backends): posting an offer and a request enqueues
 the window's matching run in Redis; the worker hands the region to its own job, proposes within
-seconds of the window's end, and queues the expiry run for later."""
+seconds of the window's end, and queues the expiry run for later. On a database of its own: on
+the shared one the worker also matched every region the earlier tests left open."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import time
 from arq.worker import Worker
 
 from app.main import create_redis
-from app.settings import Settings
+from tests.conftest import make_settings
 from tests.support.rides import insured_driver, new_area, offer_body, post, request_body, rider
 from tests.support.trust import TrustWorld
 from workers.settings import worker_options
 
 
 async def test_a_real_worker_proposes_within_seconds_of_the_window(
-    world: TrustWorld, settings: Settings
+    own_world: TrustWorld, fresh_database_url: str, redis_url: str
 ) -> None:
+    world, settings = own_world, make_settings(fresh_database_url, redis_url)
     area = new_area()
     _, driver_h = await insured_driver(world)
     _, rider_h = await rider(world)
