@@ -91,12 +91,17 @@ def pool_out(pool: Pool, *, distance_km: float | None = None) -> PoolOut:
     )
 
 
+def held_now(join: JoinRecord) -> int:
+    """What the join's hold reserves now: nothing once it was captured or released."""
+    return join.held_minor if join.status == JoinStatus.ACTIVE else 0
+
+
 def join_out(join: JoinRecord) -> JoinOut:
     return JoinOut(
         id=join.id,
         pool_id=join.pool_id,
         quantity=join.quantity,
-        held_minor=join.held_minor,
+        held_minor=held_now(join),
         status=JoinStatus(join.status).value,
         charged_minor=join.charged_minor,
         created_at=join.created_at,
@@ -375,7 +380,7 @@ class MyJoinsController(Controller):
                 id=view.join.id,
                 pool_id=view.pool.id,
                 quantity=view.join.quantity,
-                held_minor=view.join.held_minor,
+                held_minor=held_now(view.join),
                 status=JoinStatus(view.join.status).value,
                 charged_minor=view.join.charged_minor,
                 created_at=view.join.created_at,

@@ -108,7 +108,8 @@ class JoinOut(msgspec.Struct):
     id: UUID
     pool_id: UUID
     quantity: int
-    #: What the hold reserves: quantity x the first tier's price (plus any premium).
+    #: What the hold reserves while the join is active: quantity x the first tier's price (plus
+    #: any premium); 0 once it was captured (charged) or released (left, released).
     held_minor: int
     status: JoinStatusName
     #: What the pool's success finally took (quantity x the final price, plus any premium).

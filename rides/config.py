@@ -27,7 +27,7 @@ class RideConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: A rider cancelling this close to pickup (or not showing up) pays this share of the fare.
     late_cancel_window: timedelta = timedelta(hours=1)
     late_cancel_fee_bp: int = 2_000
-    #: Requests: the window opens at most this far ahead.
+    #: Offers depart, and requests' windows close, at most this far ahead.
     max_ahead: timedelta = timedelta(days=14)
 
 

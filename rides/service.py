@@ -279,8 +279,9 @@ async def post_request(
         errors.append("latest_departure must be after earliest_departure")
     if draft.latest_departure <= now:
         errors.append("latest_departure must be in the future")
-    if draft.earliest_departure > now + config.max_ahead:
-        errors.append("the window must open within 14 days")
+    if draft.latest_departure > now + config.max_ahead:
+        # (an offer departs within 14 days: a window closing later could never all be served)
+        errors.append("latest_departure must be within 14 days")
     if draft.latest_departure - draft.earliest_departure > config.max_ahead:
         errors.append("the window may be at most 14 days long")
     if errors:

@@ -73,9 +73,10 @@ async def test_a_pool_tipping_across_two_tiers_charges_everyone_the_final_price(
     fee = total * world.client.app.state.settings.pool_fee_bp // 10_000
     assert await wallet(world.sessionmaker, organizer) == (total - fee, 0)
     joins = (await world.client.get("/v1/me/joins", headers=a_h)).json()["items"]
-    assert [(j["status"], j["charged_minor"], j["unit_price_minor"]) for j in joins] == [
-        ("charged", 3_600, 600)
-    ]
+    # Nothing is held once the hold was captured (held_minor said 6,000 before).
+    assert [
+        (j["status"], j["charged_minor"], j["held_minor"], j["unit_price_minor"]) for j in joins
+    ] == [("charged", 3_600, 0, 600)]
     # The members and the organizer can now rate each other.
     rated = await world.client.post(
         "/v1/ratings",
@@ -115,7 +116,7 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     assert (await join(world, pool["id"], b_h, 2)).status_code == 201
 
     left = await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h)
-    assert (left.status_code, left.json()["status"]) == (200, "left")
+    assert (left.status_code, left.json()["status"], left.json()["held_minor"]) == (200, "left", 0)
     assert await wallet(world.sessionmaker, a) == (START, 0)
     assert_problem(
         await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h),
@@ -147,6 +148,8 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     )
     assert await settle(world, pool["id"]) == "cancelled"
     assert await wallet(world.sessionmaker, b) == (START, 0)
+    released = (await world.client.get("/v1/me/joins", headers=b_h)).json()["items"]
+    assert [(j["status"], j["held_minor"]) for j in released] == [("released", 0)]
     await ledger_verifies(world.sessionmaker)
 
 

@@ -299,6 +299,9 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
         request_body(world, area, destination={"lat": 0, "lon": 181}),
         request_body(world, area, earliest_departure=(now + timedelta(days=15)).isoformat(),
                      latest_departure=(now + timedelta(days=16)).isoformat()),
+        # opens within 14 days but closes after them
+        request_body(world, area, earliest_departure=(now + timedelta(days=13)).isoformat(),
+                     latest_departure=(now + timedelta(days=14, minutes=1)).isoformat()),
         request_body(world, area, earliest_departure="0001-01-01T00:00:00+14:00"),
         request_body(world, area, latest_departure="9999-12-31T23:59:59-14:00"),
         request_body(world, area, earliest_departure="2026-11-24T10:00:00"),  # no timezone
