@@ -33,6 +33,7 @@ from typing import ParamSpec, TypeVar
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from matching import threads
 from matching.assignment import (
     Assignment,
     Pair,
@@ -235,6 +236,27 @@ def detour_ratios(batch: Batch, result: Assignment, router: Router) -> tuple[flo
     return float(np.mean(ratios)), float(np.percentile(ratios, 95))
 
 
+def _one_thread_s(
+    batch: Batch, router: Router, limits: InsertionLimits, resolution: int, max_new: int
+) -> float:
+    """One more run with the batch's chunks in the caller's thread alone: the baseline of
+    matching.threads (the runs before used every core)."""
+    workers, threads.WORKERS = threads.WORKERS, 1
+    try:
+        geodesic_km.cache_clear()
+        return timed(
+            propose_matches,
+            batch.trips,
+            batch.riders,
+            router=router,
+            limits=limits,
+            resolution=resolution,
+            max_new_riders_per_trip=max_new,
+        )[1]
+    finally:
+        threads.WORKERS = workers
+
+
 def size_table() -> None:
     print(
         "\n2. Batch sizes (propose_matches end to end; first s: its first run in this process, "
@@ -243,7 +265,7 @@ def size_table() -> None:
     print(
         f"{'mode':>9} {'trips':>6} {'riders':>7} {'r/trip':>6} {'served':>7} {'service':>7} "
         f"{'bound':>7} {'/bound':>7} {'detour':>7} {'p95':>6} {'saved km':>10} "
-        f"{'saved %':>7} {'first s':>8} {'again s':>8} {'bound s':>8}"
+        f"{'saved %':>7} {'first s':>8} {'again s':>8} {'1 thr s':>8} {'bound s':>8}"
     )
     runs: list[tuple[str, Batch, Router, InsertionLimits, int]] = []
     for trips, riders in ((200, 1_000), (1_000, 5_000), (4_000, 20_000)):
@@ -292,6 +314,7 @@ def size_table() -> None:
                 )
                 seconds.append(elapsed)
             assert result is not None
+            one_thread_s = _one_thread_s(batch, router, limits, resolution, max_new)
             bound, bound_s = timed(
                 matching_bound,
                 batch.trips,
@@ -313,7 +336,7 @@ def size_table() -> None:
                 f"{bound:>7} {result.riders_served / max(1, bound):>7.3f} {mean:>7.3f} "
                 f"{p95:>6.3f} {result.saved_km:>10.0f} "
                 f"{100 * result.saved_km / max(1e-9, solo_km):>7.1f} "
-                f"{seconds[0]:>8.2f} {again:>8.2f} {bound_s:>8.2f}"
+                f"{seconds[0]:>8.2f} {again:>8.2f} {one_thread_s:>8.2f} {bound_s:>8.2f}"
             )
     print(
         "  r/trip: new riders a trip at most; service: riders served / riders; bound: the\n"
@@ -321,7 +344,8 @@ def size_table() -> None:
         "  fits alone considered (with 1 r/trip it is the exact optimum's count, which\n"
         "  propose_matches then solves exactly); detour: route / direct road distance of the\n"
         "  trips used (mean, p95); saved km: the riders' solo road km less the km their\n"
-        "  drivers add, saved %: that as a share of the served riders' solo km."
+        "  drivers add, saved %: that as a share of the served riders' solo km; first s and\n"
+        f"  again s use {threads.WORKERS} threads (matching.threads), 1 thr s one more run in one."
     )
 
 

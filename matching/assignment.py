@@ -55,6 +55,7 @@ from matching.feasibility import (
 from matching.insertion import Plans, best_insertions, final_etas_s, heading_fits
 from matching.routing import Router
 from matching.synthetic import Batch
+from matching.threads import map_chunks
 
 #: A rider placed in a plan: (rider, road km the insertion added, the rider's own road km).
 _Placed: TypeAlias = tuple[int, float, float]
@@ -847,11 +848,9 @@ def _assign_parts(
     edge_part = row_part[rows]
     edge_order = np.argsort(edge_part, kind="stable")
     edge_start = np.searchsorted(edge_part[edge_order], np.arange(parts + 1))
-    matched_rows, matched_columns = [], []
-    for part in range(parts):
+
+    def solve(part: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         edges = edge_order[edge_start[part] : edge_start[part + 1]]
-        if not len(edges):
-            continue  # a lone vertex
         part_rows, part_columns = _assign(
             local_row[rows[edges]],
             local_column[columns[edges]],
@@ -859,9 +858,14 @@ def _assign_parts(
             int(row_start[part + 1] - row_start[part]),
             int(column_start[part + 1] - column_start[part]),
         )
-        matched_rows.append(row_order[row_start[part] + part_rows])
-        matched_columns.append(column_order[column_start[part] + part_columns])
-    return np.concatenate(matched_rows), np.concatenate(matched_columns)
+        return row_order[row_start[part] + part_rows], column_order[
+            column_start[part] + part_columns
+        ]
+
+    # (a lone vertex has no edges: nothing to solve); the dense solver runs without the GIL.
+    with_edges = np.flatnonzero(np.diff(edge_start)).tolist()
+    solved = map_chunks(solve, with_edges)
+    return np.concatenate([r for r, _ in solved]), np.concatenate([c for _, c in solved])
 
 
 def _assign(

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from matching.feasibility import Rider, Trip
 from matching.geometry import EARTH_RADIUS_KM, HAVERSINE_MAX_RELATIVE_ERROR, haversine_km
 from matching.routing import Router, max_speed_kmh, measure_legs, min_circuity, min_speed_kmh
+from matching.threads import map_chunks
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -43,7 +44,7 @@ Ints = NDArray[np.int64]
 #: The coarsest groups are this many resolutions coarser than the finest.
 _COARSER_LEVELS = 3
 #: Trips are joined this many at a time (their arrays of pairs then stay in the cache).
-_TRIPS_PER_CHUNK = 32
+_TRIPS_PER_CHUNK = 64
 #: Chords from the expanded dot product lose up to this to rounding (km; they are ~1e-9).
 _ROUNDING_KM = 1e-4
 #: Slack on the bounds (relative, km and s): a pair exactly on a limit is never dropped.
@@ -352,8 +353,8 @@ def candidate_pairs(
     # A chunk of trips at a time, so that the arrays of pairs stay in the processor's cache.
     n_trips = len(trips.seats)
     per_chunk = _TRIPS_PER_CHUNK
-    found_t, found_r = [], []
-    for first in range(0, n_trips, per_chunk):
+
+    def join(first: int) -> tuple[Ints, Ints]:
         chunk = np.arange(first, min(n_trips, first + per_chunk), dtype=np.int64)
         to_pickup = {
             res: cells.gaps_km(origin_xyz[chunk]).ravel() for res, cells in pickup_at.items()
@@ -396,9 +397,10 @@ def candidate_pairs(
             riders.latest_s,
             riders.seats,
         )
-        found_t.append(chunk[t[kept]])
-        found_r.append(r[kept])
-    return np.concatenate(found_t), np.concatenate(found_r)
+        return chunk[t[kept]], r[kept]
+
+    found = map_chunks(join, range(0, n_trips, per_chunk))
+    return np.concatenate([t for t, _ in found]), np.concatenate([r for _, r in found])
 
 
 def _cells_by_resolution(

@@ -28,6 +28,7 @@ from matching.feasibility import (
     plan_points,
 )
 from matching.routing import Router, is_symmetric, measure_legs
+from matching.threads import map_chunks
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -285,21 +286,28 @@ def best_insertions(
     # Each rider's own leg, once (all riders: cheaper than finding the ones asked about).
     own_km, own_s = plans.own_legs(riders)
     n_of = plans.n[t]
+    chunks = []
     for n in np.unique(n_of).tolist():
         group = np.flatnonzero(n_of == n)
-        for first in range(0, len(group), _PAIRS_PER_CHUNK):
-            part = group[first : first + _PAIRS_PER_CHUNK]
-            _evaluate(
-                plans,
-                riders,
-                t[part],
-                r[part],
-                (own_km[r[part]], own_s[r[part]]),
-                heading_ok[part],
-                int(n),
-                result,
-                part,
-            )
+        chunks += [
+            (n, group[k : k + _PAIRS_PER_CHUNK]) for k in range(0, len(group), _PAIRS_PER_CHUNK)
+        ]
+
+    def evaluate(chunk: tuple[int, Ints]) -> None:  # each chunk writes its own positions
+        n, part = chunk
+        _evaluate(
+            plans,
+            riders,
+            t[part],
+            r[part],
+            (own_km[r[part]], own_s[r[part]]),
+            heading_ok[part],
+            n,
+            result,
+            part,
+        )
+
+    map_chunks(evaluate, chunks)
     return result
 
 

@@ -1,0 +1,48 @@
+"""A batch's array work spread over the machine's cores.
+
+numpy's element-wise work on large arrays runs without the GIL, so independent chunks of a
+batch (trips of the corridor join, pairs of the feasibility check) run at once in threads.
+The chunks' answers come back in the chunks' order: the result is the same as one thread's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+#: Threads for a batch's chunks: the cores this process may use, at most 4 (beyond, the
+#: chunks' Python between array operations, which holds the GIL, caps the gain).
+WORKERS = max(1, min(4, _cores()))
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="copool-matching")
+        return _executor
+
+
+def map_chunks(work: Callable[[T], R], chunks: Iterable[T]) -> list[R]:
+    """work(chunk) for every chunk, in order; in threads when there are several. work must not
+    itself call map_chunks (a pool thread waiting on the pool could wait for ever)."""
+    chunks = list(chunks)
+    if len(chunks) < 2 or WORKERS == 1:
+        return [work(chunk) for chunk in chunks]
+    return list(_pool().map(work, chunks))
