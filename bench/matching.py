@@ -1,6 +1,6 @@
 """Matching benchmark (pure, no database): prints figures; run on demand, never in tests.
 
-  `python -m bench.matching` (about a minute on one core; COPOOL_BENCH_MATCHING_SCALE=0.5
+  `python -m bench.matching` (about 3 minutes here; COPOOL_BENCH_MATCHING_SCALE=0.5
   halves the batch sizes of part 2, COPOOL_BENCH_MATCHING_REPEAT=4 times each batch 4 times,
   at least 2; default 3)
 
