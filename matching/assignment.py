@@ -39,6 +39,7 @@ from scipy.sparse.csgraph import (
     min_weight_full_bipartite_matching,
 )
 
+from matching import threads
 from matching.corridor import RiderArrays, TripArrays, candidate_pairs
 from matching.feasibility import (
     Insertion,
@@ -858,13 +859,22 @@ def _assign_parts(
             int(row_start[part + 1] - row_start[part]),
             int(column_start[part + 1] - column_start[part]),
         )
-        return row_order[row_start[part] + part_rows], column_order[
-            column_start[part] + part_columns
-        ]
+        matched_rows = row_order[row_start[part] + part_rows]
+        return matched_rows, column_order[column_start[part] + part_columns]
 
-    # (a lone vertex has no edges: nothing to solve); the dense solver runs without the GIL.
-    with_edges = np.flatnonzero(np.diff(edge_start)).tolist()
-    solved = map_chunks(solve, with_edges)
+    def solve_all(group: list[int]) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+        return [solve(part) for part in group]
+
+    # The parts with edges (a lone vertex has nothing to solve), in groups of about equal edges,
+    # a few a thread (many tiny parts cost more as tasks than as solves); the dense solver
+    # runs without the GIL.
+    sizes = np.diff(edge_start)
+    with_edges = np.flatnonzero(sizes)
+    ends = np.cumsum(sizes[with_edges])
+    groups = max(1, min(len(with_edges), 2 * threads.WORKERS))
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, groups) / groups, side="right")
+    groups_of_parts = [g.tolist() for g in np.split(with_edges, cuts) if len(g)]
+    solved = [one for group in map_chunks(solve_all, groups_of_parts) for one in group]
     return np.concatenate([r for r, _ in solved]), np.concatenate([c for _, c in solved])
 
 

@@ -34,7 +34,10 @@ SECONDS_PER_HOUR = 3600.0
 
 
 class Router(Protocol):
-    """Road distance (km) and driving time (s) from a to b; both >= 0, 0 from a point to itself."""
+    """Road distance (km) and driving time (s) from a to b; both >= 0, 0 from a point to itself.
+
+    Safe to call from several threads at once: a batch's chunks run in threads
+    (matching.threads)."""
 
     def distance_km(self, a: Point, b: Point) -> float: ...
 

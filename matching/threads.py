@@ -23,26 +23,36 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-#: Threads for a batch's chunks: the cores this process may use, at most 4 (beyond, the
-#: chunks' Python between array operations, which holds the GIL, caps the gain).
-WORKERS = max(1, min(4, _cores()))
+#: Threads for a batch's chunks: the cores this process may use, at most 4 (unmeasured past 2:
+#: this machine has 2). WORKERS = 1 runs every chunk in the caller's thread (the benchmark's
+#: baseline); the pool keeps the size it was made with.
+CORES = max(1, min(4, _cores()))
+WORKERS = CORES
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+_inside = threading.local()
 
 
 def _pool() -> ThreadPoolExecutor:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="copool-matching")
+            _executor = ThreadPoolExecutor(
+                CORES, thread_name_prefix="copool-matching", initializer=_mark_pool_thread
+            )
         return _executor
 
 
+def _mark_pool_thread() -> None:
+    _inside.pool = True
+
+
 def map_chunks(work: Callable[[T], R], chunks: Iterable[T]) -> list[R]:
-    """work(chunk) for every chunk, in order; in threads when there are several. work must not
-    itself call map_chunks (a pool thread waiting on the pool could wait for ever)."""
+    """work(chunk) for every chunk, in order; in threads when there are several. Called from a
+    pool thread (work that maps chunks of its own) it runs them there, one after another: a
+    pool thread waiting on the pool could wait for ever."""
     chunks = list(chunks)
-    if len(chunks) < 2 or WORKERS == 1:
+    if len(chunks) < 2 or WORKERS == 1 or getattr(_inside, "pool", False):
         return [work(chunk) for chunk in chunks]
     return list(_pool().map(work, chunks))

@@ -11,8 +11,10 @@ driver less the platform fee. Every ledger id derives from the match (`ride:matc
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -440,6 +442,11 @@ def proposal_expiry(offer: Offer, config: RideConfig, now: datetime) -> datetime
     return expiry if expiry > now else offer.departure_at
 
 
+#: Matching batches solved at once in a process (each spreads its chunks over the cores).
+SOLVER_THREADS = 2
+_SOLVER = ThreadPoolExecutor(SOLVER_THREADS, thread_name_prefix="copool-solver")
+
+
 @use_case
 async def match_regions(
     uow: UnitOfWork, *, regions: Sequence[str], config: RideConfig, now: datetime
@@ -526,8 +533,10 @@ async def match_regions(
                 (trip_of[o], rider_of[r]) for o, r in tried_pairs if o in trip_of and r in rider_of
             } | _own_pairs(group_offers, group_requests)
             # The solver (a second or two for the largest batch) runs off the event loop, so
-            # that the worker's other jobs and its Redis connections are not kept waiting.
-            assignment = await asyncio.to_thread(
+            # that the worker's other jobs and its Redis connections are not kept waiting; in
+            # threads of its own, not the loop's default executor (its host-name lookups for
+            # new connections would queue behind batches).
+            solve = functools.partial(
                 propose_matches,
                 [trips[i] for i in offer_ix],
                 [_rider(request, now) for request in group_requests],
@@ -537,6 +546,7 @@ async def match_regions(
                 max_new_riders_per_trip=MAX_NEW_RIDERS,
                 excluded=excluded,
             )
+            assignment = await asyncio.get_running_loop().run_in_executor(_SOLVER, solve)
             for proposal in assignment.proposals:
                 offer, request = group_offers[proposal.trip], group_requests[proposal.rider]
                 if await _write_proposal(session, offer, request, proposal, config, now):

@@ -155,25 +155,27 @@ async def test_a_change_announced_elsewhere_reaches_every_process(
         # What the CLI does: change the row, then announce it over a Redis connection of its
         # own (the apps' clients live on their test clients' loops).
         redis = create_redis(long_ttl_settings.redis_url)
+        try:
 
-        async def announce(changed: uuid.UUID) -> None:
-            await announce_auth_change(redis, changed)
+            async def announce(changed: uuid.UUID) -> None:
+                await announce_auth_change(redis, changed)
 
-        await service.ban_user(
-            UnitOfWork(sessionmaker),
-            user_id=uid,
-            reason="spam",
-            now=datetime.now(UTC),
-            notify=announce,
-        )
-        for client in (first, second):
-            for _ in range(50):
-                response = await client.get("/v1/me", headers=headers)
-                if response.status_code == 403:
-                    break
-                await asyncio.sleep(0.02)
-            assert_problem(response, 403, "banned")
-        await redis.aclose()
+            await service.ban_user(
+                UnitOfWork(sessionmaker),
+                user_id=uid,
+                reason="spam",
+                now=datetime.now(UTC),
+                notify=announce,
+            )
+            for client in (first, second):
+                for _ in range(50):
+                    response = await client.get("/v1/me", headers=headers)
+                    if response.status_code == 403:
+                        break
+                    await asyncio.sleep(0.02)
+                assert_problem(response, 403, "banned")
+        finally:
+            await redis.aclose()
 
 
 async def test_without_announcements_a_change_still_lands_within_the_ttl(

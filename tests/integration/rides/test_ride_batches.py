@@ -4,7 +4,8 @@ of their own, a batch covers a bounded number of regions; and the job queues one
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -212,19 +213,33 @@ async def test_the_solver_runs_off_the_event_loop(
     world: TrustWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch's solve (seconds for the largest) leaves the loop free: before, it ran on the
-    worker's loop and a Redis connect of another job timed out behind it."""
+    worker's loop and a Redis connect of another job timed out behind it. The solve is slowed
+    here; the loop ticks meanwhile."""
     area = new_area()
     _, driver_h = await insured_driver(world)
     await post(world, "/v1/rides/offers", offer_body(world, area), driver_h)
     _, rider_h = await rider(world)
     await post(world, "/v1/rides/requests", request_body(world, area), rider_h)
-    threads: list[int] = []
+    ticks = 0
+    during: list[int] = []
 
-    def solve(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    def slow_solve(*args: Any, **kwargs: Any) -> Any:
+        before = ticks
+        time.sleep(0.3)
+        during.append(ticks - before)
         return propose_matches(*args, **kwargs)
 
-    monkeypatch.setattr(service, "propose_matches", solve)
-    assert await match(world, area) == 1
-    assert threads
-    assert threading.get_ident() not in threads
+    monkeypatch.setattr(service, "propose_matches", slow_solve)
+    ticking = asyncio.create_task(ticker())
+    try:
+        assert await match(world, area) == 1
+    finally:
+        ticking.cancel()
+    assert len(during) == 1
+    assert during[0] >= 5  # (about 30; none when the solve held the loop)

@@ -312,6 +312,15 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
     assert [o["id"] for o in mine.json()["items"]] == [offer["id"]]
     mine = await world.client.get("/v1/me/rides", headers=rider_h)
     assert [r["id"] for r in mine.json()["items"]] == [request["id"]]
+    last_day = request_body(
+        world,
+        area,
+        earliest_departure=(now + timedelta(days=13)).isoformat(),
+        latest_departure=(now + timedelta(days=14)).isoformat(),
+    )  # a window closing on the 14th day's last instant is fine
+    assert (
+        await world.client.post("/v1/rides/requests", json=last_day, headers=rider_h)
+    ).status_code == 201
 
 
 async def test_offers_and_requests_answer_their_times_in_utc(world: TrustWorld) -> None:

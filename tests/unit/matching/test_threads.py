@@ -35,12 +35,32 @@ def test_chunks_come_back_in_order_from_threads_other_than_the_callers(
     assert seen[-1] == threading.get_ident()
 
 
+def test_chunks_that_map_chunks_of_their_own_run_them_in_their_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More outer chunks than pool threads, each mapping inner chunks: every pool thread busy
+    with an outer chunk would wait for ever on the pool for its inner ones; they run inline."""
+    monkeypatch.setattr(threads, "WORKERS", 2)
+
+    def outer(x: int) -> list[int]:
+        return threads.map_chunks(lambda y: x * 10 + y, range(3))
+
+    answers: list[list[list[int]]] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(threads.map_chunks(outer, range(4 * threads.CORES))),
+        daemon=True,  # (a deadlock must fail the test, not hang the suite)
+    )
+    caller.start()
+    caller.join(timeout=30)
+    assert answers == [[[x * 10 + y for y in range(3)] for x in range(4 * threads.CORES)]]
+
+
 @pytest.mark.parametrize("max_new", [1, 4])
 def test_an_intercity_batch_in_many_chunks_is_assigned_as_in_one_thread(
     monkeypatch: pytest.MonkeyPatch, max_new: int
 ) -> None:
     """Small chunks (many trips' corridor joins, many pairs' insertions, the corridors' parts
-    of the assignment) in four threads: the same proposals and plans as one thread."""
+    of the assignment) in the pool's threads: the same proposals and plans as one thread."""
     batch = intercity_batch(np.random.default_rng(5), trips=120, riders=600)
     monkeypatch.setattr(corridor, "_TRIPS_PER_CHUNK", 8)
     monkeypatch.setattr(insertion, "_PAIRS_PER_CHUNK", 256)
@@ -59,4 +79,4 @@ def test_an_intercity_batch_in_many_chunks_is_assigned_as_in_one_thread(
 
     alone = assign(1)
     assert len(alone[0]) > 100  # (proposals: a batch where the chunks matter)
-    assert assign(4) == alone
+    assert assign(2) == alone
