@@ -17,6 +17,7 @@ from app.logging import configure_logging
 from app.main import create_app
 from app.settings import Env
 from tests.conftest import make_settings
+from tests.support.worker import finish_jobs
 
 
 async def test_prod_logs_are_json_lines_with_the_request_id(
@@ -61,6 +62,7 @@ async def run_worker_briefly(redis_url: str) -> None:
                 break
             await asyncio.sleep(0.05)
     finally:
+        await finish_jobs(worker)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

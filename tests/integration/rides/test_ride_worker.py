@@ -15,6 +15,7 @@ from app.main import create_redis
 from tests.conftest import make_settings
 from tests.support.rides import insured_driver, new_area, offer_body, post, request_body, rider
 from tests.support.trust import TrustWorld
+from tests.support.worker import finish_jobs
 from workers.settings import worker_options
 
 
@@ -46,8 +47,10 @@ async def test_a_real_worker_proposes_within_seconds_of_the_window(
         assert [key async for key in redis.scan_iter("arq:job:expire-rides:*")]
         assert worker.jobs_failed == 0
     finally:
+        await finish_jobs(worker)
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.close()
         await redis.aclose()
+
