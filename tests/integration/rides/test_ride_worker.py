@@ -53,4 +53,3 @@ async def test_a_real_worker_proposes_within_seconds_of_the_window(
             await running
         await worker.close()
         await redis.aclose()
-
