@@ -243,18 +243,24 @@ def _one_thread_s(
     matching.threads (the runs before used every core)."""
     workers, threads.WORKERS = threads.WORKERS, 1
     try:
-        geodesic_km.cache_clear()
-        return timed(
-            propose_matches,
-            batch.trips,
-            batch.riders,
-            router=router,
-            limits=limits,
-            resolution=resolution,
-            max_new_riders_per_trip=max_new,
-        )[1]
+        return _timed_propose(batch, router, limits, resolution, max_new)[1]
     finally:
         threads.WORKERS = workers
+
+
+def _timed_propose(
+    batch: Batch, router: Router, limits: InsertionLimits, resolution: int, max_new: int
+) -> tuple[Assignment, float]:
+    geodesic_km.cache_clear()  # (each run asks the ellipsoid afresh)
+    return timed(
+        propose_matches,
+        batch.trips,
+        batch.riders,
+        router=router,
+        limits=limits,
+        resolution=resolution,
+        max_new_riders_per_trip=max_new,
+    )
 
 
 def size_table() -> None:
@@ -302,16 +308,7 @@ def size_table() -> None:
             seconds = []
             result = None
             for _ in range(REPEAT):
-                geodesic_km.cache_clear()  # (each run asks the ellipsoid afresh)
-                result, elapsed = timed(
-                    propose_matches,
-                    batch.trips,
-                    batch.riders,
-                    router=router,
-                    limits=limits,
-                    resolution=resolution,
-                    max_new_riders_per_trip=max_new,
-                )
+                result, elapsed = _timed_propose(batch, router, limits, resolution, max_new)
                 seconds.append(elapsed)
             assert result is not None
             one_thread_s = _one_thread_s(batch, router, limits, resolution, max_new)
