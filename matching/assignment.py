@@ -56,7 +56,6 @@ from matching.feasibility import (
 from matching.insertion import Plans, best_insertions, final_etas_s, heading_fits
 from matching.routing import Router
 from matching.synthetic import Batch
-from matching.threads import map_chunks
 
 #: A rider placed in a plan: (rider, road km the insertion added, the rider's own road km).
 _Placed: TypeAlias = tuple[int, float, float]
@@ -874,7 +873,7 @@ def _assign_parts(
     groups = max(1, min(len(with_edges), 2 * threads.WORKERS))
     cuts = np.searchsorted(ends, ends[-1] * np.arange(1, groups) / groups, side="right")
     groups_of_parts = [g.tolist() for g in np.split(with_edges, cuts) if len(g)]
-    solved = [one for group in map_chunks(solve_all, groups_of_parts) for one in group]
+    solved = [one for group in threads.map_chunks(solve_all, groups_of_parts) for one in group]
     return np.concatenate([r for r, _ in solved]), np.concatenate([c for _, c in solved])
 
 

@@ -1,7 +1,8 @@
 """A batch's array work spread over the machine's cores.
 
-numpy's element-wise work on large arrays runs without the GIL, so independent chunks of a
-batch (trips of the corridor join, pairs of the feasibility check) run at once in threads.
+numpy's element-wise work on large arrays and scipy's dense assignment solver run without the
+GIL, so independent chunks of a batch (trips of the corridor join, pairs of the feasibility
+check, separate parts of the seat assignment) run at once in threads.
 The chunks' answers come back in the chunks' order: the result is the same as one thread's.
 """
 
