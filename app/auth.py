@@ -30,7 +30,13 @@ from redis.exceptions import RedisError
 
 from app.accounts.errors import Banned
 from app.accounts.models import Role, User
-from app.accounts.service import AuthState, load_auth_state
+from app.accounts.service import (
+    AUTH_STATES_MAX_USERS,
+    AuthState,
+    load_auth_state,
+    load_auth_states,
+)
+from app.db import ReadSessionMaker
 from app.settings import Settings
 
 log = structlog.get_logger("copool.auth")
@@ -46,6 +52,11 @@ AUTH_CACHE_MAX_ENTRIES = 100_000
 #: were loaded together (a crowd arriving at once) then expire apart, instead of all reloading
 #: in the same instant every TTL (which showed as a latency spike every 5 s under load).
 TTL_SPREAD = 0.5
+#: `keep_fresh` looks this many times a TTL for entries that would expire before its next look
+#: (twice its interval ahead, so a look that comes late under load still finds them in time).
+REFRESHES_PER_TTL = 5
+REFRESH_HORIZON = 2.0
+MIN_REFRESH_INTERVAL_S = 0.1
 RESUBSCRIBE_DELAY_S = 1.0
 RESUBSCRIBE_MAX_DELAY_S = 30.0
 LISTEN_POLL_S = 0.5
@@ -58,11 +69,29 @@ class Principal(msgspec.Struct, frozen=True):
     roles: frozenset[Role]
 
 
+class _Entry:
+    """A cached auth state: until when it may be used, and whether a request used it since it
+    was read."""
+
+    __slots__ = ("expires_at", "state", "used")
+
+    def __init__(self, expires_at: float, state: AuthState | None) -> None:
+        self.expires_at = expires_at
+        self.state = state
+        self.used = False
+
+
+#: Reads the auth states of at most AUTH_STATES_MAX_USERS users (absent users are left out).
+LoadMany = Callable[[Sequence[UUID]], Awaitable[dict[UUID, AuthState]]]
+
+
 class AuthCache:
     """Each user's auth state for at most `ttl_s`, dropped as soon as a change is announced.
 
     Absent users are cached too (as None), so a flood of tokens for a deleted user or from another
-    database costs one query per user per TTL, not one per request.
+    database costs one query per user per TTL, not one per request. `keep_fresh` reloads the
+    entries that requests are using before they expire, many users to a statement, so a
+    request rarely waits for a load of its own while no entry is ever older than the TTL.
     """
 
     def __init__(
@@ -77,18 +106,24 @@ class AuthCache:
         self._max_entries = max_entries
         self._clock = clock
         self._spread = spread
-        self._entries: dict[UUID, tuple[float, AuthState | None]] = {}
+        self._entries: dict[UUID, _Entry] = {}
         # Bumped by every invalidation: a load that overlapped one may have read the old row,
         # so its result is used for that request but not kept.
         self._generation = 0
+
+    @property
+    def refresh_interval_s(self) -> float:
+        """How often `keep_fresh` looks for entries about to expire."""
+        return max(self._ttl_s / REFRESHES_PER_TTL, MIN_REFRESH_INTERVAL_S)
 
     async def get(
         self, user_id: UUID, load: Callable[[UUID], Awaitable[AuthState | None]]
     ) -> AuthState | None:
         entry = self._entries.get(user_id)
         now = self._clock()
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        if entry is not None and entry.expires_at > now:
+            entry.used = True
+            return entry.state
         generation = self._generation
         state = await load(user_id)
         if self._ttl_s > 0 and generation == self._generation:
@@ -96,8 +131,48 @@ class AuthCache:
                 del self._entries[next(iter(self._entries))]  # the oldest insertion
             self._entries.pop(user_id, None)
             lifetime = self._ttl_s * (1 - TTL_SPREAD * self._spread())
-            self._entries[user_id] = (now + lifetime, state)
+            self._entries[user_id] = _Entry(now + lifetime, state)
         return state
+
+    async def refresh(self, load_many: LoadMany) -> int:
+        """Reload every entry that expires before the next refresh is due and that a request used
+        since it was read, AUTH_STATES_MAX_USERS to a statement; forget the others (a request
+        loads them again, if one ever comes). Answers how many were reloaded."""
+        now = self._clock()
+        horizon = now + REFRESH_HORIZON * self.refresh_interval_s
+        due: list[tuple[UUID, _Entry]] = []
+        for user_id, entry in list(self._entries.items()):
+            if entry.expires_at > horizon:
+                continue
+            if entry.used:
+                due.append((user_id, entry))
+            else:
+                del self._entries[user_id]
+        reloaded = 0
+        for start in range(0, len(due), AUTH_STATES_MAX_USERS):
+            chunk = due[start : start + AUTH_STATES_MAX_USERS]
+            generation = self._generation
+            read_at = self._clock()
+            states = await load_many([user_id for user_id, _ in chunk])
+            if generation != self._generation:
+                continue  # an announced change overlapped the read: those load on demand
+            for user_id, entry in chunk:
+                if self._entries.get(user_id) is entry:  # not replaced or evicted meanwhile
+                    entry.state = states.get(user_id)
+                    entry.expires_at = read_at + self._ttl_s
+                    entry.used = False
+                    reloaded += 1
+        return reloaded
+
+    async def keep_fresh(self, load_many: LoadMany) -> None:
+        """Refresh entries about to expire every `refresh_interval_s`, until cancelled; a failed
+        refresh is logged, and its entries expire and load on demand."""
+        while self._ttl_s > 0:
+            await asyncio.sleep(self.refresh_interval_s)
+            try:
+                await self.refresh(load_many)
+            except Exception as exc:  # the database is down or busy: requests load themselves
+                log.warning("auth cache refresh failed", error=str(exc))
 
     def invalidate(self, user_id: UUID) -> None:
         self._generation += 1
@@ -136,6 +211,16 @@ class AuthCache:
         except ValueError:
             return
         self.invalidate(user_id)
+
+
+def auth_states_loader(read_sessionmaker: ReadSessionMaker) -> LoadMany:
+    """What `AuthCache.keep_fresh` reads with: one read session a refresh."""
+
+    async def load_many(user_ids: Sequence[UUID]) -> dict[UUID, AuthState]:
+        async with read_sessionmaker() as session:
+            return await load_auth_states(session, user_ids)
+
+    return load_many
 
 
 async def announce_auth_change(redis: Redis, user_id: UUID) -> None:

@@ -17,7 +17,13 @@ from redis.asyncio import BlockingConnectionPool
 
 from app.accounts.api import AuthController, MeController
 from app.admin import AdminController
-from app.auth import AuthCache, RateLimiter, auth_change_notifier, create_jwt_auth
+from app.auth import (
+    AuthCache,
+    RateLimiter,
+    auth_change_notifier,
+    auth_states_loader,
+    create_jwt_auth,
+)
 from app.body import StrictJSONRequest
 from app.clock import utc_now
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
@@ -100,6 +106,9 @@ def create_app(
         #: Pass to account use cases: forgets the user here and announces it to other processes.
         app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)
         auth_listener = asyncio.create_task(auth_cache.listen(redis))
+        auth_refresher = asyncio.create_task(
+            auth_cache.keep_fresh(auth_states_loader(app.state.read_sessionmaker))
+        )
         sequencer = asyncio.create_task(
             run_chain_writer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
         )
@@ -121,9 +130,10 @@ def create_app(
             yield
         finally:
             # Stop everything that uses Redis or the database before closing them.
-            auth_listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await auth_listener
+            for task in (auth_listener, auth_refresher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             sequencer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sequencer

@@ -8,7 +8,7 @@ process drops its cached auth state (see app/auth.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,7 +16,8 @@ from uuid import UUID
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import update
+from sqlalchemy import Table, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -29,7 +30,7 @@ from app.accounts.errors import (
     UserNotFound,
 )
 from app.accounts.models import DISPLAY_NAME_MAX_CHARS, Role, User
-from app.db import AsyncSession, driver_fetchrow, on_postgres
+from app.db import AsyncSession, driver_fetchrow, on_postgres, one_of
 from app.errors import ServiceBusy
 from app.text import clean_name
 from app.uow import UnitOfWork
@@ -126,15 +127,37 @@ async def load_auth_state(session: AsyncSession, user_id: UUID) -> AuthState | N
     """The user's current roles and standing, or None if no such user exists."""
     row: Any
     if on_postgres(session):
-        # Every request past the auth cache's TTL makes this read: straight to the driver, on
-        # a pooled connection borrowed for it alone (as the wallet read does).
+        # A request whose user has no fresh entry in the auth cache makes this read: straight
+        # to the driver, on a pooled connection borrowed for it alone (as the wallet read does).
         row = await driver_fetchrow(session, _PG_AUTH_STATE, user_id)
     else:
         query = select(User.roles, User.banned_at, User.deactivated_at, User.auth_version)
         row = (await session.exec(query.where(User.id == user_id))).first()
-    if row is None:
-        return None
-    roles, banned_at, deactivated_at, version = row
+    return None if row is None else _auth_state(*row)
+
+
+#: Put a limit on everything: at most this many users are read by one statement.
+AUTH_STATES_MAX_USERS = 1_000
+
+
+async def load_auth_states(
+    session: AsyncSession, user_ids: Sequence[UUID]
+) -> dict[UUID, AuthState]:
+    """The current roles and standing of each of these users that exists (at most
+    AUTH_STATES_MAX_USERS of them), in one statement."""
+    if len(user_ids) > AUTH_STATES_MAX_USERS:
+        raise ValueError(f"at most {AUTH_STATES_MAX_USERS} users at a time")
+    if not user_ids:
+        return {}
+    users: Table = User.__table__  # type: ignore[attr-defined]
+    query = sa_select(
+        users.c.id, users.c.roles, users.c.banned_at, users.c.deactivated_at, users.c.auth_version
+    ).where(one_of(session, users.c.id, user_ids))
+    rows = (await session.execute(query)).all()
+    return {row[0]: _auth_state(*row[1:]) for row in rows}
+
+
+def _auth_state(roles: str, banned_at: Any, deactivated_at: Any, version: int) -> AuthState:
     return AuthState(
         roles=frozenset(Role(r) for r in roles.split(",") if r),
         banned=banned_at is not None,

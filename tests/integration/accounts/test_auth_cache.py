@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
+from collections.abc import Sequence
 
 from app.accounts.models import Role
 from app.accounts.service import AuthState
@@ -122,3 +124,131 @@ async def test_the_cache_holds_a_bounded_number_of_users() -> None:
         await cache.get(user, load)
     assert len(cache._entries) == 3
     assert set(cache._entries) == set(users[2:])
+
+
+async def test_entries_in_use_are_reloaded_together_before_they_expire() -> None:
+    clock, loads, batches = Clock(), [], []
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
+    users = [uuid.uuid4() for _ in range(300)]
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        loads.append(uid)
+        return MEMBER
+
+    async def load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        batches.append(list(uids))
+        return dict.fromkeys(uids, MEMBER)
+
+    for user in users:
+        await cache.get(user, load)
+    for _ in range(15):  # 15 s of every user asking twice a second, a refresh every second
+        for _ in range(2):
+            clock.now += 0.5
+            for user in users:
+                assert await cache.get(user, load) == MEMBER
+        await cache.refresh(load_many)
+    assert len(loads) == len(users)  # only the first request of each user waited for a load
+    assert batches
+    assert all(len(batch) == len(users) for batch in batches)
+    assert len(batches) <= 15 // 3  # each entry reloaded every 3 s (TTL 5, 2 s ahead)
+
+
+async def test_a_refresh_never_makes_an_entry_outlive_the_ttl_from_its_read() -> None:
+    clock = Clock()
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
+    user = uuid.uuid4()
+    rows = {user: MEMBER}
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        return rows[uid]
+
+    async def slow_load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        found = {uid: rows[uid] for uid in uids}  # read now...
+        clock.now += 2.0  # ...answered two seconds later
+        return found
+
+    await cache.get(user, load)
+    clock.now += 4.0
+    await cache.get(user, load)  # in use
+    assert await cache.refresh(slow_load_many) == 1
+    rows[user] = BANNED  # silently: no announcement
+    clock.now += 2.9  # 4.9 s after the refresh's read
+    assert await cache.get(user, load) == MEMBER
+    clock.now += 0.2  # 5.1 s after it: the entry has expired and is read again
+    assert await cache.get(user, load) == BANNED
+
+
+async def test_an_entry_nobody_used_since_its_read_is_dropped_not_reloaded() -> None:
+    clock, batches = Clock(), []
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
+    idle, busy = uuid.uuid4(), uuid.uuid4()
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        return MEMBER
+
+    async def load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        batches.append(set(uids))
+        return dict.fromkeys(uids, MEMBER)
+
+    await cache.get(idle, load)
+    await cache.get(busy, load)
+    for _ in range(12):
+        clock.now += 0.5
+        await cache.get(busy, load)
+        await cache.refresh(load_many)
+    assert batches
+    assert all(batch == {busy} for batch in batches)
+    assert set(cache._entries) == {busy}
+
+
+async def test_a_refresh_that_overlaps_an_announced_change_keeps_nothing() -> None:
+    clock = Clock()
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
+    user = uuid.uuid4()
+    rows = {user: MEMBER}
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        return rows[uid]
+
+    async def slow_load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        found = {uid: rows[uid] for uid in uids}  # read the old row...
+        reading.set()
+        await release.wait()
+        return found
+
+    await cache.get(user, load)
+    clock.now += 4.5
+    await cache.get(user, load)  # in use
+    refresh = asyncio.create_task(cache.refresh(slow_load_many))
+    await reading.wait()
+    rows[user] = BANNED  # ...the change commits and is announced meanwhile
+    cache.invalidate(user)
+    assert await cache.get(user, load) == BANNED  # a request in between reads the new row
+    release.set()
+    assert await refresh == 0
+    assert await cache.get(user, load) == BANNED  # and the refresh did not put the old one back
+
+
+async def test_a_failed_refresh_leaves_requests_to_load_for_themselves() -> None:
+    cache = AuthCache(ttl_s=0.5)
+    user, loads = uuid.uuid4(), []
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        loads.append(uid)
+        return MEMBER
+
+    async def broken(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        raise OSError("the database is down")
+
+    refresher = asyncio.create_task(cache.keep_fresh(broken))
+    try:
+        for _ in range(12):
+            assert await cache.get(user, load) == MEMBER
+            await asyncio.sleep(0.1)
+        assert not refresher.done()  # it logged and went on
+        assert len(loads) >= 2  # the entry expired and was loaded on demand
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher

@@ -235,3 +235,36 @@ async def test_concurrent_grants_both_land(
     assert user is not None
     assert user.roles == "member,organizer,driver"
     assert user.auth_version == 2
+
+
+async def test_a_cache_refresh_reads_the_roles_and_standing_of_many_users_in_one_go(
+    client: AsyncTestClient[Any], sessionmaker: SessionMaker
+) -> None:
+    driver, banned = [uuid.UUID((await sign_up(client))[0]) for _ in range(2)]
+
+    async def silent(_: uuid.UUID) -> None:
+        return None
+
+    await service.grant_role(
+        UnitOfWork(sessionmaker), user_id=driver, role=Role.DRIVER, notify=silent
+    )
+    await service.ban_user(
+        UnitOfWork(sessionmaker),
+        user_id=banned,
+        reason="spam",
+        now=datetime.now(UTC),
+        notify=silent,
+    )
+    ghost = uuid.uuid4()
+    async with sessionmaker() as session:
+        states = await service.load_auth_states(session, [driver, banned, ghost])
+        assert set(states) == {driver, banned}  # an absent user is left out
+        assert states[driver].roles == {Role.MEMBER, Role.DRIVER}
+        assert not states[driver].banned
+        assert states[banned].banned
+        assert not states[banned].deactivated
+        assert states[driver] == await service.load_auth_state(session, driver)
+        with pytest.raises(ValueError, match="at most"):
+            await service.load_auth_states(
+                session, [uuid.uuid4() for _ in range(service.AUTH_STATES_MAX_USERS + 1)]
+            )
