@@ -93,7 +93,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from app.embedded import EmbeddedRedis, EmbeddedRedisError, tcp_listening
     from app.logging import configure_logging
-    from app.serving import reuse_port_supported, run_workers
+    from app.serving import ProblemHTTPProtocol, reuse_port_supported, run_workers
 
     settings = _settings()
     configure_logging(settings)
@@ -122,6 +122,8 @@ def serve(host: str, port: int, workers: int) -> None:
         log.info("running the arq worker inside the web process")
     proxies = ",".join(settings.trusted_proxies)
     options: dict[str, Any] = {
+        # Problem details also for a request that is not HTTP (app/serving.py).
+        "http": ProblemHTTPProtocol,
         "log_config": None,
         "access_log": False,
         # X-Forwarded-For is believed only from COPOOL_TRUSTED_PROXIES (default: no one).

@@ -26,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+import msgspec
 import structlog
 
 log = structlog.get_logger("copool.serve")
@@ -168,3 +169,35 @@ def _join_all(processes: list[BaseProcess]) -> None:
             log.warning("a web worker did not stop in time; killing it", pid=process.pid)
             process.kill()
             process.join()
+
+
+#: What a request that is not HTTP at all is answered (uvicorn's own answer is plain text).
+_UNPARSABLE = msgspec.json.encode(
+    {
+        "type": "bad-request",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "the request is not valid HTTP/1.1 (its request line, headers or body framing)",
+    }
+)
+_UNPARSABLE_RESPONSE = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"content-type: application/problem+json\r\n"
+    b"content-length: " + str(len(_UNPARSABLE)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _UNPARSABLE
+)
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
+except ImportError:  # httptools is not installed: uvicorn's pure-Python h11 protocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol  # type: ignore[assignment]
+
+
+class ProblemHTTPProtocol(_HTTPProtocol):
+    """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with problem details
+    like every other error (uvicorn's own answer is plain text), then closing the connection."""
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(_UNPARSABLE_RESPONSE)
+        self.transport.close()

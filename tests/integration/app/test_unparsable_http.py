@@ -1,0 +1,71 @@
+"""A request that is not HTTP/1.1 is answered with problem details, like every other error
+(uvicorn's own answer is plain text), by `copool serve` with one worker or several."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.accounts.serving import free_port, serving
+
+UNPARSABLE = [
+    pytest.param(b"GARBAGE / HTTP/1.1\r\nHost: t\r\n\r\n", id="bad-method"),
+    pytest.param(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", id="length"),
+    pytest.param(
+        b"GET /v1/health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        id="chunk",
+    ),
+    pytest.param(b"GET /v1/health HTTP/1.1\r\nHo\x00st: t\r\n\r\n", id="header-name"),
+]
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after answering
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        "1",
+        pytest.param(
+            "2",
+            marks=pytest.mark.skipif(
+                not sys.platform.startswith("linux"), reason="a socket per worker: Linux"
+            ),
+        ),
+    ],
+)
+def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
+    tmp_path: Path, workers: str
+) -> None:
+    env = {"_COPOOL_LOCAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with serving(tmp_path, env, "--workers", workers) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        for param in UNPARSABLE:
+            (request,) = param.values
+            head, _, body = _exchange(port, request).partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            assert lines[0] == b"HTTP/1.1 400 Bad Request", (param.id, head)
+            assert b"content-type: application/problem+json" in lines
+            assert b"connection: close" in lines
+            problem = json.loads(body)
+            assert problem["type"] == "bad-request"
+            assert problem["status"] == 400
+            assert problem["detail"]
+        # Valid requests are served as before.
+        healthy = _exchange(
+            port, b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert healthy.startswith(b"HTTP/1.1 200")
+        returncode, output = server.interrupt()
+    assert returncode == 0, output
+    assert "Traceback" not in output, output
