@@ -151,16 +151,19 @@ class AuthCache:
         reloaded = 0
         for start in range(0, len(due), AUTH_STATES_MAX_USERS):
             chunk = due[start : start + AUTH_STATES_MAX_USERS]
-            generation = self._generation
             read_at = self._clock()
             states = await load_many([user_id for user_id, _ in chunk])
-            if generation != self._generation:
-                continue  # an announced change overlapped the read: those load on demand
             for user_id, entry in chunk:
-                if self._entries.get(user_id) is entry:  # not replaced or evicted meanwhile
+                # Only the entry that was read for: an announced change (invalidate, clear)
+                # removed it, and a request that loaded the user meanwhile replaced it, so a
+                # row read before the change is never kept.
+                if self._entries.get(user_id) is entry:
                     entry.state = states.get(user_id)
                     entry.expires_at = read_at + self._ttl_s
                     entry.used = False
+                    # To the end of the insertion order, so that the cache, once full, drops
+                    # the users nobody is using rather than the busiest.
+                    self._entries[user_id] = self._entries.pop(user_id)
                     reloaded += 1
         return reloaded
 

@@ -132,7 +132,7 @@ def create_app(
             # Stop everything that uses Redis or the database before closing them.
             for task in (auth_listener, auth_refresher):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             sequencer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,8 @@ import random
 import uuid
 from collections.abc import Sequence
 
+import pytest
+
 from app.accounts.models import Role
 from app.accounts.service import AuthState
 from app.auth import AuthCache
@@ -181,7 +183,7 @@ async def test_a_refresh_never_makes_an_entry_outlive_the_ttl_from_its_read() ->
 async def test_an_entry_nobody_used_since_its_read_is_dropped_not_reloaded() -> None:
     clock, batches = Clock(), []
     cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
-    idle, busy = uuid.uuid4(), uuid.uuid4()
+    idle, busy, lapsed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
     async def load(uid: uuid.UUID) -> AuthState | None:
         return MEMBER
@@ -190,22 +192,46 @@ async def test_an_entry_nobody_used_since_its_read_is_dropped_not_reloaded() -> 
         batches.append(set(uids))
         return dict.fromkeys(uids, MEMBER)
 
-    await cache.get(idle, load)
-    await cache.get(busy, load)
-    for _ in range(12):
+    for user in (idle, busy, lapsed):
+        await cache.get(user, load)
+    for step in range(24):
         clock.now += 0.5
         await cache.get(busy, load)
+        if step < 6:  # busy for the first 3 s (one refresh), then never again
+            await cache.get(lapsed, load)
         await cache.refresh(load_many)
-    assert batches
-    assert all(batch == {busy} for batch in batches)
+    assert batches[0] == {busy, lapsed}
+    assert all(batch == {busy} for batch in batches[1:])
     assert set(cache._entries) == {busy}
 
 
-async def test_a_refresh_that_overlaps_an_announced_change_keeps_nothing() -> None:
+async def test_a_full_cache_drops_the_user_refreshed_least_recently_not_the_busiest() -> None:
+    clock = Clock()
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0, max_entries=3)
+    busy, quiet, other, newcomer = (uuid.uuid4() for _ in range(4))
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        return MEMBER
+
+    async def load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        return dict.fromkeys(uids, MEMBER)
+
+    await cache.get(busy, load)  # the oldest insertion...
+    clock.now += 1.0
+    await cache.get(quiet, load)
+    await cache.get(other, load)
+    clock.now += 2.5
+    await cache.get(busy, load)
+    await cache.refresh(load_many)  # ...refreshed, so now the newest
+    await cache.get(newcomer, load)
+    assert set(cache._entries) == {busy, other, newcomer}
+
+
+async def test_a_refresh_that_overlaps_an_announced_change_keeps_nothing_of_that_user() -> None:
     clock = Clock()
     cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
-    user = uuid.uuid4()
-    rows = {user: MEMBER}
+    user, bystander = uuid.uuid4(), uuid.uuid4()
+    rows = {user: MEMBER, bystander: MEMBER}
     reading, release = asyncio.Event(), asyncio.Event()
 
     async def load(uid: uuid.UUID) -> AuthState | None:
@@ -217,28 +243,62 @@ async def test_a_refresh_that_overlaps_an_announced_change_keeps_nothing() -> No
         await release.wait()
         return found
 
+    for who in (user, bystander):
+        await cache.get(who, load)
+    clock.now += 4.5
+    for who in (user, bystander):
+        await cache.get(who, load)  # in use
+    refresh = asyncio.create_task(cache.refresh(slow_load_many))
+    await reading.wait()
+    rows[user] = BANNED  # ...the change commits and is announced meanwhile
+    cache.invalidate(user)
+    release.set()
+    assert await refresh == 1  # the bystander's entry was refreshed
+    assert await cache.get(user, load) == BANNED  # the old row was not put back
+    clock.now += 4.0  # past the first load's TTL: the bystander's entry is the refreshed one
+    assert await cache.get(bystander, load) == MEMBER
+    assert cache._entries[bystander].expires_at == pytest.approx(1004.5 + 5)
+
+
+async def test_a_refresh_never_overwrites_what_a_request_loaded_during_its_read() -> None:
+    clock = Clock()
+    cache = AuthCache(ttl_s=5, clock=clock, spread=lambda: 0.0)
+    user = uuid.uuid4()
+    rows = {user: MEMBER}
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def load(uid: uuid.UUID) -> AuthState | None:
+        return rows[uid]
+
+    async def slow_load_many(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        found = {uid: rows[uid] for uid in uids}  # the old row...
+        reading.set()
+        await release.wait()
+        return found
+
     await cache.get(user, load)
     clock.now += 4.5
     await cache.get(user, load)  # in use
     refresh = asyncio.create_task(cache.refresh(slow_load_many))
     await reading.wait()
-    rows[user] = BANNED  # ...the change commits and is announced meanwhile
-    cache.invalidate(user)
-    assert await cache.get(user, load) == BANNED  # a request in between reads the new row
+    rows[user] = BANNED  # changed with no announcement (Redis down)...
+    clock.now += 1.0  # ...and the entry expired: a request reads the new row
+    assert await cache.get(user, load) == BANNED
     release.set()
     assert await refresh == 0
-    assert await cache.get(user, load) == BANNED  # and the refresh did not put the old one back
+    assert await cache.get(user, load) == BANNED  # the refresh's older read was not kept
 
 
 async def test_a_failed_refresh_leaves_requests_to_load_for_themselves() -> None:
     cache = AuthCache(ttl_s=0.5)
-    user, loads = uuid.uuid4(), []
+    user, loads, attempts = uuid.uuid4(), [], []
 
     async def load(uid: uuid.UUID) -> AuthState | None:
         loads.append(uid)
         return MEMBER
 
     async def broken(uids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AuthState]:
+        attempts.append(list(uids))
         raise OSError("the database is down")
 
     refresher = asyncio.create_task(cache.keep_fresh(broken))
@@ -246,7 +306,8 @@ async def test_a_failed_refresh_leaves_requests_to_load_for_themselves() -> None
         for _ in range(12):
             assert await cache.get(user, load) == MEMBER
             await asyncio.sleep(0.1)
-        assert not refresher.done()  # it logged and went on
+        assert attempts  # it tried,
+        assert not refresher.done()  # logged the failure and went on
         assert len(loads) >= 2  # the entry expired and was loaded on demand
     finally:
         refresher.cancel()

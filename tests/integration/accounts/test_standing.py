@@ -237,7 +237,7 @@ async def test_concurrent_grants_both_land(
     assert user.auth_version == 2
 
 
-async def test_a_cache_refresh_reads_the_roles_and_standing_of_many_users_in_one_go(
+async def test_a_cache_refresh_reads_the_roles_and_standing_of_several_users(
     client: AsyncTestClient[Any], sessionmaker: SessionMaker
 ) -> None:
     driver, banned = [uuid.UUID((await sign_up(client))[0]) for _ in range(2)]
