@@ -36,6 +36,22 @@ async def test_deeply_nested_json_under_the_size_limit_is_a_422_problem(
     assert_problem(response, 422, "validation-error")
 
 
+@pytest.mark.parametrize(("opener", "depth"), [("[", 20_000), ('{"a":', 10_000)])
+async def test_deeply_nested_json_with_an_idempotency_key_is_a_422_problem(
+    client: AsyncTestClient[Any], opener: str, depth: int
+) -> None:
+    _, headers = await sign_up(client)
+    closer = "]" if opener == "[" else "}"
+    raw = (opener * depth + "1" + closer * depth).encode()
+    for key in ("deep-1", "deep-1", "deep-2"):  # the replay too
+        response = await client.post(
+            "/v1/wallet/top-ups",
+            content=raw,
+            headers={**headers, **JSON, "Idempotency-Key": key},
+        )
+        assert_problem(response, 422, "validation-error")
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
