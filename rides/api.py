@@ -429,6 +429,6 @@ class MyRidesController(Controller):
             reader, rider_id=principal.user_id, limit=limit + 1, before=before
         )
         return Page(
-            items=[request_out(r) for r in requests[:limit]],
-            next_cursor=next_cursor(requests, limit, lambda r: r.row_id),
+            items=[request_out(r, match) for r, match in requests[:limit]],
+            next_cursor=next_cursor(requests, limit, lambda pair: pair[0].row_id),
         )

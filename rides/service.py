@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from sqlalchemy import Table, func, or_, select, true, update
 
-from app.db import AsyncSession, on_postgres
+from app.db import AsyncSession, on_postgres, one_of
 from app.errors import body_errors
 from app.uow import UnitOfWork, use_case
 from matching.assignment import Proposal, propose_matches
@@ -1184,18 +1184,26 @@ async def get_request(
 ) -> tuple[RideRequest, Match | None]:
     """The rider's request and its current match (live, else the latest completed or ended)."""
     request = await _own_request(session, request_id, rider_id)
-    row = (
-        await session.execute(
-            select(MATCHES)
-            .where(
-                MATCHES.c.request_id == request_id,
-                MATCHES.c.status.in_([*LIVE_MATCH, MatchStatus.COMPLETED.value]),
-            )
-            .order_by(MATCHES.c.row_id.desc())
-            .limit(1)
+    return request, (await current_matches(session, [request_id])).get(request_id)
+
+
+async def current_matches(session: AsyncSession, request_ids: Sequence[UUID]) -> dict[UUID, Match]:
+    """Each of these requests' current match, if it has one: the live one, else the latest
+    completed (a page of requests' in one statement)."""
+    if not request_ids:
+        return {}
+    rows = await session.execute(
+        select(MATCHES)
+        .where(
+            one_of(session, MATCHES.c.request_id, request_ids),
+            MATCHES.c.status.in_([*LIVE_MATCH, MatchStatus.COMPLETED.value]),
         )
-    ).first()
-    return request, _match(row) if row else None
+        .order_by(MATCHES.c.row_id.desc())
+    )
+    current: dict[UUID, Match] = {}
+    for row in rows.all():
+        current.setdefault(row.request_id, _match(row))  # the newest first
+    return current
 
 
 async def _newest_first(
@@ -1225,6 +1233,9 @@ async def my_offers(
 
 async def my_requests(
     session: AsyncSession, *, rider_id: UUID, limit: int, before: int | None
-) -> list[RideRequest]:
+) -> list[tuple[RideRequest, Match | None]]:
+    """A page of the rider's requests, newest first, each with its current match."""
     rows = await _newest_first(session, REQUESTS, REQUESTS.c.rider_id == rider_id, limit, before)
-    return [_request(row) for row in rows]
+    requests = [_request(row) for row in rows]
+    matches = await current_matches(session, [request.id for request in requests])
+    return [(request, matches.get(request.id)) for request in requests]

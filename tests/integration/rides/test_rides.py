@@ -82,6 +82,11 @@ async def test_propose_accept_complete_rate(world: TrustWorld) -> None:
     world.clock.advance(timedelta(hours=3))
     done = await world.client.post(f"/v1/rides/matches/{proposed['id']}/complete", headers=driver_h)
     assert done.status_code == 200, done.text
+    # The rider's list shows each request with its current match, as the request itself does.
+    single = (await world.client.get(f"/v1/rides/requests/{request['id']}", headers=rider_h)).json()
+    mine = (await world.client.get("/v1/me/rides?role=rider", headers=rider_h)).json()["items"]
+    assert [(r["id"], r["match"]) for r in mine] == [(request["id"], single["match"])]
+    assert single["match"]["status"] == "completed"
     split = settle_match(fare, platform_fee_bps=world.client.app.state.rides.fee_bp)
     assert await wallet(world.sessionmaker, rider_id) == (FUNDS - fare, 0)
     assert await wallet(world.sessionmaker, driver) == (split.payout_minor, 0)
@@ -312,6 +317,7 @@ async def test_what_another_user_may_not_see_is_404_and_bad_input_is_422(
     assert [o["id"] for o in mine.json()["items"]] == [offer["id"]]
     mine = await world.client.get("/v1/me/rides", headers=rider_h)
     assert [r["id"] for r in mine.json()["items"]] == [request["id"]]
+    assert mine.json()["items"][0]["match"]["id"] == proposed["id"]
     last_day = request_body(
         world,
         area,
