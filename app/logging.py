@@ -12,11 +12,13 @@ import structlog
 from litestar.enums import ScopeType
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
     from app.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
+#: The status logged for a request cut off before it was answered (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 log = structlog.get_logger("copool.http")
@@ -114,18 +116,31 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        answering = False
+
+        async def receive_watching() -> ReceiveMessage:
+            nonlocal status
+            message = await receive()
+            if message["type"] == "http.disconnect" and not answering:
+                # Cut off before any answer: the client left, or the server refused the rest
+                # of the request (a broken body: uvicorn answered 400 itself). Whatever the
+                # app answers now reaches nobody, so it is not the status of this request.
+                status = CLIENT_CLOSED_REQUEST
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answering
             if message["type"] == "http.response.start":
-                status = message["status"]
+                answering = True
+                if status != CLIENT_CLOSED_REQUEST:
+                    status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive_watching, send_with_id)
         finally:
             # structlog runs its processors (timestamp, context) before the level is checked.
             if _http_logger.isEnabledFor(logging.INFO):

@@ -61,6 +61,14 @@ def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
             assert problem["type"] == "bad-request"
             assert problem["status"] == 400
             assert problem["detail"]
+        # A body broken after its headers were read: the app was already reading it.
+        cut = _exchange(
+            port,
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        assert cut.startswith(b"HTTP/1.1 400 Bad Request"), cut
+        assert b"application/problem+json" in cut
         # Valid requests are served as before.
         healthy = _exchange(
             port, b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -69,3 +77,7 @@ def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
         returncode, output = server.interrupt()
     assert returncode == 0, output
     assert "Traceback" not in output, output
+    # Its access line says it was cut off (499), not the 500 the app answered to nobody.
+    logins = [line for line in output.splitlines() if "path=/v1/auth/login" in line]
+    assert len(logins) == 1, output
+    assert "status=499" in logins[0], logins
