@@ -50,3 +50,12 @@ class BlankDisplayName(DomainError):
     category = Category.INVALID
     code = "blank-display-name"
     title = "The display name is blank"
+
+
+class EmailTooLong(DomainError):
+    """The address is longer than can be stored once lower-cased (some letters, such as U+0130,
+    lower-case to two characters)."""
+
+    category = Category.INVALID
+    code = "email-too-long"
+    title = "The email address is too long"

@@ -21,6 +21,8 @@ class Role(StrEnum):
 
 #: A display name's length at most (the column and the API's schema).
 DISPLAY_NAME_MAX_CHARS = 80
+#: RFC 5321's limit on an address, as stored (lower-cased).
+EMAIL_MAX_CHARS = 254
 
 
 class User(SQLModel, table=True):
@@ -28,7 +30,7 @@ class User(SQLModel, table=True):
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     #: Stored lower-cased; uniqueness is the database's job.
-    email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
+    email: str = Field(sa_column=Column(String(EMAIL_MAX_CHARS), nullable=False, unique=True))
     password_hash: str = Field(max_length=255)
     display_name: str = Field(max_length=DISPLAY_NAME_MAX_CHARS)
     #: Comma-separated Role values, always including "member".

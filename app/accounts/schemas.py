@@ -8,11 +8,14 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from app.accounts.models import DISPLAY_NAME_MAX_CHARS
+from app.accounts.models import DISPLAY_NAME_MAX_CHARS, EMAIL_MAX_CHARS
 
 # No field may hold a NUL character: PostgreSQL text cannot store one (asyncpg refuses it).
 Email = Annotated[
-    str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
+    str,
+    Meta(
+        min_length=3, max_length=EMAIL_MAX_CHARS, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
+    ),
 ]
 Password = Annotated[
     str, Meta(min_length=8, max_length=256, pattern=r"^[^\x00]*$", description="no NUL character")
@@ -46,7 +49,7 @@ class RegisterOut(msgspec.Struct):
 
 
 class LoginIn(msgspec.Struct):
-    email: Annotated[str, Meta(min_length=1, max_length=254, pattern=r"^[^\x00]*$")]
+    email: Annotated[str, Meta(min_length=1, max_length=EMAIL_MAX_CHARS, pattern=r"^[^\x00]*$")]
     password: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
 
 

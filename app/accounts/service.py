@@ -25,11 +25,12 @@ from app.accounts.errors import (
     Banned,
     BlankDisplayName,
     EmailTaken,
+    EmailTooLong,
     InvalidCredentials,
     MemberRoleRequired,
     UserNotFound,
 )
-from app.accounts.models import DISPLAY_NAME_MAX_CHARS, Role, User
+from app.accounts.models import DISPLAY_NAME_MAX_CHARS, EMAIL_MAX_CHARS, Role, User
 from app.db import AsyncSession, driver_fetchrow, on_postgres, one_of
 from app.errors import ServiceBusy
 from app.text import clean_name
@@ -70,9 +71,16 @@ async def register_user(
             "display_name has no visible characters",
             errors=[{"field": "display_name", "message": "no visible characters"}],
         )
+    address = email.strip().lower()
+    if len(address) > EMAIL_MAX_CHARS:
+        raise EmailTooLong(
+            f"the email address is {len(address)} characters once lower-cased; at most "
+            f"{EMAIL_MAX_CHARS}",
+            errors=[{"field": "email", "message": f"at most {EMAIL_MAX_CHARS} characters"}],
+        )
     password_hash = await asyncio.to_thread(_hasher.hash, password)
     user = User(
-        email=email.strip().lower(),
+        email=address,
         password_hash=password_hash,
         display_name=shown_name,
         roles=_roles_column(roles),

@@ -169,3 +169,18 @@ async def test_metals_funds_and_unknown_codes_are_unknown_currencies(
         "/v1/wallet/top-ups", json={"amount_minor": 100, "currency": code}, headers=auth
     )
     assert_problem(response, 422, "unknown-currency")
+
+
+async def test_an_email_longer_than_storable_once_lower_cased_is_a_422_problem(
+    client: AsyncTestClient[Any],
+) -> None:
+    # U+0130 lower-cases to two characters: 130 as sent, 255 as stored (the column holds 254).
+    too_long = "\u0130" * 125 + "@x.io"
+    response = await client.post("/v1/auth/register", json=_register_body(email=too_long))
+    body = assert_problem(response, 422, "email-too-long")
+    assert body["errors"] == [{"field": "email", "message": "at most 254 characters"}]
+    fits = "\u0130" * 124 + "@x.io"
+    created = await client.post("/v1/auth/register", json=_register_body(email=fits))
+    assert created.status_code == 201, created.text
+    login = await client.post("/v1/auth/login", json={"email": fits, "password": PASSWORD})
+    assert login.status_code == 200, login.text
