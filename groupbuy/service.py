@@ -1230,6 +1230,7 @@ async def _settle_chunk(
                     *(trust.Party(member, PartyRole.MEMBER) for member in members),
                 ],
                 completed_at=pool.decided_at or now,
+                currency=pool.currency,
                 protected=pool.protected,
             )
         await _end_deposits(

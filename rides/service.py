@@ -816,6 +816,7 @@ async def complete_match(
                 trust.Party(match.rider_id, PartyRole.RIDER),
             ],
             completed_at=now,
+            currency=match.currency,
         )
         await trust.release_after(
             session,

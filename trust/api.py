@@ -105,6 +105,7 @@ def complaint_out(view: service.ComplaintView) -> ComplaintOut:
         decision_reason=complaint.decision_reason,
         forfeited_minor=complaint.forfeited_minor,
         payout_minor=complaint.payout_minor,
+        currency=view.currency,
     )
 
 
@@ -492,7 +493,7 @@ class TrustAdminController(Controller):
             reason=data.reason,
             forfeit_deposit=data.forfeit_deposit,
             payout_minor=data.payout_minor,
-            currency=data.currency or request.app.state.settings.default_currency,
+            currency=data.currency,
             now=now,
         )
         return complaint_out(view)

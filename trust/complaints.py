@@ -88,6 +88,8 @@ class ComplaintView(msgspec.Struct, frozen=True, kw_only=True):
     complaint: Complaint
     subject_type: str
     subject_id: UUID
+    #: The transaction's currency: what a payout is paid in (None: not on record).
+    currency: str | None
     filer_display_name: str
     accused_display_name: str
 
@@ -100,6 +102,7 @@ def _complaint_query() -> Any:
             COMPLAINTS,
             TRANSACTIONS.c.subject_type,
             TRANSACTIONS.c.subject_id,
+            TRANSACTIONS.c.currency.label("transaction_currency"),
             filer.c.display_name.label("filer_display_name"),
             accused.c.display_name.label("accused_display_name"),
         )
@@ -115,7 +118,8 @@ def _complaint_view(row: Any) -> ComplaintView:
         name: values.pop(name)
         for name in ("subject_type", "subject_id", "filer_display_name", "accused_display_name")
     }
-    return ComplaintView(complaint=Complaint(**values), **extra)
+    currency = values.pop("transaction_currency")
+    return ComplaintView(complaint=Complaint(**values), currency=currency, **extra)
 
 
 async def list_complaints(
@@ -154,27 +158,38 @@ async def get_complaint(
     return _complaint_view(row)
 
 
-async def _require_protected(session: AsyncSession, complaint: Complaint) -> None:
-    """Purchase protection pays a member of a protected pool whose complaint against its
-    organizer is upheld; nothing else is paid out of the insurance fund."""
+async def _payout_currency(
+    session: AsyncSession, complaint: Complaint, requested: str | None
+) -> str:
+    """The currency of a payout: the protected pool's. Purchase protection pays a member of a
+    protected pool whose complaint against its organizer is upheld; nothing else is paid out
+    of the insurance fund, and never in another currency than the pool's."""
     transaction = (
         await session.execute(
-            select(TRANSACTIONS.c.protected).where(
+            select(TRANSACTIONS.c.protected, TRANSACTIONS.c.currency).where(
                 TRANSACTIONS.c.row_id == complaint.transaction_row_id
             )
         )
-    ).scalar_one()
+    ).one()
     roles = await party_roles(
         session, complaint.transaction_row_id, [complaint.filer_id, complaint.accused_id]
     )
     if not (
-        transaction
+        transaction.protected
         and roles.get(complaint.filer_id) is PartyRole.MEMBER
         and roles.get(complaint.accused_id) is PartyRole.ORGANIZER
     ):
         raise InvalidDecision(
             "a payout is only for a member's complaint against the organizer of a protected pool"
         )
+    currency: str | None = transaction.currency
+    if currency is None:  # registered before transactions recorded their currency
+        if requested is None:
+            raise InvalidDecision("name the payout's currency: the pool's is not on record")
+        return requested
+    if requested is not None and requested != currency:
+        raise InvalidDecision(f"a payout is in the pool's currency, {currency}")
+    return currency
 
 
 @use_case
@@ -188,7 +203,7 @@ async def decide_complaint(
     reason: str,
     forfeit_deposit: bool,
     payout_minor: int,
-    currency: str,
+    currency: str | None,
     now: datetime,
 ) -> ComplaintView:
     """Uphold or reject an open complaint, once. Upheld: the accused's reputation counts it, and
@@ -205,8 +220,9 @@ async def decide_complaint(
         complaint = view.complaint
         if admin_id in (complaint.filer_id, complaint.accused_id):
             raise ConflictOfInterest("an admin may not decide a complaint they are a party of")
+        payout_currency: str | None = None
         if payout_minor:
-            await _require_protected(session, complaint)
+            payout_currency = await _payout_currency(session, complaint, currency)
         decided = await session.execute(
             update(COMPLAINTS)
             .where(
@@ -232,13 +248,13 @@ async def decide_complaint(
                     beneficiary_id=complaint.filer_id,
                     now=now,
                 )
-            if payout_minor:
+            if payout_currency is not None:
                 await ledger.transfer(
                     session,
                     TransferSpec(
                         id=f"trust:complaint:{complaint.id}:payout",
-                        debit=insurance_fund(currency),
-                        credit=wallet(complaint.filer_id, currency),
+                        debit=insurance_fund(payout_currency),
+                        credit=wallet(complaint.filer_id, payout_currency),
                         amount_minor=payout_minor,
                         kind="protection_payout",
                         ref=f"complaint:{complaint.id}",
@@ -258,7 +274,10 @@ async def decide_complaint(
             action=AuditAction.DECIDE_COMPLAINT,
             target_id=complaint.id,
             reason=reason,
-            detail=f"{outcome}; forfeited {forfeited_minor}; payout {payout_minor} {currency}",
+            detail=(
+                f"{outcome}; forfeited {forfeited_minor}; "
+                f"payout {payout_minor} {payout_currency or ''}".rstrip()
+            ),
             now=now,
         )
         view = await get_complaint(session, complaint_id=complaint_id, viewer_id=None)

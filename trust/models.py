@@ -101,6 +101,9 @@ class TrustTransaction(SQLModel, table=True):
     protected: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
     )
+    #: The currency the transaction moved money in (None: registered before it was recorded):
+    #: a protection payout is paid in it.
+    currency: str | None = Field(default=None, sa_column=Column(String(3), nullable=True))
 
 
 class TrustParty(SQLModel, table=True):

@@ -47,6 +47,7 @@ async def register_transaction(
     subject_id: UUID,
     parties: Sequence[Party],
     completed_at: datetime,
+    currency: str,
     protected: bool = False,
 ) -> int:
     """Record a completed transaction and its parties (in the caller's unit of work). Safe to
@@ -59,6 +60,7 @@ async def register_transaction(
             subject_type=subject_type.value,
             subject_id=subject_id,
             completed_at=completed_at,
+            currency=currency,
             protected=protected,
         )
         .on_conflict_do_nothing(index_elements=["subject_type", "subject_id"])

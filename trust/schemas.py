@@ -133,6 +133,9 @@ class ComplaintOut(msgspec.Struct):
     decision_reason: str | None
     forfeited_minor: int
     payout_minor: int
+    #: The currency of the transaction complained about, which a payout is paid in (null for
+    #: transactions recorded before currencies were).
+    currency: str | None = None
 
 
 class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -141,6 +144,7 @@ class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
     forfeit_deposit: bool = False
     #: Paid to the filer out of the insurance fund (purchase protection), upheld only.
     payout_minor: Annotated[int, Meta(ge=0, le=MAX_AMOUNT_MINOR)] = 0
+    #: The payout's currency: the pool's (another is 422); needed only where none is on record.
     currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] | None = None
 
 

@@ -65,6 +65,7 @@ class TrustWorld:
         subject_type: SubjectType = SubjectType.MATCH,
         completed_at: datetime | None = None,
         protected: bool = False,
+        currency: str = "CNY",
     ) -> uuid.UUID:
         """Register a completed transaction, as a ride's completion or a pool's settlement will."""
         subject_id = uuid.uuid4()
@@ -75,6 +76,7 @@ class TrustWorld:
                 subject_id=subject_id,
                 parties=[service.Party(user_id, role) for user_id, role in parties],
                 completed_at=completed_at or self.clock(),
+                currency=currency,
                 protected=protected,
             )
             await uow.commit()

@@ -185,17 +185,40 @@ async def test_an_upheld_complaint_forfeits_the_deposit_and_pays_protection_exac
     assert_problem(
         await world.client.post(decide, json=mixed, headers=admin_h), 422, "invalid-decision"
     )
+    # Paid in the pool's currency only, whatever another currency's fund holds.
+    await fund(world.sessionmaker, member, 1_000, "JPY", now=now)
+    async with world.uow as uow:
+        await deposits.collect_premium(
+            uow.session,
+            transfer_id=f"premium:other:{member}",
+            user_id=member,
+            amount_minor=1_000,
+            currency="JPY",
+            ref="pool:other",
+            now=now,
+        )
+        await uow.commit()
+    in_yen = {
+        "outcome": "upheld",
+        "reason": "Never shipped.",
+        "payout_minor": 800,
+        "currency": "JPY",
+    }
+    refused = assert_problem(
+        await world.client.post(decide, json=in_yen, headers=admin_h), 422, "invalid-decision"
+    )
+    assert "CNY" in refused["detail"]
     decision = {
         "outcome": "upheld",
         "reason": "Goods never shipped.",
         "forfeit_deposit": True,
         "payout_minor": 800,
-        "currency": "CNY",
     }
     keyed = {**admin_h, "Idempotency-Key": f"decide-{uuid.uuid4().hex}"}
     decided = await world.client.post(decide, json=decision, headers=keyed)
     assert decided.status_code == 200, decided.text
     assert (decided.json()["forfeited_minor"], decided.json()["payout_minor"]) == (3_000, 800)
+    assert decided.json()["currency"] == "CNY"
     # A retry of the same decision (the answer was lost) gets the first answer, moves nothing.
     retried = await world.client.post(decide, json=decision, headers=keyed)
     assert (retried.status_code, retried.json()) == (200, decided.json())
@@ -205,6 +228,7 @@ async def test_an_upheld_complaint_forfeits_the_deposit_and_pays_protection_exac
         organizer_wallet = await wallet_balance(session, organizer, "CNY")
         # member: 5,000 - 1,000 premium + 3,000 deposit + 800 payout
         assert member_wallet.available_minor == 7_800
+        assert (await wallet_balance(session, member, "JPY")).available_minor == 0
         assert (organizer_wallet.available_minor, organizer_wallet.held_minor) == (7_000, 0)
     # verify_ledger takes its own snapshot only in a session that has not begun yet.
     async with world.sessionmaker() as session:
