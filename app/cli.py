@@ -190,8 +190,8 @@ def admin() -> None:
 def create_user(email: str, display_name: str, roles: tuple[str, ...], password: str) -> None:
     """Create an account with the given roles (admin by default)."""
     from app.accounts import service
-    from app.accounts.errors import EmailTaken
     from app.accounts.models import Role
+    from app.errors import DomainError
 
     if len(password) < 8:
         click.echo("copool: the password must have at least 8 characters", err=True)
@@ -210,7 +210,7 @@ def create_user(email: str, display_name: str, roles: tuple[str, ...], password:
 
     try:
         user = _run(create)
-    except EmailTaken as exc:
+    except DomainError as exc:  # the email is taken, too long, the name blank, ...
         click.echo(f"copool: {exc}", err=True)
         sys.exit(1)
     click.echo(f"created user {user.id} ({user.email}) with roles {user.roles}")

@@ -78,14 +78,19 @@ async def _send_answer(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class _CutOff(Exception):
+    """The connection ended before the whole body arrived."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None if it is larger than `limit`."""
+    """The whole request body, or None if it is larger than `limit`; _CutOff if it never
+    arrives whole."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks)
+            raise _CutOff
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -255,7 +260,12 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             )
             return
         state = scope["litestar_app"].state
-        body = await _read_body(receive, state.settings.request_max_body_bytes)
+        try:
+            body = await _read_body(receive, state.settings.request_max_body_bytes)
+        except _CutOff:
+            # Nobody is left to answer, and the key stays unclaimed: a part of a body must
+            # not make the retry with the whole of it a conflict.
+            return
         if body is None:
             await _send_answer(
                 send,

@@ -58,6 +58,11 @@ def test_migrate_then_create_an_admin(tmp_path: Path) -> None:
     again = run(args, env, tmp_path)
     assert again.returncode == 1
     assert "already exists" in again.stderr
+    too_long = ["admin", "create-user", "--email", "\u0130" * 125 + "@x.io", "--password", "p" * 12]
+    refused = run(too_long, env, tmp_path)
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert "lower-cased" in refused.stderr
 
 
 def test_a_bad_setting_stops_with_one_line_and_no_traceback(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.accounts.serving import free_port, serving
@@ -81,3 +83,38 @@ def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
     logins = [line for line in output.splitlines() if "path=/v1/auth/login" in line]
     assert len(logins) == 1, output
     assert "status=499" in logins[0], logins
+
+
+def test_a_keyed_request_cut_off_mid_body_leaves_its_key_for_the_retry(tmp_path: Path) -> None:
+    env = {"_COPOOL_LOCAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with serving(tmp_path, env) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        registered = httpx.post(
+            f"{server.base_url}/v1/auth/register",
+            json={"email": "cut@example.com", "password": "correct horse", "display_name": "C"},
+        )
+        token = registered.json()["token"]
+        body = json.dumps({"amount_minor": 500, "currency": "CNY"}).encode()
+        head = (
+            f"POST /v1/wallet/top-ups HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nIdempotency-Key: cut-1\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head + body[:10])  # half the body, then the client goes away
+        time.sleep(0.5)
+        retried = httpx.post(
+            f"{server.base_url}/v1/wallet/top-ups",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": "cut-1",
+            },
+        )
+        assert retried.status_code == 201, retried.text
+        wallet = httpx.get(
+            f"{server.base_url}/v1/wallet", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert wallet.json()["balance_minor"] == 500
+        server.interrupt()
