@@ -109,6 +109,7 @@ class Match(SQLModel, table=True):
             sqlite_where=text("status IN ('proposed', 'accepted')"),
         ),
         Index("ix_ride_matches_offer", "offer_id", "row_id"),
+        Index("ix_ride_matches_request", "request_id", "row_id"),
         Index("ix_ride_matches_status_expiry", "status", "expires_at"),
     )
 

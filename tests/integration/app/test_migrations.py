@@ -69,3 +69,64 @@ async def test_migrations_run_up_from_empty_postgres() -> None:
         await database.drop()
     assert revision == _head()
     assert "users" in tables
+
+
+async def _transactions_before_and_after_0014(url: str) -> dict[str, str | None]:
+    """Migrate to 0013, register a pool's and an unknown match's transactions as then, then
+    migrate on: each transaction's currency as 0014 leaves it."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from app.accounts.models import User
+    from groupbuy.models import Pool
+    from trust.models import TrustTransaction
+
+    users, pools, transactions = (m.__table__ for m in (User, Pool, TrustTransaction))  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    organizer, pool, ghost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    engine = create_engine(url, pool_size=1)
+    try:
+        await upgrade(engine, "0013")
+        async with engine.begin() as conn:
+            await conn.execute(insert(users).values(
+                id=organizer, email=f"{organizer}@example.com", password_hash="x",
+                display_name="O", roles="member,organizer", created_at=now, auth_version=0,
+            ))  # fmt: skip
+            await conn.execute(insert(pools).values(
+                id=pool, organizer_id=organizer, title="Rice", description="", currency="JPY",
+                tiers="[]", min_quantity=1, max_quantity=10, deadline=now, status="succeeded",
+                platform_fee_bp=0, created_at=now,
+            ))  # fmt: skip
+            for subject_type, subject_id in (("pool", pool), ("match", ghost)):
+                await conn.execute(insert(transactions).values(
+                    subject_type=subject_type, subject_id=subject_id, completed_at=now,
+                    protected=True,
+                ))  # fmt: skip
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(transactions.c.subject_type, transactions.c.currency))
+            return dict(rows.all())  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+async def test_0014_gives_earlier_transactions_their_pools_currency_on_sqlite(
+    tmp_path: object,
+) -> None:
+    currencies = await _transactions_before_and_after_0014(sqlite_url(str(tmp_path)))
+    assert currencies == {"pool": "JPY", "match": None}  # no such match: left unknown
+
+
+async def test_0014_gives_earlier_transactions_their_pools_currency_on_postgres() -> None:
+    database = PostgresDatabase()
+    try:
+        await database.create()
+    except Exception as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    try:
+        currencies = await _transactions_before_and_after_0014(database.url)
+    finally:
+        await database.drop()
+    assert currencies == {"pool": "JPY", "match": None}
