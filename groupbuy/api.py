@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -108,10 +109,18 @@ def join_out(join: JoinRecord) -> JoinOut:
     )
 
 
+#: Decimal degrees as clients write them: float() alone also took "1_0", "nan", "inf" and
+#: digits of other scripts.
+_DEGREES = r"\s*(-?\d{1,3}(?:\.\d{1,20})?)\s*"
+_NEAR = re.compile(f"^{_DEGREES},{_DEGREES}$", re.ASCII)
+
+
 def _near(near: str) -> tuple[float, float]:
     try:
-        lat_text, lon_text = near.split(",")
-        lat, lon = float(lat_text), float(lon_text)
+        found = _NEAR.match(near)
+        if found is None:
+            raise ValueError(near)
+        lat, lon = float(found[1]), float(found[2])
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise ValueError(near)
     except ValueError:

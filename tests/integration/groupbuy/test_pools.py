@@ -320,8 +320,15 @@ async def test_pools_are_found_near_a_place(world: TrustWorld) -> None:
     assert {p["id"] for p in items} >= {ids["shanghai"], ids["pudong"]}
     assert ids["beijing"] not in {p["id"] for p in items}
     assert all(p["distance_km"] <= 10 for p in items)
-    bad = await world.client.get("/v1/pools?near=91,0", headers=organizer_h)
-    assert_problem(bad, 422, "validation-error")
+    for near in ("91,0", "1_0,2", "\u0661,\u0662", "nan,0", "inf,0", "1e1,2", "31.2,", "31.2"):
+        bad = await world.client.get("/v1/pools", params={"near": near}, headers=organizer_h)
+        assert_problem(bad, 422, "validation-error")
+    spaced = await world.client.get(
+        "/v1/pools",
+        params={"status": "open", "near": " 31.2304 , 121.4737 ", "radius_km": "10"},
+        headers=organizer_h,
+    )
+    assert {p["id"] for p in spaced.json()["items"]} == {p["id"] for p in items}
 
 
 async def test_a_join_retried_with_its_key_or_rerun_after_a_crash_adds_nothing(
