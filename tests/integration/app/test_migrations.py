@@ -3,7 +3,8 @@ models (nothing left for autogenerate to do)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -14,6 +15,8 @@ from sqlmodel import SQLModel
 from app.db import create_engine
 from app.migrate import current_revision, upgrade
 from tests.support.services import PostgresDatabase, sqlite_url, unavailable
+
+T = TypeVar("T")
 
 
 def _head() -> str:
@@ -57,16 +60,21 @@ async def test_migrations_run_up_from_empty_sqlite(tmp_path: object) -> None:
     assert "users" in tables
 
 
-async def test_migrations_run_up_from_empty_postgres() -> None:
+async def _on_a_new_postgres_database(run: Callable[[str], Awaitable[T]]) -> T:
+    """`run(url)` on a PostgreSQL database of its own, dropped afterwards."""
     database = PostgresDatabase()
     try:
         await database.create()
     except Exception as exc:
         unavailable(f"PostgreSQL: {exc}")
     try:
-        revision, tables = await _upgrade_and_inspect(database.url)
+        return await run(database.url)
     finally:
         await database.drop()
+
+
+async def test_migrations_run_up_from_empty_postgres() -> None:
+    revision, tables = await _on_a_new_postgres_database(_upgrade_and_inspect)
     assert revision == _head()
     assert "users" in tables
 
@@ -120,13 +128,5 @@ async def test_0014_gives_earlier_transactions_their_pools_currency_on_sqlite(
 
 
 async def test_0014_gives_earlier_transactions_their_pools_currency_on_postgres() -> None:
-    database = PostgresDatabase()
-    try:
-        await database.create()
-    except Exception as exc:
-        unavailable(f"PostgreSQL: {exc}")
-    try:
-        currencies = await _transactions_before_and_after_0014(database.url)
-    finally:
-        await database.drop()
+    currencies = await _on_a_new_postgres_database(_transactions_before_and_after_0014)
     assert currencies == {"pool": "JPY", "match": None}
