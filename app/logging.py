@@ -116,24 +116,22 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
-        answering = False
+        answering = cut_off = False
 
         async def receive_watching() -> ReceiveMessage:
-            nonlocal status
+            nonlocal cut_off
             message = await receive()
-            if message["type"] == "http.disconnect" and not answering:
-                # Cut off before any answer: the client left, or the server refused the rest
-                # of the request (a broken body: uvicorn answered 400 itself). Whatever the
-                # app answers now reaches nobody, so it is not the status of this request.
-                status = CLIENT_CLOSED_REQUEST
+            # Cut off before any answer: the client left, or the server refused the rest of the
+            # request (a broken body: uvicorn answered 400 itself). Whatever the app answers
+            # now reaches nobody, so it is not the status of this request.
+            cut_off = cut_off or (message["type"] == "http.disconnect" and not answering)
             return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, answering
             if message["type"] == "http.response.start":
                 answering = True
-                if status != CLIENT_CLOSED_REQUEST:
-                    status = message["status"]
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -148,7 +146,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                     "request",
                     method=scope.get("method", ""),
                     path=scope["path"],
-                    status=status,
+                    status=CLIENT_CLOSED_REQUEST if cut_off else status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()

@@ -102,7 +102,7 @@ def _complaint_query() -> Any:
             COMPLAINTS,
             TRANSACTIONS.c.subject_type,
             TRANSACTIONS.c.subject_id,
-            TRANSACTIONS.c.currency.label("transaction_currency"),
+            TRANSACTIONS.c.currency,
             filer.c.display_name.label("filer_display_name"),
             accused.c.display_name.label("accused_display_name"),
         )
@@ -116,10 +116,15 @@ def _complaint_view(row: Any) -> ComplaintView:
     values = dict(row._mapping)
     extra = {
         name: values.pop(name)
-        for name in ("subject_type", "subject_id", "filer_display_name", "accused_display_name")
+        for name in (
+            "subject_type",
+            "subject_id",
+            "currency",
+            "filer_display_name",
+            "accused_display_name",
+        )
     }
-    currency = values.pop("transaction_currency")
-    return ComplaintView(complaint=Complaint(**values), currency=currency, **extra)
+    return ComplaintView(complaint=Complaint(**values), **extra)
 
 
 async def list_complaints(
@@ -159,30 +164,31 @@ async def get_complaint(
 
 
 async def _payout_currency(
-    session: AsyncSession, complaint: Complaint, requested: str | None
+    session: AsyncSession, view: ComplaintView, requested: str | None
 ) -> str:
     """The currency of a payout: the protected pool's. Purchase protection pays a member of a
     protected pool whose complaint against its organizer is upheld; nothing else is paid out
     of the insurance fund, and never in another currency than the pool's."""
-    transaction = (
+    complaint = view.complaint
+    protected = (
         await session.execute(
-            select(TRANSACTIONS.c.protected, TRANSACTIONS.c.currency).where(
+            select(TRANSACTIONS.c.protected).where(
                 TRANSACTIONS.c.row_id == complaint.transaction_row_id
             )
         )
-    ).one()
+    ).scalar_one()
     roles = await party_roles(
         session, complaint.transaction_row_id, [complaint.filer_id, complaint.accused_id]
     )
     if not (
-        transaction.protected
+        protected
         and roles.get(complaint.filer_id) is PartyRole.MEMBER
         and roles.get(complaint.accused_id) is PartyRole.ORGANIZER
     ):
         raise InvalidDecision(
             "a payout is only for a member's complaint against the organizer of a protected pool"
         )
-    currency: str | None = transaction.currency
+    currency = view.currency
     if currency is None:  # registered before transactions recorded their currency
         if requested is None:
             raise InvalidDecision("name the payout's currency: the pool's is not on record")
@@ -222,7 +228,7 @@ async def decide_complaint(
             raise ConflictOfInterest("an admin may not decide a complaint they are a party of")
         payout_currency: str | None = None
         if payout_minor:
-            payout_currency = await _payout_currency(session, complaint, currency)
+            payout_currency = await _payout_currency(session, view, currency)
         decided = await session.execute(
             update(COMPLAINTS)
             .where(
