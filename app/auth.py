@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,10 +34,10 @@ from app.accounts.models import Role, User
 from app.accounts.service import (
     AUTH_STATES_MAX_USERS,
     AuthState,
-    load_auth_state,
     load_auth_states,
 )
 from app.db import ReadSessionMaker
+from app.errors import ServiceBusy
 from app.settings import Settings
 
 log = structlog.get_logger("copool.auth")
@@ -67,6 +68,12 @@ class Principal(msgspec.Struct, frozen=True):
 
     user_id: UUID
     roles: frozenset[Role]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a read's failure as seen: the requests that waited for it may all have gone."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Entry:
@@ -107,6 +114,10 @@ class AuthCache:
         self._clock = clock
         self._spread = spread
         self._entries: dict[UUID, _Entry] = {}
+        # Misses waiting for the next read, and those of the read under way.
+        self._waiting: dict[UUID, asyncio.Future[AuthState | None]] = {}
+        self._reading: dict[UUID, asyncio.Future[AuthState | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
         # Bumped by every invalidation: a load that overlapped one may have read the old row,
         # so its result is used for that request but not kept.
         self._generation = 0
@@ -116,23 +127,59 @@ class AuthCache:
         """How often `keep_fresh` looks for entries about to expire."""
         return max(self._ttl_s / REFRESHES_PER_TTL, MIN_REFRESH_INTERVAL_S)
 
-    async def get(
-        self, user_id: UUID, load: Callable[[UUID], Awaitable[AuthState | None]]
-    ) -> AuthState | None:
+    async def get(self, user_id: UUID, load_many: LoadMany) -> AuthState | None:
+        """The user's cached state, or, on a miss, the state read for it: the misses of every
+        request waiting meanwhile are read together, AUTH_STATES_MAX_USERS to a statement (a
+        crowd of users arriving at once costs a few reads, not one each)."""
         entry = self._entries.get(user_id)
-        now = self._clock()
-        if entry is not None and entry.expires_at > now:
+        if entry is not None and entry.expires_at > self._clock():
             entry.used = True
             return entry.state
-        generation = self._generation
-        state = await load(user_id)
-        if self._ttl_s > 0 and generation == self._generation:
-            if len(self._entries) >= self._max_entries:
-                del self._entries[next(iter(self._entries))]  # the oldest insertion
-            self._entries.pop(user_id, None)
-            lifetime = self._ttl_s * (1 - TTL_SPREAD * self._spread())
-            self._entries[user_id] = _Entry(now + lifetime, state)
-        return state
+        future = self._waiting.get(user_id) or self._reading.get(user_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_retrieve)
+            self._waiting[user_id] = future
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read_waiting(load_many))
+        # Shielded: a request that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(future)
+
+    async def _read_waiting(self, load_many: LoadMany) -> None:
+        """Read the waiting misses, a statement at a time, until none is left."""
+        try:
+            while self._waiting:
+                chunk = list(itertools.islice(self._waiting, AUTH_STATES_MAX_USERS))
+                self._reading = {user_id: self._waiting.pop(user_id) for user_id in chunk}
+                generation, read_at = self._generation, self._clock()
+                try:
+                    states = await load_many(chunk)
+                except Exception as exc:  # each request answers it (503 for a database down)
+                    for future in self._reading.values():
+                        future.set_exception(exc)
+                    continue
+                # A change announced during the read may have been read before it: what was
+                # read answers these requests but is not kept.
+                keep = self._ttl_s > 0 and generation == self._generation
+                for user_id, future in self._reading.items():
+                    state = states.get(user_id)
+                    if keep:
+                        self._put(user_id, state, read_at)
+                    future.set_result(state)
+                self._reading = {}
+        finally:
+            self._reader = None
+            for future in [*self._reading.values(), *self._waiting.values()]:
+                if not future.done():  # cancelled (a shutdown): nobody waits forever
+                    future.set_exception(ServiceBusy("the sign-in check was interrupted"))
+            self._reading, self._waiting = {}, {}
+
+    def _put(self, user_id: UUID, state: AuthState | None, read_at: float) -> None:
+        if len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]  # the oldest insertion
+        self._entries.pop(user_id, None)
+        lifetime = self._ttl_s * (1 - TTL_SPREAD * self._spread())
+        self._entries[user_id] = _Entry(read_at + lifetime, state)
 
     async def refresh(self, load_many: LoadMany) -> int:
         """Reload every entry that expires before the next refresh is due and that a request used
@@ -217,7 +264,9 @@ class AuthCache:
 
 
 def auth_states_loader(read_sessionmaker: ReadSessionMaker) -> LoadMany:
-    """What `AuthCache.keep_fresh` reads with: one read session a refresh."""
+    """What the auth cache reads with: one read session a statement. A read session never
+    holds a write lock on SQLite; on PostgreSQL its statement borrows a pooled connection of
+    its own and the session never begins."""
 
     async def load_many(user_ids: Sequence[UUID]) -> dict[UUID, AuthState]:
         async with read_sessionmaker() as session:
@@ -254,21 +303,8 @@ async def retrieve_principal(
     except (ValueError, TypeError):
         return None
     state = connection.app.state
-
-    async def load(uid: UUID) -> AuthState | None:
-        # A read session: on SQLite it takes no write lock, so the request that refreshes an
-        # expired entry never queues behind writers (that was the reads' p99 under writes). On
-        # PostgreSQL the read borrows a pooled connection of its own and the session never
-        # begins: closing it would only cost time (see app/deps.py provide_reader).
-        session = state.read_sessionmaker()
-        try:
-            return await load_auth_state(session, uid)
-        finally:
-            if session.in_transaction():
-                await session.__aexit__(None, None, None)
-
     cache: AuthCache = state.auth_cache
-    auth = await cache.get(user_id, load)
+    auth = await cache.get(user_id, state.load_auth_states)
     if auth is None or auth.deactivated:
         return None
     if auth.banned:

@@ -177,6 +177,16 @@ async def driver_fetchrow(session: AsyncSession, query: str, *args: Any) -> Any:
     this statement and gives it straight back; any other session runs it on its own
     connection, inside whatever transaction it has.
     """
+    return await _driver_call(session, "fetchrow", query, args)
+
+
+async def driver_fetch(session: AsyncSession, query: str, *args: Any) -> list[Any]:
+    """Every row of `query`, as `driver_fetchrow` runs it."""
+    rows: list[Any] = await _driver_call(session, "fetch", query, args)
+    return rows
+
+
+async def _driver_call(session: AsyncSession, method: str, query: str, args: Any) -> Any:
     bind = session.bind
     if (
         not isinstance(session, ReadSession)
@@ -186,7 +196,7 @@ async def driver_fetchrow(session: AsyncSession, query: str, *args: Any) -> Any:
         connection = await session.connection()
         pooled = await connection.get_raw_connection()
         try:
-            return await pooled.driver_connection.fetchrow(query, *args)  # type: ignore[union-attr]
+            return await getattr(pooled.driver_connection, method)(query, *args)
         except Exception as exc:
             error = _sqlalchemy_error(session.get_bind().dialect, pooled, exc, query, args)
             if error is None:
@@ -197,7 +207,7 @@ async def driver_fetchrow(session: AsyncSession, query: str, *args: Any) -> Any:
     engine = bind.sync_engine
     pooled = await _borrow(engine)
     try:
-        row = await pooled.driver_connection.fetchrow(query, *args)  # type: ignore[union-attr]
+        answer = await getattr(pooled.driver_connection, method)(query, *args)
     except BaseException as exc:
         error = _sqlalchemy_error(engine.dialect, pooled, exc, query, args)
         await _give_back(pooled, exc)
@@ -205,7 +215,7 @@ async def driver_fetchrow(session: AsyncSession, query: str, *args: Any) -> Any:
             raise
         raise error from error.orig
     await _give_back(pooled, None)
-    return row
+    return answer
 
 
 async def _borrow(engine: Any) -> PoolProxiedConnection:

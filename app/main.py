@@ -105,10 +105,12 @@ def create_app(
         app.state.auth_cache = auth_cache = AuthCache(ttl_s=settings.auth_cache_ttl_s)
         #: Pass to account use cases: forgets the user here and announces it to other processes.
         app.state.notify_auth_change = auth_change_notifier(auth_cache, redis)
-        auth_listener = asyncio.create_task(auth_cache.listen(redis))
-        auth_refresher = asyncio.create_task(
-            auth_cache.keep_fresh(auth_states_loader(app.state.read_sessionmaker))
+        #: What the auth cache reads users' roles and standing with.
+        app.state.load_auth_states = load_auth_states = auth_states_loader(
+            app.state.read_sessionmaker
         )
+        auth_listener = asyncio.create_task(auth_cache.listen(redis))
+        auth_refresher = asyncio.create_task(auth_cache.keep_fresh(load_auth_states))
         sequencer = asyncio.create_task(
             run_chain_writer(app.state.sessionmaker, interval_s=settings.ledger_chain_interval_s)
         )

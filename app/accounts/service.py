@@ -31,7 +31,7 @@ from app.accounts.errors import (
     UserNotFound,
 )
 from app.accounts.models import DISPLAY_NAME_MAX_CHARS, EMAIL_MAX_CHARS, Role, User
-from app.db import AsyncSession, driver_fetchrow, on_postgres, one_of
+from app.db import AsyncSession, driver_fetch, on_postgres
 from app.errors import ServiceBusy
 from app.text import clean_name
 from app.uow import UnitOfWork
@@ -128,24 +128,11 @@ class AuthState(msgspec.Struct, frozen=True):
     version: int
 
 
-_PG_AUTH_STATE = "SELECT roles, banned_at, deactivated_at, auth_version FROM users WHERE id = $1"
-
-
-async def load_auth_state(session: AsyncSession, user_id: UUID) -> AuthState | None:
-    """The user's current roles and standing, or None if no such user exists."""
-    row: Any
-    if on_postgres(session):
-        # A request whose user has no fresh entry in the auth cache makes this read: straight
-        # to the driver, on a pooled connection borrowed for it alone (as the wallet read does).
-        row = await driver_fetchrow(session, _PG_AUTH_STATE, user_id)
-    else:
-        query = select(User.roles, User.banned_at, User.deactivated_at, User.auth_version)
-        row = (await session.exec(query.where(User.id == user_id))).first()
-    return None if row is None else _auth_state(*row)
-
-
 #: Put a limit on everything: at most this many users are read by one statement.
 AUTH_STATES_MAX_USERS = 1_000
+_PG_AUTH_STATES = (
+    "SELECT id, roles, banned_at, deactivated_at, auth_version FROM users WHERE id = ANY ($1)"
+)
 
 
 async def load_auth_states(
@@ -157,11 +144,21 @@ async def load_auth_states(
         raise ValueError(f"at most {AUTH_STATES_MAX_USERS} users at a time")
     if not user_ids:
         return {}
-    users: Table = User.__table__  # type: ignore[attr-defined]
-    query = sa_select(
-        users.c.id, users.c.roles, users.c.banned_at, users.c.deactivated_at, users.c.auth_version
-    ).where(one_of(session, users.c.id, user_ids))
-    rows = (await session.execute(query)).all()
+    rows: Sequence[Any]
+    if on_postgres(session):
+        # The auth cache's reads (a request's user missing from it, or its refresh): straight
+        # to the driver, on a pooled connection borrowed for this statement alone.
+        rows = await driver_fetch(session, _PG_AUTH_STATES, list(user_ids))
+    else:
+        users: Table = User.__table__  # type: ignore[attr-defined]
+        query = sa_select(
+            users.c.id,
+            users.c.roles,
+            users.c.banned_at,
+            users.c.deactivated_at,
+            users.c.auth_version,
+        ).where(users.c.id.in_(list(user_ids)))
+        rows = (await session.execute(query)).all()
     return {row[0]: _auth_state(*row[1:]) for row in rows}
 
 

@@ -16,8 +16,8 @@ from sqlalchemy import event
 
 from app.accounts import service
 from app.accounts.models import Role
-from app.auth import Principal, announce_auth_change, require_role
-from app.db import SessionMaker
+from app.auth import Principal, announce_auth_change, auth_states_loader, require_role
+from app.db import SessionMaker, create_read_sessionmaker
 from app.main import create_app, create_redis
 from app.settings import Settings
 from app.uow import UnitOfWork
@@ -237,7 +237,7 @@ async def test_concurrent_grants_both_land(
     assert user.auth_version == 2
 
 
-async def test_a_cache_refresh_reads_the_roles_and_standing_of_several_users(
+async def test_the_auth_cache_reads_the_roles_and_standing_of_several_users(
     client: AsyncTestClient[Any], sessionmaker: SessionMaker
 ) -> None:
     driver, banned = [uuid.UUID((await sign_up(client))[0]) for _ in range(2)]
@@ -263,8 +263,11 @@ async def test_a_cache_refresh_reads_the_roles_and_standing_of_several_users(
         assert not states[driver].banned
         assert states[banned].banned
         assert not states[banned].deactivated
-        assert states[driver] == await service.load_auth_state(session, driver)
         with pytest.raises(ValueError, match="at most"):
             await service.load_auth_states(
                 session, [uuid.uuid4() for _ in range(service.AUTH_STATES_MAX_USERS + 1)]
             )
+    # What the app reads with: a read session (on PostgreSQL, a connection borrowed for the
+    # statement alone).
+    load_many = auth_states_loader(create_read_sessionmaker(sessionmaker.kw["bind"]))
+    assert await load_many([driver, ghost]) == {driver: states[driver]}
