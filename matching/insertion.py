@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,12 +28,15 @@ from matching.feasibility import (
     Trip,
     plan_points,
 )
-from matching.routing import Router, is_symmetric, measure_legs
+from matching.geometry import unit_vectors
+from matching.routing import Router, chord_measure, is_symmetric, measure_legs
 from matching.threads import map_chunks
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
 Bools = NDArray[np.bool_]
+#: Points as the router measures them, one array a coordinate (Plans.columns).
+Columns = list[Floats]
 
 #: Rounding slack on the detour and window comparisons (km, s), as in feasibility.
 _EPSILON = 1e-9
@@ -76,6 +80,11 @@ class Plans:
         self.joined: dict[int, int] = {}
         self._own_legs: tuple[Floats, Floats] | None = None
         self._own_legs_of: RiderArrays | None = None
+        self._rider_columns: tuple[Columns, Columns] | None = None
+        self._rider_columns_of: RiderArrays | None = None
+        #: A router on the sphere measures between unit vectors: the points are converted once
+        #: (their columns x, y, z), not at every leg.
+        self.chords = chord_measure(router)
         self.lats[:, 0], self.lons[:, 0] = arrays.origin_lats, arrays.origin_lons
         self.lats[:, 1:] = arrays.destination_lats[:, None]
         self.lons[:, 1:] = arrays.destination_lons[:, None]
@@ -98,6 +107,8 @@ class Plans:
                 else:
                     self.seats_change[t, k] = -own.seats
                     self.latest[t, k] = promised_dropoff_s + limits.max_added_delay_s
+        if self.chords is not None:
+            self.xs, self.ys, self.zs = unit_vectors(self.lats, self.lons)
         self.leg_km = np.zeros((n_trips, width))
         self.leg_s = np.zeros((n_trips, width))
         self.arrival = np.zeros((n_trips, width))
@@ -105,17 +116,34 @@ class Plans:
         self.route_km = np.zeros(n_trips)
         self._measure(np.arange(n_trips, dtype=np.int64))
 
+    @property
+    def columns(self) -> Columns:
+        """The plans' points as the router measures them: x, y, z or latitude, longitude."""
+        return [self.xs, self.ys, self.zs] if self.chords is not None else [self.lats, self.lons]
+
+    def rider_columns(self, riders: RiderArrays) -> tuple[Columns, Columns]:
+        """The riders' pickups and drop-offs as `columns` has the plans' points, made once."""
+        if self._rider_columns is None or self._rider_columns_of is not riders:
+            self._rider_columns_of = riders
+            pickups = [riders.pickup_lats, riders.pickup_lons]
+            dropoffs = [riders.dropoff_lats, riders.dropoff_lons]
+            if self.chords is not None:
+                pickups = list(unit_vectors(*pickups))
+                dropoffs = list(unit_vectors(*dropoffs))
+            self._rider_columns = pickups, dropoffs
+        return self._rider_columns
+
+    def legs(self, a: Columns, b: Columns) -> tuple[Floats, Floats]:
+        """Road km and seconds from the points a to the points b (as `columns` has them)."""
+        if self.chords is not None:
+            return self.chords((a[0], a[1], a[2]), (b[0], b[1], b[2]))
+        return measure_legs(self.router, a[0], a[1], b[0], b[1])
+
     def own_legs(self, riders: RiderArrays) -> tuple[Floats, Floats]:
         """Each rider's own leg, pickup to drop-off (km, s), measured once."""
         if self._own_legs is None or self._own_legs_of is not riders:
             self._own_legs_of = riders
-            self._own_legs = measure_legs(
-                self.router,
-                riders.pickup_lats,
-                riders.pickup_lons,
-                riders.dropoff_lats,
-                riders.dropoff_lons,
-            )
+            self._own_legs = self.legs(*self.rider_columns(riders))
         return self._own_legs
 
     def _measure(self, t: Ints) -> None:
@@ -125,12 +153,9 @@ class Plans:
         n = self.n[t]
         rows, ks = np.nonzero(np.arange(self.width - 1)[None, :] <= n[:, None])
         trip_rows = t[rows]
-        km, seconds = measure_legs(
-            self.router,
-            self.lats[trip_rows, ks],
-            self.lons[trip_rows, ks],
-            self.lats[trip_rows, ks + 1],
-            self.lons[trip_rows, ks + 1],
+        columns = self.columns
+        km, seconds = self.legs(
+            [c[trip_rows, ks] for c in columns], [c[trip_rows, ks + 1] for c in columns]
         )
         leg_km = np.zeros((len(t), self.width))
         leg_s = np.zeros((len(t), self.width))
@@ -168,7 +193,7 @@ class Plans:
         old = np.maximum(source, 0)
         is_pickup, is_dropoff = source == -1, source == -2
         delay = self.limits.max_added_delay_s
-        for name, pickup_value, dropoff_value in (
+        changes: list[tuple[str, NDArray[Any], NDArray[Any]]] = [
             ("lats", riders.pickup_lats[r], riders.dropoff_lats[r]),
             ("lons", riders.pickup_lons[r], riders.dropoff_lons[r]),
             (
@@ -179,7 +204,14 @@ class Plans:
             ("seats_change", riders.seats[r], -riders.seats[r]),
             ("rider", r, r),
             ("pickup", np.ones(len(t), dtype=np.bool_), np.zeros(len(t), dtype=np.bool_)),
-        ):
+        ]
+        if self.chords is not None:
+            pickups, dropoffs = self.rider_columns(riders)
+            changes += [
+                (name, pickup[r], dropoff[r])
+                for name, pickup, dropoff in zip(("xs", "ys", "zs"), pickups, dropoffs, strict=True)
+            ]
+        for name, pickup_value, dropoff_value in changes:
             table = getattr(self, name)
             rows = np.take_along_axis(table[t], old, axis=1)
             rows = np.where(is_pickup, pickup_value[:, None], rows)
@@ -323,26 +355,26 @@ def _evaluate(
     where: Ints,
 ) -> None:
     """best_insertions for pairs whose trips all have n stops; results into out[where]."""
-    router = plans.router
-    p_lat, p_lon = riders.pickup_lats[r], riders.pickup_lons[r]
-    q_lat, q_lon = riders.dropoff_lats[r], riders.dropoff_lons[r]
-    lats, lons = plans.lats[t], plans.lons[t]
+    pickups, dropoffs = plans.rider_columns(riders)
+    p, q = [c[r] for c in pickups], [c[r] for c in dropoffs]
+    points = [c[t] for c in plans.columns]
 
-    def legs(a_lat: Floats, a_lon: Floats, b_lat: Floats, b_lon: Floats) -> tuple[Floats, Floats]:
-        return measure_legs(router, a_lat, a_lon, b_lat, b_lon)
+    def at(k: int) -> Columns:
+        return [c[:, k] for c in points]
 
+    legs = plans.legs
     # Legs from each point of the plan to the pickup and from the pickup to the next point; the
     # same for the drop-off. A symmetric router answers each pair of points once.
-    to_p = [legs(lats[:, k], lons[:, k], p_lat, p_lon) for k in range(n + 1)]
-    to_q = [legs(lats[:, k], lons[:, k], q_lat, q_lon) if k else None for k in range(n + 1)]
-    if is_symmetric(router):
+    to_p = [legs(at(k), p) for k in range(n + 1)]
+    to_q = [legs(at(k), q) if k else None for k in range(n + 1)]
+    if is_symmetric(plans.router):
         p_to = to_p[1:]
         q_to: list[tuple[Floats, Floats]] = [leg for leg in to_q[1:] if leg is not None] + [
-            legs(q_lat, q_lon, lats[:, n + 1], lons[:, n + 1])
+            legs(q, at(n + 1))
         ]
     else:
-        p_to = [legs(p_lat, p_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n)]
-        q_to = [legs(q_lat, q_lon, lats[:, k + 1], lons[:, k + 1]) for k in range(n + 1)]
+        p_to = [legs(p, at(k + 1)) for k in range(n)]
+        q_to = [legs(q, at(k + 1)) for k in range(n + 1)]
     pq_km, pq_s = own_leg
     leg_km, arrival, latest, load = (
         plans.leg_km[t],

@@ -13,6 +13,7 @@ it is `symmetric`; batch matching asks it that way, and leg by leg when it canno
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Protocol
 
@@ -24,6 +25,7 @@ from matching.geometry import (
     HAVERSINE_MAX_RELATIVE_ERROR,
     Point,
     geodesic_km,
+    great_circle_from_chords_km,
     great_circle_km,
     haversine_km,
 )
@@ -110,6 +112,17 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
     def duration_s(self, a: Point, b: Point) -> float:
         return self.distance_km(a, b) / self.average_speed_kmh * SECONDS_PER_HOUR
 
+    def measure_chords(
+        self, a: tuple[Floats, Floats, Floats], b: tuple[Floats, Floats, Floats]
+    ) -> tuple[Floats, Floats]:
+        """measure_legs for points given as unit vectors (geometry.unit_vectors), on the sphere
+        only: a batch that measures the same points again and again converts them once."""
+        if self.earth != Earth.SPHERE:
+            raise ValueError("chords measure on the sphere only")
+        km = great_circle_from_chords_km(a, b) * self.circuity_factor
+        seconds: Floats = km / self.average_speed_kmh * SECONDS_PER_HOUR
+        return km, seconds
+
     def measure_legs(
         self, a_lats: Floats, a_lons: Floats, b_lats: Floats, b_lons: Floats
     ) -> tuple[Floats, Floats]:
@@ -133,6 +146,17 @@ class EstimatingRouter(msgspec.Struct, frozen=True, kw_only=True):
             )
         seconds: Floats = km / self.average_speed_kmh * SECONDS_PER_HOUR
         return km, seconds
+
+
+Vectors = tuple[Floats, Floats, Floats]
+ChordMeasure = Callable[[Vectors, Vectors], tuple[Floats, Floats]]
+
+
+def chord_measure(router: Router) -> ChordMeasure | None:
+    """The router's measure of legs between unit vectors, if it measures on the sphere."""
+    if isinstance(router, EstimatingRouter) and router.earth == Earth.SPHERE:
+        return router.measure_chords
+    return None
 
 
 def min_circuity(router: Router) -> float:

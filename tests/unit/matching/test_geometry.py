@@ -16,10 +16,12 @@ from matching.geometry import (
     angle_between_deg,
     bearing_deg,
     geodesic_km,
+    great_circle_from_chords_km,
     haversine_km,
     intermediate_point,
+    unit_vectors,
 )
-from matching.routing import EstimatingRouter, min_circuity
+from matching.routing import Earth, EstimatingRouter, chord_measure, measure_legs, min_circuity
 
 latitudes = st.floats(-90, 90)
 longitudes = st.floats(-180, 180)
@@ -129,3 +131,35 @@ def test_a_router_that_says_nothing_of_its_circuity_is_taken_as_at_least_the_geo
 def test_an_estimating_router_with_impossible_settings_is_refused(values: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be within"):
         EstimatingRouter(**values)
+
+
+@given(a=points, b=points)
+def test_the_great_circle_from_unit_vectors_is_the_haversine(a: Point, b: Point) -> None:
+    lats, lons = np.array([a.lat, a.lat]), np.array([a.lon, a.lon])
+    other = unit_vectors(np.array([b.lat, a.lat]), np.array([b.lon, a.lon]))
+    chords = great_circle_from_chords_km(unit_vectors(lats, lons), other)
+    assert chords[0] == pytest.approx(float(haversine_km(a.lat, a.lon, b.lat, b.lon)), abs=1e-9)
+    assert chords[1] == 0.0  # a point to itself
+
+
+def test_the_great_circle_from_unit_vectors_of_antipodes_is_half_the_circumference() -> None:
+    a = unit_vectors(np.array([0.0, 90.0]), np.array([0.0, 0.0]))
+    b = unit_vectors(np.array([0.0, -90.0]), np.array([180.0, 0.0]))
+    assert great_circle_from_chords_km(a, b).tolist() == pytest.approx([math.pi * 6371.0088] * 2)
+
+
+def test_a_router_on_the_sphere_measures_unit_vectors_as_it_measures_degrees() -> None:
+    sphere = EstimatingRouter(average_speed_kmh=80.0, earth=Earth.SPHERE)
+    measure = chord_measure(sphere)
+    assert measure is not None
+    rng = np.random.default_rng(3)
+    a_lats, b_lats = rng.uniform(20, 45, 50), rng.uniform(20, 45, 50)
+    a_lons, b_lons = rng.uniform(100, 125, 50), rng.uniform(100, 125, 50)
+    km, seconds = measure(unit_vectors(a_lats, a_lons), unit_vectors(b_lats, b_lons))
+    expected_km, expected_s = measure_legs(sphere, a_lats, a_lons, b_lats, b_lons)
+    np.testing.assert_allclose(km, expected_km, rtol=1e-12)
+    np.testing.assert_allclose(seconds, expected_s, rtol=1e-12)
+    ellipsoid = EstimatingRouter(average_speed_kmh=80.0)
+    assert chord_measure(ellipsoid) is None  # the geodesic has no such shortcut
+    with pytest.raises(ValueError, match="sphere"):
+        ellipsoid.measure_chords(unit_vectors(a_lats, a_lons), unit_vectors(b_lats, b_lons))

@@ -196,6 +196,25 @@ def test_legs_measured_in_bulk_are_the_routers_single_answers(router: Estimating
         assert seconds[k] == pytest.approx(router.duration_s(a, b), rel=1e-12)
 
 
+@pytest.mark.parametrize("router", [SPHERE, ELLIPSOID])
+def test_plans_on_the_sphere_measure_their_legs_from_unit_vectors(router: EstimatingRouter) -> None:
+    batch = dense_city(11)
+    trips = list(batch.trips)
+    plans = Plans(
+        trips,
+        TripArrays.of(trips, router),
+        router=router,
+        limits=InsertionLimits(max_added_delay_s=600.0),
+        max_new_riders=1,
+    )
+    assert (plans.chords is not None) == (router.earth == Earth.SPHERE)
+    assert len(plans.columns) == (3 if router.earth == Earth.SPHERE else 2)
+    km, _ = measure_legs(
+        router, plans.lats[:, 0], plans.lons[:, 0], plans.lats[:, 1], plans.lons[:, 1]
+    )
+    np.testing.assert_allclose(plans.leg_km[:, 0], km, rtol=1e-12)
+
+
 def test_a_router_without_bulk_legs_is_asked_leg_by_leg() -> None:
     class Manhattan:
         def distance_km(self, a: Point, b: Point) -> float:
