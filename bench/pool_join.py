@@ -15,7 +15,7 @@
   for both: every pool's committed quantity in the database against the number of 201 answers
 
 With 1,000 members a member joins the hot pool many times: copool's later joins raise the member's
-quantity (void the old hold, hold the new total); the straightforward app inserts a row each time.
+quantity (one more hold, of what the raise adds); the straightforward app inserts a row each time.
 
 Load: LOAD_PROCESSES processes (not the servers'), each an asyncio loop (uvloop) with its share of
 the CLIENTS connections: a minimal HTTP/1.1 keep-alive client (one request in flight per

@@ -131,9 +131,13 @@ class Join(SQLModel, table=True):
     user_id: UUID = Field(foreign_key="users.id", nullable=False)
     quantity: int = Field(sa_column=Column(Integer, nullable=False))
     held_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
-    #: The ledger hold of this join's current quantity; a raise replaces it (version + 1).
+    #: The join's newest ledger hold. Each version holds what it added (a raise: its quantity
+    #: at the first tier's price), so the join's holds are those of versions first_version ..
+    #: version (`hold_ids`), held_minor in all.
     hold_id: str = Field(max_length=120)
     version: int = Field(sa_column=Column(Integer, nullable=False))
+    #: The version that made the join active (its first join, or a join after leaving).
+    first_version: int = Field(sa_column=Column(Integer, nullable=False, server_default=text("0")))
     status: str = Field(sa_column=Column(String(16), nullable=False))
     #: The request (derived from its Idempotency-Key) that last changed this join: its retry
     #: after a crash answers the join instead of adding the quantity again.
@@ -156,6 +160,7 @@ class JoinRecord(msgspec.Struct, frozen=True, kw_only=True):
     held_minor: int
     hold_id: str
     version: int
+    first_version: int
     status: str
     last_request: str | None
     charged_minor: int

@@ -117,3 +117,18 @@ def settlement(
     return Settlement(
         unit_price_minor=price, total_minor=total, fee_minor=fee, payout_minor=total - fee
     )
+
+
+def captures(held_minor: Sequence[int], charge_minor: int) -> list[int]:
+    """What to capture of each of a join's holds (oldest first) to charge `charge_minor`: each
+    hold in full until the charge is met, then the part that meets it, then nothing (those
+    holds are released). The holds must cover the charge."""
+    if charge_minor < 0 or charge_minor > sum(held_minor):
+        raise ValueError("the holds do not cover the charge")
+    taken = []
+    left = charge_minor
+    for amount in held_minor:
+        part = min(amount, left)
+        taken.append(part)
+        left -= part
+    return taken

@@ -274,6 +274,7 @@ def _new_join(pool: Pool, user_id: UUID, now: datetime) -> JoinRecord:
         held_minor=0,
         hold_id="",
         version=0,
+        first_version=0,
         status=JoinStatus.ACTIVE.value,
         last_request=None,
         charged_minor=0,
@@ -289,9 +290,23 @@ def _row(join: JoinRecord) -> dict[str, Any]:
     return values
 
 
+def _hold_id(pool_id: UUID, join_id: UUID, version: int) -> str:
+    return f"pool:{pool_id}:join:{join_id}:v{version}"
+
+
+def hold_ids(join: JoinRecord) -> list[str]:
+    """The ledger holds of an active join, oldest first: one a version since it became
+    active, each of what that version added."""
+    return [
+        _hold_id(join.pool_id, join.id, version)
+        for version in range(max(1, join.first_version), join.version + 1)
+    ]
+
+
 def _hold_spec(pool: Pool, join: JoinRecord, amount_minor: int, version: int) -> TransferSpec:
+    """The hold of the join's `version`: `amount_minor`, what that version adds."""
     return TransferSpec(
-        id=f"pool:{pool.id}:join:{join.id}:v{version}",
+        id=_hold_id(pool.id, join.id, version),
         debit=wallet_account(join.user_id, pool.currency),
         credit=pool_escrow(pool),
         amount_minor=amount_minor,
@@ -358,22 +373,20 @@ async def _join_once(
             except IntegrityError:
                 raise JoinConflict("another join of yours to this pool is in progress") from None
         version = join.version + 1
-        hold = _hold_spec(pool, join, amount, version)
-        previous_hold = join.hold_id if active else None
+        # A raise holds what it adds, beside the join's holds so far.
+        hold = _hold_spec(pool, join, amount - (join.held_minor if active else 0), version)
         values = {
             "quantity": total,
             "held_minor": amount,
             "hold_id": hold.id,
             "version": version,
+            "first_version": join.first_version if active else version,
             "status": JoinStatus.ACTIVE.value,
             "last_request": request_id,
             "updated_at": now,
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
         join = msgspec.structs.replace(join, **values)
-        if previous_hold is not None:
-            # The raise replaces the hold: release the old one, hold the new total.
-            await ledger.void(session, hold_id=previous_hold, now=now)
         try:
             await ledger.hold(session, hold, now=now)
         except InsufficientFunds:
@@ -427,7 +440,7 @@ async def _pool_and_joins(
 
 
 class _Plan(msgspec.Struct, frozen=True, kw_only=True):
-    """A join the batch will make: its row as it will be and the hold that replaces the old."""
+    """A join the batch will make: its row as it will be and the hold of what it adds."""
 
     index: int
     join: JoinRecord
@@ -437,7 +450,6 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
     new_member: bool
     added: int
     hold: TransferSpec
-    previous_hold: str | None
 
 
 BatchAnswer = Joined | Exception | Fallback
@@ -609,12 +621,7 @@ async def _write_batch(
     (nothing was written). Raises OutcomeUnknown if the call was lost on its way."""
     raised = [plan.join for plan in plans if not plan.is_new]
     first = [plan.join for plan in plans if plan.is_new]
-    holds = ledger.replace_holds_args(
-        [plan.previous_hold for plan in plans if plan.previous_hold],
-        [plan.hold for plan in plans],
-        ids=ids,
-        now=now,
-    )
+    holds = ledger.replace_holds_args((), [plan.hold for plan in plans], ids=ids, now=now)
     touched = {ids[ref.key] for plan in plans for ref in (plan.hold.debit, plan.hold.credit)}
     params = (
         pool.id,
@@ -696,13 +703,15 @@ def _plan(
     now: datetime,
 ) -> _Plan:
     before = join or _new_join(pool, ticket.user_id, now)
-    hold = _hold_spec(pool, before, amount, before.version + 1)
+    version = before.version + 1
+    hold = _hold_spec(pool, before, amount - (before.held_minor if active else 0), version)
     after = msgspec.structs.replace(
         before,
         quantity=total,
         held_minor=amount,
         hold_id=hold.id,
-        version=before.version + 1,
+        version=version,
+        first_version=before.first_version if active else version,
         status=JoinStatus.ACTIVE.value,
         last_request=ticket.request_id,
         updated_at=now,
@@ -715,11 +724,19 @@ def _plan(
         new_member=not active,
         added=ticket.quantity,
         hold=hold,
-        previous_hold=before.hold_id if active else None,
     )
 
 
-_CHANGED = ("quantity", "held_minor", "hold_id", "version", "status", "last_request", "updated_at")
+_CHANGED = (
+    "quantity",
+    "held_minor",
+    "hold_id",
+    "version",
+    "first_version",
+    "status",
+    "last_request",
+    "updated_at",
+)
 _JOIN_COLUMNS = (
     "id",
     "pool_id",
@@ -728,6 +745,7 @@ _JOIN_COLUMNS = (
     "held_minor",
     "hold_id",
     "version",
+    "first_version",
     "status",
     "last_request",
     "charged_minor",
@@ -738,21 +756,22 @@ _JOIN_COLUMNS = (
 #: reservation, one statement.
 _PG_WRITE_AND_RESERVE = """
 WITH written AS (
-INSERT INTO pool_joins (id, pool_id, user_id, quantity, held_minor, hold_id, version, status,
-                        last_request, charged_minor, created_at, updated_at)
+INSERT INTO pool_joins (id, pool_id, user_id, quantity, held_minor, hold_id, version,
+                        first_version, status, last_request, charged_minor, created_at, updated_at)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::bigint[], $6::text[],
-                     $7::integer[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[],
-                     $12::timestamptz[])
+                     $7::integer[], $8::integer[], $9::text[], $10::text[], $11::bigint[],
+                     $12::timestamptz[], $13::timestamptz[])
 ON CONFLICT (pool_id, user_id) DO UPDATE
    SET quantity = excluded.quantity, held_minor = excluded.held_minor,
-       hold_id = excluded.hold_id, version = excluded.version, status = excluded.status,
+       hold_id = excluded.hold_id, version = excluded.version,
+       first_version = excluded.first_version, status = excluded.status,
        last_request = excluded.last_request, updated_at = excluded.updated_at
 RETURNING 1
 )
 UPDATE pools
-   SET committed_quantity = committed_quantity + $13, participant_count = participant_count + $14
- WHERE id = $15 AND status = 'open' AND deadline > $16
-   AND committed_quantity + $13 <= max_quantity
+   SET committed_quantity = committed_quantity + $14, participant_count = participant_count + $15
+ WHERE id = $16 AND status = 'open' AND deadline > $17
+   AND committed_quantity + $14 <= max_quantity
 RETURNING committed_quantity
 """
 
@@ -807,17 +826,11 @@ async def _apply_plans(
     schedule: Scheduler | None,
     now: datetime,
 ) -> tuple[int, bool]:
-    """Write a batch's joins: replaced holds voided, new holds staged, join rows written, the
-    pool's quantity reserved with the one conditional UPDATE (which still refuses to oversell:
-    if it did refuse, everything here is rolled back and the joins go one by one)."""
+    """Write a batch's joins: their new holds staged, join rows written, the pool's quantity
+    reserved with the one conditional UPDATE (which still refuses to oversell: if it did
+    refuse, everything here is rolled back and the joins go one by one)."""
     session = uow.session
-    await ledger.replace_holds(
-        session,
-        [plan.previous_hold for plan in plans if plan.previous_hold],
-        [plan.hold for plan in plans],
-        now=now,
-        locked=locked,
-    )
+    await ledger.hold_all(session, [plan.hold for plan in plans], now=now, locked=locked)
     quantity = sum(plan.added for plan in plans)
     new_members = sum(plan.new_member for plan in plans)
     if on_postgres(session):
@@ -1027,7 +1040,8 @@ async def leave_pool(
         )
         if left.first() is None:
             raise PoolClosed("this join changed meanwhile; try again")
-        await ledger.void(session, hold_id=join.hold_id, now=now)
+        for hold_id in hold_ids(join):
+            await ledger.void(session, hold_id=hold_id, now=now)
         await trust.release_deposits(
             session, subject_type=SubjectType.POOL, subject_id=pool_id, user_ids=[user_id], now=now
         )
@@ -1192,10 +1206,22 @@ async def _settle_chunk(
             return 0
         succeeded = pool.status == PoolStatus.SUCCEEDED
         price = pool.final_unit_price_minor or 0
+        holds = {join.id: hold_ids(join) for join in joins}
+        held = (
+            await ledger.hold_amounts(session, [h for ids in holds.values() for h in ids])
+            if succeeded
+            else {}
+        )
         for join in joins:
             if succeeded:
                 charge = pricing.charge_minor(price, join.quantity, premium_bp=pool.premium_bp)
-                await ledger.capture(session, hold_id=join.hold_id, amount_minor=charge, now=now)
+                # The join's holds oldest first, captured up to the charge; the rest released.
+                taken = pricing.captures([held[h] for h in holds[join.id]], charge)
+                for hold_id, part in zip(holds[join.id], taken, strict=True):
+                    if part:
+                        await ledger.capture(session, hold_id=hold_id, amount_minor=part, now=now)
+                    else:
+                        await ledger.void(session, hold_id=hold_id, now=now)
                 premium = pricing.premium_minor(price, join.quantity, pool.premium_bp)
                 if premium:
                     await ledger.transfer(
@@ -1212,7 +1238,8 @@ async def _settle_chunk(
                     )
                 status, charged = JoinStatus.CHARGED, charge
             else:
-                await ledger.void(session, hold_id=join.hold_id, now=now)
+                for hold_id in holds[join.id]:
+                    await ledger.void(session, hold_id=hold_id, now=now)
                 status, charged = JoinStatus.RELEASED, 0
             await session.execute(
                 update(JOINS)

@@ -250,6 +250,16 @@ def replace_holds_args(
     return postgres.replace_set_params(list(void_ids), rows, ids, now)
 
 
+async def hold_amounts(session: AsyncSession, hold_ids: Sequence[str]) -> dict[str, int]:
+    """The amount of each of these holds (minor units) by id; ids of no hold are left out."""
+    if not hold_ids:
+        return {}
+    query = select(TRANSFERS.c.id, TRANSFERS.c.amount_minor).where(
+        one_of(session, TRANSFERS.c.id, list(hold_ids)), TRANSFERS.c.is_hold
+    )
+    return {row.id: row.amount_minor for row in (await session.execute(query)).all()}
+
+
 async def hold_all(
     session: AsyncSession,
     specs: Sequence[TransferSpec],

@@ -6,8 +6,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from app.db import SessionMaker
 from groupbuy.jobs import settle_due_pools, settle_pool
+from payments.models import Transfer
 from payments.service import wallet_balance
 from payments.verify import verify_ledger
 from tests.support.ledger import fund
@@ -77,3 +80,17 @@ async def ledger_verifies(sessionmaker: SessionMaker) -> None:
     async with sessionmaker() as session:
         report = await verify_ledger(session)
     assert report.ok, report.problem
+
+
+async def join_ledger(sessionmaker: SessionMaker, join_id: str) -> list[tuple[str, int, str]]:
+    """Every ledger row of a join, oldest first: (id after the join's, amount, status) of its
+    holds (`v1`, `v2`, ...) and their resolutions (`v1/posted`, ...)."""
+    transfers = Transfer.__table__  # type: ignore[attr-defined]
+    marker = f":join:{join_id}:"
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(transfers.c.id, transfers.c.amount_minor, transfers.c.status)
+            .where(transfers.c.id.contains(marker))
+            .order_by(transfers.c.row_id)
+        )
+        return [(i.partition(marker)[2], amount, status) for i, amount, status in rows.all()]

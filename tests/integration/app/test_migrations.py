@@ -130,3 +130,77 @@ async def test_0014_gives_earlier_transactions_their_pools_currency_on_sqlite(
 async def test_0014_gives_earlier_transactions_their_pools_currency_on_postgres() -> None:
     currencies = await _on_a_new_postgres_database(_transactions_before_and_after_0014)
     assert currencies == {"pool": "JPY", "match": None}
+
+
+async def _joins_through_0015(url: str) -> tuple[dict[str, int], str]:
+    """Migrate to 0014 and write a raised join as then (one hold, its current version's), then
+    migrate on: the join's first_version as 0015 leaves it; then raise it as now (a second
+    hold) and try to go back: what the downgrade says."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert, select, update
+
+    from app.accounts.models import User
+    from app.migrate import alembic_config
+    from groupbuy.models import Join, Pool
+
+    users, pools, joins = (m.__table__ for m in (User, Pool, Join))  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    organizer, member, pool = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    engine = create_engine(url, pool_size=1)
+    try:
+        await upgrade(engine, "0014")
+        async with engine.begin() as conn:
+            for user in (organizer, member):
+                await conn.execute(insert(users).values(
+                    id=user, email=f"{user}@example.com", password_hash="x", display_name="U",
+                    roles="member,organizer", created_at=now, auth_version=0,
+                ))  # fmt: skip
+            await conn.execute(insert(pools).values(
+                id=pool, organizer_id=organizer, title="Rice", description="", currency="CNY",
+                tiers="[]", min_quantity=1, max_quantity=10, deadline=now, status="open",
+                platform_fee_bp=0, created_at=now,
+            ))  # fmt: skip
+            await conn.execute(insert(joins).values(
+                id=uuid.uuid4(), pool_id=pool, user_id=member, quantity=3, held_minor=300,
+                hold_id=f"pool:{pool}:join:x:v3", version=3, status="active", charged_minor=0,
+                created_at=now, updated_at=now,
+            ))  # fmt: skip
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            rows = await conn.execute(select(joins.c.version, joins.c.first_version))
+            found = {"version": 0, "first_version": 0}
+            for version, first_version in rows.all():
+                found = {"version": version, "first_version": first_version}
+            await conn.execute(update(joins).values(version=4))  # raised: holds v3 and v4
+
+        def downgrade(connection: Connection) -> None:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0014")
+
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(downgrade)
+            said = "downgraded"
+        except RuntimeError as exc:
+            said = str(exc)
+        return found, said
+    finally:
+        await engine.dispose()
+
+
+async def test_0015_gives_earlier_joins_their_one_hold_and_keeps_several_from_a_downgrade(
+    tmp_path: object,
+) -> None:
+    found, said = await _joins_through_0015(sqlite_url(str(tmp_path)))
+    assert found == {"version": 3, "first_version": 3}
+    assert "several holds" in said
+
+
+async def test_0015_on_postgres() -> None:
+    found, said = await _on_a_new_postgres_database(_joins_through_0015)
+    assert found == {"version": 3, "first_version": 3}
+    assert "several holds" in said

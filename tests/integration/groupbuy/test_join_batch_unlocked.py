@@ -25,7 +25,7 @@ from payments.models import AccountKind
 from payments.records import TransferSpec, escrow
 from payments.records import wallet as wallet_account
 from tests.support.ledger import fund
-from tests.support.pools import ledger_verifies, member, open_pool, wallet
+from tests.support.pools import join_ledger, ledger_verifies, member, open_pool, wallet
 from tests.support.trust import TrustWorld
 from trust.errors import Denied
 
@@ -84,7 +84,7 @@ async def test_an_unlocked_batch_answers_each_join_on_its_own_and_moves_exactly_
         pool_id=pool_id,
         tickets=[
             _ticket(world, a, 3, "req-a"),
-            _ticket(world, b, 4),  # a raise: the old hold is voided, the new one staged
+            _ticket(world, b, 4),  # a raise: a second hold, of what it adds
             _ticket(world, broke, 3),  # 3,000 held from 2,500
             _ticket(world, organizer, 1),
             _ticket(world, a, 1),  # the same member twice: the second goes alone
@@ -109,6 +109,10 @@ async def test_an_unlocked_batch_answers_each_join_on_its_own_and_moves_exactly_
 
     assert await wallet(world.sessionmaker, a) == (FUNDS - 3_000, 3_000)
     assert await wallet(world.sessionmaker, b) == (FUNDS - 6_000, 6_000)
+    assert await join_ledger(world.sessionmaker, str(joined_b.join.id)) == [
+        ("v1", 2_000, "pending"),
+        ("v2", 4_000, "pending"),
+    ]
     for untouched in (broke, banned, newcomer):
         assert await wallet(world.sessionmaker, untouched) == (
             (2_500, 0) if untouched == broke else (FUNDS, 0)

@@ -15,6 +15,7 @@ from groupbuy.admission import Admission
 from payments.money import MAX_AMOUNT_MINOR
 from tests.support.ledger import fund
 from tests.support.pools import (
+    join_ledger,
     ledger_verifies,
     member,
     open_pool,
@@ -55,6 +56,12 @@ async def test_a_pool_tipping_across_two_tiers_charges_everyone_the_final_price(
     assert raised.json()["id"] == first.json()["id"]
     assert (raised.json()["quantity"], raised.json()["held_minor"]) == (6, 6_000)
     assert await wallet(world.sessionmaker, a) == (START - 6_000, 6_000)
+    # The raise held what it added beside the first hold: one ledger row, nothing voided.
+    a_join = first.json()["id"]
+    assert await join_ledger(world.sessionmaker, a_join) == [
+        ("v1", 3_000, "pending"),
+        ("v2", 3_000, "pending"),
+    ]
 
     progress = (await world.client.get(f"/v1/pools/{pool['id']}", headers=a_h)).json()
     assert (progress["committed_quantity"], progress["participant_count"]) == (10, 2)
@@ -69,6 +76,14 @@ async def test_a_pool_tipping_across_two_tiers_charges_everyone_the_final_price(
     # Everyone pays 600 a unit; the rest of each hold is released.
     assert await wallet(world.sessionmaker, a) == (START - 3_600, 0)
     assert await wallet(world.sessionmaker, b) == (START - 2_400, 0)
+    # a's 3,600 from its holds oldest first: all of the first, 600 of the second (the rest
+    # of it released).
+    assert await join_ledger(world.sessionmaker, a_join) == [
+        ("v1", 3_000, "posted"),
+        ("v2", 3_000, "posted"),
+        ("v1/posted", 3_000, "posted"),
+        ("v2/posted", 600, "posted"),
+    ]
     total = 6_000
     fee = total * world.client.app.state.settings.pool_fee_bp // 10_000
     assert await wallet(world.sessionmaker, organizer) == (total - fee, 0)
@@ -113,11 +128,18 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     a, a_h = await member(world)
     b, b_h = await member(world)
     joined_a = (await join(world, pool["id"], a_h, 2)).json()
+    assert (await join(world, pool["id"], a_h, 1)).status_code == 201  # raised: a second hold
     assert (await join(world, pool["id"], b_h, 2)).status_code == 201
 
     left = await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h)
     assert (left.status_code, left.json()["status"], left.json()["held_minor"]) == (200, "left", 0)
     assert await wallet(world.sessionmaker, a) == (START, 0)
+    assert await join_ledger(world.sessionmaker, joined_a["id"]) == [
+        ("v1", 2_000, "voided"),
+        ("v2", 1_000, "voided"),
+        ("v1/voided", 2_000, "voided"),
+        ("v2/voided", 1_000, "voided"),
+    ]
     assert_problem(
         await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h),
         409,
@@ -148,8 +170,44 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     )
     assert await settle(world, pool["id"]) == "cancelled"
     assert await wallet(world.sessionmaker, b) == (START, 0)
+    assert await wallet(world.sessionmaker, a) == (START, 0)
     released = (await world.client.get("/v1/me/joins", headers=b_h)).json()["items"]
     assert [(j["status"], j["held_minor"]) for j in released] == [("released", 0)]
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_member_who_left_joins_again_with_holds_of_the_new_join_alone(
+    world: TrustWorld,
+) -> None:
+    _organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world)
+    _b, b_h = await member(world)
+    first = (await join(world, pool["id"], a_h, 2)).json()
+    assert (await join(world, pool["id"], a_h, 1)).status_code == 201
+    gone = await world.client.delete(f"/v1/pools/{pool['id']}/joins/{first['id']}", headers=a_h)
+    assert gone.status_code == 200, gone.text
+    again = await join(world, pool["id"], a_h, 4)
+    assert again.status_code == 201, again.text
+    assert (again.json()["id"], again.json()["quantity"]) == (first["id"], 4)
+    assert (await join(world, pool["id"], a_h, 1)).status_code == 201  # and raised again
+    assert (await join(world, pool["id"], b_h, 2)).status_code == 201
+    assert await wallet(world.sessionmaker, a) == (START - 5_000, 5_000)
+    closed = await world.client.post(f"/v1/pools/{pool['id']}/close", headers=organizer_h)
+    assert closed.status_code == 200, closed.text
+    assert await settle(world, pool["id"]) == "succeeded"
+    # 7 units: 800 each; a pays 4,000 for 5 from the holds of its second join (v3 and v4).
+    assert await wallet(world.sessionmaker, a) == (START - 4_000, 0)
+    assert await join_ledger(world.sessionmaker, first["id"]) == [
+        ("v1", 2_000, "voided"),
+        ("v2", 1_000, "voided"),
+        ("v1/voided", 2_000, "voided"),
+        ("v2/voided", 1_000, "voided"),
+        ("v3", 4_000, "posted"),
+        ("v4", 1_000, "voided"),  # not needed: released
+        ("v3/posted", 4_000, "posted"),
+        ("v4/voided", 1_000, "voided"),
+    ]
     await ledger_verifies(world.sessionmaker)
 
 

@@ -14,6 +14,7 @@ from groupbuy.pricing import (
     NextTier,
     Settlement,
     Tier,
+    captures,
     charge_minor,
     hold_minor,
     next_tier,
@@ -353,3 +354,26 @@ def test_a_protected_pools_full_value_counts_its_premium(premium_bp: int, quanti
     fitting = [Tier(1, price // 2)]
     if not tier_errors(fitting, min_quantity=1, max_quantity=quantity, premium_bp=premium_bp):
         assert hold_minor(fitting, quantity, premium_bp=premium_bp) <= MAX_AMOUNT_MINOR
+
+
+@given(
+    held=st.lists(st.integers(1, 10**9), min_size=1, max_size=8),
+    share=st.floats(0, 1),
+)
+def test_a_charge_is_captured_from_a_joins_holds_oldest_first(
+    held: list[int], share: float
+) -> None:
+    charge = int(sum(held) * share)
+    taken = captures(held, charge)
+    assert sum(taken) == charge
+    assert all(0 <= part <= amount for part, amount in zip(taken, held, strict=True))
+    # Oldest first: a hold is touched only once every older one is taken in full.
+    for k, part in enumerate(taken):
+        if part:
+            assert taken[:k] == held[:k]
+
+
+def test_holds_that_do_not_cover_the_charge_are_refused() -> None:
+    with pytest.raises(ValueError, match="cover"):
+        captures([100, 200], 301)
+    assert captures([100, 200], 150) == [100, 50]
