@@ -290,6 +290,11 @@ def _row(join: JoinRecord) -> dict[str, Any]:
     return values
 
 
+#: Holds of one join at most: the raise that would pass this releases them and holds the new
+#: total, so that leaving or settling a join is bounded work.
+MAX_JOIN_HOLDS = 50
+
+
 def _hold_id(pool_id: UUID, join_id: UUID, version: int) -> str:
     return f"pool:{pool_id}:join:{join_id}:v{version}"
 
@@ -301,6 +306,17 @@ def hold_ids(join: JoinRecord) -> list[str]:
         _hold_id(join.pool_id, join.id, version)
         for version in range(max(1, join.first_version), join.version + 1)
     ]
+
+
+def _raise(join: JoinRecord | None, active: bool, amount: int) -> tuple[int, list[str]]:
+    """How a join (None: a first join) comes to hold `amount` in all: what its new hold holds,
+    and the holds it releases. A raise holds what it adds; a join that left holds it all again;
+    a raise past MAX_JOIN_HOLDS releases the join's holds and holds it all."""
+    if join is None or not active:
+        return amount, []
+    if join.version - join.first_version + 1 >= MAX_JOIN_HOLDS:
+        return amount, hold_ids(join)
+    return amount - join.held_minor, []
 
 
 def _hold_spec(pool: Pool, join: JoinRecord, amount_minor: int, version: int) -> TransferSpec:
@@ -373,20 +389,22 @@ async def _join_once(
             except IntegrityError:
                 raise JoinConflict("another join of yours to this pool is in progress") from None
         version = join.version + 1
-        # A raise holds what it adds, beside the join's holds so far.
-        hold = _hold_spec(pool, join, amount - (join.held_minor if active else 0), version)
+        held, released = _raise(join, active, amount)
+        hold = _hold_spec(pool, join, held, version)
         values = {
             "quantity": total,
             "held_minor": amount,
             "hold_id": hold.id,
             "version": version,
-            "first_version": join.first_version if active else version,
+            "first_version": join.first_version if active and not released else version,
             "status": JoinStatus.ACTIVE.value,
             "last_request": request_id,
             "updated_at": now,
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
         join = msgspec.structs.replace(join, **values)
+        for hold_id in released:
+            await ledger.void(session, hold_id=hold_id, now=now)
         try:
             await ledger.hold(session, hold, now=now)
         except InsufficientFunds:
@@ -450,6 +468,8 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
     new_member: bool
     added: int
     hold: TransferSpec
+    #: The join's holds this one replaces (a raise past MAX_JOIN_HOLDS), else none.
+    released: list[str]
 
 
 BatchAnswer = Joined | Exception | Fallback
@@ -606,7 +626,7 @@ async def _join_batch(
 
 
 #: `pool_join_batch` (migration 0012): the writes of a batch decided on unlocked reads, checked.
-_PG_JOIN_BATCH = "SELECT pool_join_batch(" + ", ".join(f"${n}" for n in range(1, 31)) + ")"
+_PG_JOIN_BATCH = "SELECT pool_join_batch(" + ", ".join(f"${n}" for n in range(1, 32)) + ")"
 #: What it raises when anything the batch was decided on has changed: nothing was written.
 _STALE = "CP412"
 #: The database gave up on the call (a lock or statement timeout): nothing was written either.
@@ -621,7 +641,12 @@ async def _write_batch(
     (nothing was written). Raises OutcomeUnknown if the call was lost on its way."""
     raised = [plan.join for plan in plans if not plan.is_new]
     first = [plan.join for plan in plans if plan.is_new]
-    holds = ledger.replace_holds_args((), [plan.hold for plan in plans], ids=ids, now=now)
+    holds = ledger.replace_holds_args(
+        [hold for plan in plans for hold in plan.released],
+        [plan.hold for plan in plans],
+        ids=ids,
+        now=now,
+    )
     touched = {ids[ref.key] for plan in plans for ref in (plan.hold.debit, plan.hold.credit)}
     params = (
         pool.id,
@@ -634,6 +659,7 @@ async def _write_batch(
         [join.held_minor for join in raised],
         [join.hold_id for join in raised],
         [join.version for join in raised],
+        [join.first_version for join in raised],
         [plan.was_status for plan in plans if not plan.is_new],
         [join.last_request for join in raised],
         [join.id for join in first],
@@ -704,14 +730,15 @@ def _plan(
 ) -> _Plan:
     before = join or _new_join(pool, ticket.user_id, now)
     version = before.version + 1
-    hold = _hold_spec(pool, before, amount - (before.held_minor if active else 0), version)
+    held, released = _raise(join, active, amount)
+    hold = _hold_spec(pool, before, held, version)
     after = msgspec.structs.replace(
         before,
         quantity=total,
         held_minor=amount,
         hold_id=hold.id,
         version=version,
-        first_version=before.first_version if active else version,
+        first_version=before.first_version if active and not released else version,
         status=JoinStatus.ACTIVE.value,
         last_request=ticket.request_id,
         updated_at=now,
@@ -724,6 +751,7 @@ def _plan(
         new_member=not active,
         added=ticket.quantity,
         hold=hold,
+        released=released,
     )
 
 
@@ -741,13 +769,7 @@ _JOIN_COLUMNS = (
     "id",
     "pool_id",
     "user_id",
-    "quantity",
-    "held_minor",
-    "hold_id",
-    "version",
-    "first_version",
-    "status",
-    "last_request",
+    *_CHANGED[:-1],  # (updated_at last)
     "charged_minor",
     "created_at",
     "updated_at",
@@ -830,7 +852,13 @@ async def _apply_plans(
     reserved with the one conditional UPDATE (which still refuses to oversell: if it did
     refuse, everything here is rolled back and the joins go one by one)."""
     session = uow.session
-    await ledger.hold_all(session, [plan.hold for plan in plans], now=now, locked=locked)
+    await ledger.replace_holds(
+        session,
+        [hold for plan in plans for hold in plan.released],
+        [plan.hold for plan in plans],
+        now=now,
+        locked=locked,
+    )
     quantity = sum(plan.added for plan in plans)
     new_members = sum(plan.new_member for plan in plans)
     if on_postgres(session):

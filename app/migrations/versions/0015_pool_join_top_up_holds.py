@@ -12,11 +12,17 @@ the join: a join's holds are its versions `first_version` .. `version` (hold ids
 settlement captures them oldest first, up to the charge, and voids what is left. A join written
 before this revision has one hold, its current version's.
 
-`pool_join_batch` (migration 0012) writes `first_version` too: kept by a raise, the new version
-when a member who had left joins again, 1 for a first join.
+A join keeps at most `groupbuy.service.MAX_JOIN_HOLDS` holds: the raise that would pass it
+releases them and holds the new total (first_version = its version), so leaving or settling one
+join is bounded work. `pool_join_batch` (migration 0012) takes each raised join's
+`first_version` (r_first, after r_version) and writes it; 1 for a first join.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -30,10 +36,10 @@ JOIN_BATCH = """
 CREATE OR REPLACE FUNCTION pool_join_batch(
     p_pool uuid, p_now timestamptz, p_quantity integer, p_new_members integer,
     p_accounts integer[],
-    -- joins raised or rejoined: id, quantity, held, hold id, version (as they become), status
-    -- as read, last request
+    -- joins raised or rejoined: id, quantity, held, newest hold id, version and first version
+    -- (as they become), status as read, last request
     r_id uuid[], r_quantity integer[], r_held bigint[], r_hold text[],
-    r_version integer[], r_was text[], r_request text[],
+    r_version integer[], r_first integer[], r_was text[], r_request text[],
     -- first joins (version 1)
     n_id uuid[], n_user uuid[], n_quantity integer[], n_held bigint[], n_hold text[],
     n_request text[],
@@ -56,10 +62,10 @@ BEGIN
     PERFORM 1 FROM ledger_accounts WHERE id = ANY (p_accounts) ORDER BY id FOR NO KEY UPDATE;
     UPDATE pool_joins j
        SET quantity = u.quantity, held_minor = u.held, hold_id = u.hold, version = u.version,
-           first_version = CASE WHEN u.was = 'active' THEN j.first_version ELSE u.version END,
+           first_version = u.first,
            status = 'active', last_request = u.request, updated_at = p_now
-      FROM unnest(r_id, r_quantity, r_held, r_hold, r_version, r_was, r_request)
-           AS u(id, quantity, held, hold, version, was, request)
+      FROM unnest(r_id, r_quantity, r_held, r_hold, r_version, r_first, r_was, r_request)
+           AS u(id, quantity, held, hold, version, first, was, request)
      WHERE j.id = u.id AND j.pool_id = p_pool AND j.version = u.version - 1
        AND j.status = u.was;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -92,69 +98,24 @@ BEGIN
 END $$;
 """
 
-OLD_JOIN_BATCH = """
-CREATE OR REPLACE FUNCTION pool_join_batch(
-    p_pool uuid, p_now timestamptz, p_quantity integer, p_new_members integer,
-    p_accounts integer[],
-    -- joins raised or rejoined: id, quantity, held, hold id, version (as they become), status
-    -- as read, last request
-    r_id uuid[], r_quantity integer[], r_held bigint[], r_hold text[],
-    r_version integer[], r_was text[], r_request text[],
-    -- first joins (version 1)
-    n_id uuid[], n_user uuid[], n_quantity integer[], n_held bigint[], n_hold text[],
-    n_request text[],
-    -- the holds (ledger_replace_set's arguments)
-    h_ids text[], h_debits integer[], h_credits integer[], h_debit_keys text[],
-    h_credit_keys text[], h_amounts bigint[], h_currencies text[], h_kinds text[],
-    h_refs text[], h_expires_at timestamptz[], h_now timestamptz, h_void_ids text[]
-) RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-    v_pool pools;
-    v_rows bigint;
-    v_set record;
-BEGIN
-    SELECT * INTO v_pool FROM pools WHERE id = p_pool FOR UPDATE;
-    IF NOT FOUND OR v_pool.status <> 'open' OR v_pool.deadline <= p_now
-       OR v_pool.committed_quantity + p_quantity >= v_pool.max_quantity THEN
-        RAISE EXCEPTION 'pool % changed: closed, or no room for % more without filling it',
-            p_pool, p_quantity USING ERRCODE = 'CP412';
-    END IF;
-    PERFORM 1 FROM ledger_accounts WHERE id = ANY (p_accounts) ORDER BY id FOR NO KEY UPDATE;
-    UPDATE pool_joins j
-       SET quantity = u.quantity, held_minor = u.held, hold_id = u.hold, version = u.version,
-           status = 'active', last_request = u.request, updated_at = p_now
-      FROM unnest(r_id, r_quantity, r_held, r_hold, r_version, r_was, r_request)
-           AS u(id, quantity, held, hold, version, was, request)
-     WHERE j.id = u.id AND j.pool_id = p_pool AND j.version = u.version - 1
-       AND j.status = u.was;
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    IF v_rows <> coalesce(cardinality(r_id), 0) THEN
-        RAISE EXCEPTION 'a join of pool % changed', p_pool USING ERRCODE = 'CP412';
-    END IF;
-    INSERT INTO pool_joins (id, pool_id, user_id, quantity, held_minor, hold_id, version,
-                            status, last_request, charged_minor, created_at, updated_at)
-    SELECT id, p_pool, member, quantity, held, hold, 1, 'active', request, 0, p_now, p_now
-      FROM unnest(n_id, n_user, n_quantity, n_held, n_hold, n_request)
-           AS n(id, member, quantity, held, hold, request)
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    IF v_rows <> coalesce(cardinality(n_id), 0) THEN
-        RAISE EXCEPTION 'a member joined pool % meanwhile', p_pool USING ERRCODE = 'CP412';
-    END IF;
-    SELECT * INTO v_set FROM ledger_replace_set(h_ids, h_debits, h_credits, h_debit_keys,
-        h_credit_keys, h_amounts, h_currencies, h_kinds, h_refs, h_expires_at, h_now, h_void_ids);
-    IF v_set.voided < (SELECT count(DISTINCT v) FROM unnest(h_void_ids) v)
-       OR v_set.staged < coalesce(cardinality(h_ids), 0) OR v_set.applied < v_set.accounts THEN
-        RAISE EXCEPTION 'a hold of pool % changed, or a wallet cannot afford its hold', p_pool
-            USING ERRCODE = 'CP412';
-    END IF;
-    UPDATE pools SET committed_quantity = committed_quantity + p_quantity,
-                     participant_count = participant_count + p_new_members
-     WHERE id = p_pool
-    RETURNING committed_quantity INTO v_pool.committed_quantity;
-    RETURN v_pool.committed_quantity;
-END $$;
-"""
+#: pool_join_batch's arguments after this revision (r_first after r_version).
+NEW_ARGS = (
+    "uuid, timestamptz, integer, integer, integer[], "
+    "uuid[], integer[], bigint[], text[], integer[], integer[], text[], text[], "
+    "uuid[], uuid[], integer[], bigint[], text[], text[], "
+    "text[], integer[], integer[], text[], text[], bigint[], text[], text[], text[], "
+    "timestamptz[], timestamptz, text[]"
+)
+
+
+def _revision_0012() -> Any:
+    """Migration 0012's module (pool_join_batch as it was, and its arguments)."""
+    path = Path(__file__).with_name("0012_pool_join_batch.py")
+    spec = importlib.util.spec_from_file_location("copool_migration_0012", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade() -> None:
@@ -164,6 +125,7 @@ def upgrade() -> None:
         )
     op.execute("UPDATE pool_joins SET first_version = version")
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP FUNCTION pool_join_batch({_revision_0012().JOIN_BATCH_ARGS})")
         op.execute(JOIN_BATCH)
 
 
@@ -176,6 +138,7 @@ def downgrade() -> None:
             "active joins hold several holds: settle or release them before downgrading"
         )
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(OLD_JOIN_BATCH)
+        op.execute(f"DROP FUNCTION pool_join_batch({NEW_ARGS})")
+        op.execute(_revision_0012().JOIN_BATCH)
     with op.batch_alter_table("pool_joins", recreate="never") as batch:
         batch.drop_column("first_version")

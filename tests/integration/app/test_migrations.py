@@ -187,6 +187,12 @@ async def _joins_through_0015(url: str) -> tuple[dict[str, int], str]:
             said = "downgraded"
         except RuntimeError as exc:
             said = str(exc)
+        async with engine.begin() as conn:  # left: no hold of it is active any more
+            await conn.execute(update(joins).values(status="left"))
+            await conn.run_sync(downgrade)
+        assert await current_revision(engine) == "0014"
+        await upgrade(engine)  # and up again
+        assert await current_revision(engine) == _head()
         return found, said
     finally:
         await engine.dispose()

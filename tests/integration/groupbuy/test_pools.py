@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from groupbuy import service
@@ -483,4 +484,41 @@ async def test_close_and_cancel_retried_with_their_key_answer_the_first_answer(
         assert again.headers["idempotent-replayed"] == "true"
         bad = await world.client.post(path, headers={**organizer_h, "Idempotency-Key": "bad key!"})
         assert_problem(bad, 422, "validation-error")
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_join_keeps_a_bounded_number_of_holds(
+    world: TrustWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_JOIN_HOLDS", 3)
+    _organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h)
+    a, a_h = await member(world)
+    first = (await join(world, pool["id"], a_h, 1)).json()
+    for _ in range(3):  # the third raise would be the fourth hold
+        assert (await join(world, pool["id"], a_h, 1)).status_code == 201
+    assert await wallet(world.sessionmaker, a) == (START - 4_000, 4_000)
+    assert await join_ledger(world.sessionmaker, first["id"]) == [
+        ("v1", 1_000, "voided"),
+        ("v2", 1_000, "voided"),
+        ("v3", 1_000, "voided"),
+        ("v1/voided", 1_000, "voided"),
+        ("v2/voided", 1_000, "voided"),
+        ("v3/voided", 1_000, "voided"),
+        ("v4", 4_000, "pending"),  # the whole hold again, in one
+    ]
+    assert (await join(world, pool["id"], a_h, 1)).status_code == 201  # one more: beside it
+    _b, b_h = await member(world)
+    assert (await join(world, pool["id"], b_h, 1)).status_code == 201
+    assert (
+        await world.client.post(f"/v1/pools/{pool['id']}/close", headers=organizer_h)
+    ).status_code == 200
+    assert await settle(world, pool["id"]) == "succeeded"
+    # 6 units at 800: a pays 4,000 for 5, all of v4 and nothing of v5.
+    assert await wallet(world.sessionmaker, a) == (START - 4_000, 0)
+    assert (await join_ledger(world.sessionmaker, first["id"]))[-3:] == [
+        ("v5", 1_000, "voided"),
+        ("v4/posted", 4_000, "posted"),
+        ("v5/voided", 1_000, "voided"),
+    ]
     await ledger_verifies(world.sessionmaker)
