@@ -304,8 +304,13 @@ def hold_ids(join: JoinRecord) -> list[str]:
     active, each of what that version added."""
     return [
         _hold_id(join.pool_id, join.id, version)
-        for version in range(max(1, join.first_version), join.version + 1)
+        for version in range(_first_version(join), join.version + 1)
     ]
+
+
+def _first_version(join: JoinRecord) -> int:
+    # (0 only on a row written by code that knew no first_version: its one hold is v1 on.)
+    return max(1, join.first_version)
 
 
 def _raise(join: JoinRecord | None, active: bool, amount: int) -> tuple[int, list[str]]:
@@ -314,7 +319,7 @@ def _raise(join: JoinRecord | None, active: bool, amount: int) -> tuple[int, lis
     a raise past MAX_JOIN_HOLDS releases the join's holds and holds it all."""
     if join is None or not active:
         return amount, []
-    if join.version - join.first_version + 1 >= MAX_JOIN_HOLDS:
+    if join.version - _first_version(join) + 1 >= MAX_JOIN_HOLDS:
         return amount, hold_ids(join)
     return amount - join.held_minor, []
 
@@ -403,8 +408,8 @@ async def _join_once(
         }
         await session.execute(update(JOINS).where(JOINS.c.id == join.id).values(**values))
         join = msgspec.structs.replace(join, **values)
-        for hold_id in released:
-            await ledger.void(session, hold_id=hold_id, now=now)
+        if released:
+            await ledger.void_all(session, released, now=now)
         try:
             await ledger.hold(session, hold, now=now)
         except InsufficientFunds:
@@ -625,7 +630,8 @@ async def _join_batch(
     return answers
 
 
-#: `pool_join_batch` (migration 0012): the writes of a batch decided on unlocked reads, checked.
+#: `pool_join_batch` (migrations 0012, 0015): the writes of a batch decided on unlocked reads,
+#: checked.
 _PG_JOIN_BATCH = "SELECT pool_join_batch(" + ", ".join(f"${n}" for n in range(1, 32)) + ")"
 #: What it raises when anything the batch was decided on has changed: nothing was written.
 _STALE = "CP412"
@@ -1068,8 +1074,7 @@ async def leave_pool(
         )
         if left.first() is None:
             raise PoolClosed("this join changed meanwhile; try again")
-        for hold_id in hold_ids(join):
-            await ledger.void(session, hold_id=hold_id, now=now)
+        await ledger.void_all(session, hold_ids(join), now=now)
         await trust.release_deposits(
             session, subject_type=SubjectType.POOL, subject_id=pool_id, user_ids=[user_id], now=now
         )
@@ -1266,8 +1271,7 @@ async def _settle_chunk(
                     )
                 status, charged = JoinStatus.CHARGED, charge
             else:
-                for hold_id in holds[join.id]:
-                    await ledger.void(session, hold_id=hold_id, now=now)
+                await ledger.void_all(session, holds[join.id], now=now)
                 status, charged = JoinStatus.RELEASED, 0
             await session.execute(
                 update(JOINS)

@@ -14,7 +14,7 @@ before this revision has one hold, its current version's.
 
 A join keeps at most `groupbuy.service.MAX_JOIN_HOLDS` holds: the raise that would pass it
 releases them and holds the new total (first_version = its version), so leaving or settling one
-join is bounded work. `pool_join_batch` (migration 0012) takes each raised join's
+join is bounded work. `pool_join_batch` (made by migration 0012) now takes each raised join's
 `first_version` (r_first, after r_version) and writes it; 1 for a first join.
 
 `ledger_replace_set` finds the holds it voids by joining their ids (`unnest`) to the transfers'
@@ -199,7 +199,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     several = op.get_bind().execute(
-        sa.text("SELECT count(*) FROM pool_joins WHERE status = 'active' AND first_version < version")
+        sa.text(
+            "SELECT count(*) FROM pool_joins WHERE status = 'active' "
+            "AND CASE WHEN first_version < 1 THEN 1 ELSE first_version END < version"
+        )
     )
     if several.scalar():
         raise RuntimeError(

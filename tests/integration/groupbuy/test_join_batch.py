@@ -13,7 +13,7 @@ from groupbuy.batch import Fallback, Ticket
 from groupbuy.errors import OrganizerCannotJoin, PoolFull
 from payments.errors import InsufficientFunds
 from tests.support.ledger import fund
-from tests.support.pools import ledger_verifies, member, open_pool, wallet
+from tests.support.pools import join_ledger, ledger_verifies, member, open_pool, wallet
 from tests.support.trust import TrustWorld
 from trust.errors import Denied
 
@@ -56,7 +56,7 @@ async def test_one_batch_answers_each_join_on_its_own_and_moves_exactly_their_mo
         pool_id=pool_id,
         tickets=[
             ticket(a, 3, "req-a"),
-            ticket(b, 4),  # a raise: the old hold is replaced
+            ticket(b, 4),  # a raise: a second hold, of what it adds
             ticket(broke, 3),  # 3,000 held from 2,500
             ticket(organizer, 1),
             ticket(a, 1),  # the same member twice: the second goes alone, after the batch
@@ -83,6 +83,10 @@ async def test_one_batch_answers_each_join_on_its_own_and_moves_exactly_their_mo
 
     assert await wallet(world.sessionmaker, a) == (FUNDS - 3_000, 3_000)
     assert await wallet(world.sessionmaker, b) == (FUNDS - 6_000, 6_000)
+    assert await join_ledger(world.sessionmaker, str(joined_b.join.id)) == [
+        ("v1", 2_000, "pending"),
+        ("v2", 4_000, "pending"),
+    ]
     for untouched in (broke, banned, newcomer):
         assert (await wallet(world.sessionmaker, untouched))[1] == 0
     assert await _pool(world, pool["id"], organizer_h) == {"committed": 9, "members": 2}

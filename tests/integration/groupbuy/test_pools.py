@@ -130,7 +130,8 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     b, b_h = await member(world)
     joined_a = (await join(world, pool["id"], a_h, 2)).json()
     assert (await join(world, pool["id"], a_h, 1)).status_code == 201  # raised: a second hold
-    assert (await join(world, pool["id"], b_h, 2)).status_code == 201
+    joined_b = (await join(world, pool["id"], b_h, 1)).json()
+    assert (await join(world, pool["id"], b_h, 1)).status_code == 201  # b's second hold
 
     left = await world.client.delete(f"/v1/pools/{pool['id']}/joins/{joined_a['id']}", headers=a_h)
     assert (left.status_code, left.json()["status"], left.json()["held_minor"]) == (200, "left", 0)
@@ -172,6 +173,12 @@ async def test_cancel_and_leave_release_holds_and_only_the_organizer_may_cancel(
     assert await settle(world, pool["id"]) == "cancelled"
     assert await wallet(world.sessionmaker, b) == (START, 0)
     assert await wallet(world.sessionmaker, a) == (START, 0)
+    assert await join_ledger(world.sessionmaker, joined_b["id"]) == [
+        ("v1", 1_000, "voided"),
+        ("v2", 1_000, "voided"),
+        ("v1/voided", 1_000, "voided"),
+        ("v2/voided", 1_000, "voided"),
+    ]
     released = (await world.client.get("/v1/me/joins", headers=b_h)).json()["items"]
     assert [(j["status"], j["held_minor"]) for j in released] == [("released", 0)]
     await ledger_verifies(world.sessionmaker)
@@ -520,5 +527,31 @@ async def test_a_join_keeps_a_bounded_number_of_holds(
         ("v5", 1_000, "voided"),
         ("v4/posted", 4_000, "posted"),
         ("v5/voided", 1_000, "voided"),
+    ]
+    await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_protected_pools_premium_is_charged_from_a_joins_several_holds(
+    world: TrustWorld,
+) -> None:
+    _organizer, organizer_h = await world.user(roles=["organizer"])
+    pool = await open_pool(world, organizer_h, protected=True)
+    a, a_h = await member(world)
+    _b, b_h = await member(world)
+    first = (await join(world, pool["id"], a_h, 3)).json()
+    assert first["held_minor"] == 3_060  # 3 x 1,000 and the 2 % premium
+    raised = (await join(world, pool["id"], a_h, 3)).json()
+    assert raised["held_minor"] == 6_120
+    assert (await join(world, pool["id"], b_h, 4)).status_code == 201  # 10: 600 a unit
+    world.clock.advance(timedelta(hours=2))
+    assert await sweep(world) >= 1
+    # a pays 6 x 600 and its premium, 72: all of the first hold, 612 of the second.
+    assert await wallet(world.sessionmaker, a) == (START - 3_672, 0)
+    assert await join_ledger(world.sessionmaker, first["id"]) == [
+        ("v1", 3_060, "posted"),
+        ("v2", 3_060, "posted"),
+        ("v1/posted", 3_060, "posted"),
+        ("v2/posted", 612, "posted"),
+        ("premium", 72, "posted"),  # from the escrow to the insurance fund
     ]
     await ledger_verifies(world.sessionmaker)
