@@ -33,6 +33,7 @@ from app.idempotency import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware
 from app.openapi import openapi_config
 from app.problems import exception_handlers
+from app.query import reject_repeated_parameters
 from app.settings import Env, Settings, load_settings
 from groupbuy.admission import Admission
 from groupbuy.api import MyJoinsController, PoolController
@@ -174,6 +175,7 @@ def create_app(
         exception_handlers=exception_handlers(),
         # After the auth middleware (JWTAuth inserts itself first), so keys are per caller.
         middleware=[idempotency_middleware],
+        before_request=reject_repeated_parameters,
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[lifespan],
         request_max_body_size=settings.request_max_body_bytes,

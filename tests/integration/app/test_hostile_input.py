@@ -184,3 +184,18 @@ async def test_an_email_longer_than_storable_once_lower_cased_is_a_422_problem(
     assert created.status_code == 201, created.text
     login = await client.post("/v1/auth/login", json={"email": fits, "password": PASSWORD})
     assert login.status_code == 200, login.text
+
+
+async def test_a_query_parameter_given_twice_is_a_422_not_its_last_value(
+    client: AsyncTestClient[Any],
+) -> None:
+    _, headers = await sign_up(client)
+    for path in (
+        "/v1/pools?status=open&status=failed",
+        "/v1/pools?st%61tus=open&status=open",  # the same name, percent-encoded
+        "/v1/me/joins?status=active&status=left",
+        "/v1/pools?limit=5&limit=6",
+    ):
+        body = assert_problem(await client.get(path, headers=headers), 422, "validation-error")
+        assert "more than once" in body["detail"]
+    assert (await client.get("/v1/pools?status=open&limit=5", headers=headers)).status_code == 200
