@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 START_TIMEOUT_S = 10.0
+#: prctl(2): the signal a process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -41,6 +48,21 @@ def tcp_listening(url: str, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def _ended_with(parent: int) -> Callable[[], None] | None:
+    """What the redis-server child runs before its exec, on Linux: be sent SIGTERM when the
+    process that started it dies, however it died (a SIGKILL included), so that no Redis
+    outlives its `copool serve`; if that process is already gone, end at once."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 class EmbeddedRedis:
@@ -76,7 +98,12 @@ class EmbeddedRedis:
         # A session of its own: Ctrl+C in the terminal signals the whole foreground process
         # group, and Redis must outlive the app's shutdown (which still uses it) until stop().
         self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own binary
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            # No thread runs yet where this is called (a pre-exec function is safe then).
+            preexec_fn=_ended_with(os.getpid()),
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

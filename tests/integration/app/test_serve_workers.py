@@ -148,14 +148,23 @@ def test_a_second_service_on_the_same_port_is_refused(tmp_path: Path) -> None:
         assert len(_workers(server)) == 2
 
 
-def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+def test_workers_and_the_embedded_redis_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     with serving(tmp_path, _private_redis(), "--workers", "2") as server:
         _wait_for(lambda: len(_workers(server)) == 2)
         workers = _workers(server)
+        redis = [pid for pid in _children(server.process.pid) if b"redis-server" in _cmdline(pid)]
+        assert len(redis) == 1  # no Redis listening where it looks: it started its own
         # The parent alone, as an out-of-memory kill would: the workers (its process group's
-        # other members) must not keep serving.
+        # other members) must not keep serving, nor its Redis (a session of its own) go on.
         os.kill(server.process.pid, signal.SIGKILL)
-        _wait_for(lambda: not [pid for pid in workers if _alive(pid)])
+        _wait_for(lambda: not [pid for pid in [*workers, *redis] if _alive(pid)])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _alive(pid: int) -> bool:
