@@ -313,15 +313,18 @@ def _first_version(join: JoinRecord) -> int:
     return max(1, join.first_version)
 
 
-def _raise(join: JoinRecord | None, active: bool, amount: int) -> tuple[int, list[str]]:
-    """How a join (None: a first join) comes to hold `amount` in all: what its new hold holds,
-    and the holds it releases. A raise holds what it adds; a join that left holds it all again;
-    a raise past MAX_JOIN_HOLDS releases the join's holds and holds it all."""
+def _raise(
+    join: JoinRecord | None, active: bool, amount: int, version: int
+) -> tuple[int, list[str], int]:
+    """How a join (None: a first join) comes to hold `amount` in all at `version`: what its
+    new hold holds, the holds it releases, and its first_version after. A raise holds what it
+    adds; a join that left holds it all again; a raise past MAX_JOIN_HOLDS releases the join's
+    holds and holds it all."""
     if join is None or not active:
-        return amount, []
+        return amount, [], version
     if join.version - _first_version(join) + 1 >= MAX_JOIN_HOLDS:
-        return amount, hold_ids(join)
-    return amount - join.held_minor, []
+        return amount, hold_ids(join), version
+    return amount - join.held_minor, [], join.first_version
 
 
 def _hold_spec(pool: Pool, join: JoinRecord, amount_minor: int, version: int) -> TransferSpec:
@@ -394,14 +397,14 @@ async def _join_once(
             except IntegrityError:
                 raise JoinConflict("another join of yours to this pool is in progress") from None
         version = join.version + 1
-        held, released = _raise(join, active, amount)
+        held, released, first_version = _raise(join, active, amount, version)
         hold = _hold_spec(pool, join, held, version)
         values = {
             "quantity": total,
             "held_minor": amount,
             "hold_id": hold.id,
             "version": version,
-            "first_version": join.first_version if active and not released else version,
+            "first_version": first_version,
             "status": JoinStatus.ACTIVE.value,
             "last_request": request_id,
             "updated_at": now,
@@ -736,7 +739,7 @@ def _plan(
 ) -> _Plan:
     before = join or _new_join(pool, ticket.user_id, now)
     version = before.version + 1
-    held, released = _raise(join, active, amount)
+    held, released, first_version = _raise(join, active, amount, version)
     hold = _hold_spec(pool, before, held, version)
     after = msgspec.structs.replace(
         before,
@@ -744,7 +747,7 @@ def _plan(
         held_minor=amount,
         hold_id=hold.id,
         version=version,
-        first_version=before.first_version if active and not released else version,
+        first_version=first_version,
         status=JoinStatus.ACTIVE.value,
         last_request=ticket.request_id,
         updated_at=now,
@@ -854,9 +857,10 @@ async def _apply_plans(
     schedule: Scheduler | None,
     now: datetime,
 ) -> tuple[int, bool]:
-    """Write a batch's joins: their new holds staged, join rows written, the pool's quantity
-    reserved with the one conditional UPDATE (which still refuses to oversell: if it did
-    refuse, everything here is rolled back and the joins go one by one)."""
+    """Write a batch's joins: the holds they replace released and their new holds staged (one
+    ledger statement), join rows written, the pool's quantity reserved with the one conditional
+    UPDATE (which still refuses to oversell: if it did refuse, everything here is rolled back
+    and the joins go one by one)."""
     session = uow.session
     await ledger.replace_holds(
         session,

@@ -34,7 +34,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from matching.feasibility import Rider, Trip
-from matching.geometry import EARTH_RADIUS_KM, HAVERSINE_MAX_RELATIVE_ERROR, haversine_km
+from matching.geometry import (
+    EARTH_RADIUS_KM,
+    HAVERSINE_MAX_RELATIVE_ERROR,
+    haversine_km,
+    unit_vectors,
+)
 from matching.routing import Router, max_speed_kmh, measure_legs, min_circuity, min_speed_kmh
 from matching.threads import map_chunks
 
@@ -139,11 +144,7 @@ def parent_cells(cells: NDArray[np.uint64], resolution: int) -> NDArray[np.uint6
 def xyz_km(lats: Floats, lons: Floats) -> NDArray[np.float64]:
     """Points on the mean-radius sphere as 3-D vectors (km, one row a point): the chord between
     two, the straight line through the Earth, is never longer than their haversine distance."""
-    phi, lam = np.radians(lats), np.radians(lons)
-    cos_phi = np.cos(phi)
-    xyz: NDArray[np.float64] = EARTH_RADIUS_KM * np.stack(
-        [cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=1
-    )
+    xyz: NDArray[np.float64] = EARTH_RADIUS_KM * np.stack(unit_vectors(lats, lons), axis=1)
     return xyz
 
 

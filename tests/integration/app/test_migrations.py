@@ -79,6 +79,28 @@ async def test_migrations_run_up_from_empty_postgres() -> None:
     assert "users" in tables
 
 
+async def _users_and_pool(
+    conn: Any, *, users: list[Any], pool: Any, currency: str, status: str, now: Any
+) -> None:
+    """Rows as a migration test writes them below the head: these users (the first the
+    organizer) and a pool of theirs."""
+    from sqlalchemy import insert
+
+    from app.accounts.models import User
+    from groupbuy.models import Pool
+
+    for user in users:
+        await conn.execute(insert(User.__table__).values(  # type: ignore[attr-defined]
+            id=user, email=f"{user}@example.com", password_hash="x", display_name="U",
+            roles="member,organizer", created_at=now, auth_version=0,
+        ))  # fmt: skip
+    await conn.execute(insert(Pool.__table__).values(  # type: ignore[attr-defined]
+        id=pool, organizer_id=users[0], title="Rice", description="", currency=currency,
+        tiers="[]", min_quantity=1, max_quantity=10, deadline=now, status=status,
+        platform_fee_bp=0, created_at=now,
+    ))  # fmt: skip
+
+
 async def _transactions_before_and_after_0014(url: str) -> dict[str, str | None]:
     """Migrate to 0013, register a pool's and an unknown match's transactions as then, then
     migrate on: each transaction's currency as 0014 leaves it."""
@@ -87,26 +109,18 @@ async def _transactions_before_and_after_0014(url: str) -> dict[str, str | None]
 
     from sqlalchemy import insert, select
 
-    from app.accounts.models import User
-    from groupbuy.models import Pool
     from trust.models import TrustTransaction
 
-    users, pools, transactions = (m.__table__ for m in (User, Pool, TrustTransaction))  # type: ignore[attr-defined]
+    transactions = TrustTransaction.__table__  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     organizer, pool, ghost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     engine = create_engine(url, pool_size=1)
     try:
         await upgrade(engine, "0013")
         async with engine.begin() as conn:
-            await conn.execute(insert(users).values(
-                id=organizer, email=f"{organizer}@example.com", password_hash="x",
-                display_name="O", roles="member,organizer", created_at=now, auth_version=0,
-            ))  # fmt: skip
-            await conn.execute(insert(pools).values(
-                id=pool, organizer_id=organizer, title="Rice", description="", currency="JPY",
-                tiers="[]", min_quantity=1, max_quantity=10, deadline=now, status="succeeded",
-                platform_fee_bp=0, created_at=now,
-            ))  # fmt: skip
+            await _users_and_pool(
+                conn, users=[organizer], pool=pool, currency="JPY", status="succeeded", now=now
+            )
             for subject_type, subject_id in (("pool", pool), ("match", ghost)):
                 await conn.execute(insert(transactions).values(
                     subject_type=subject_type, subject_id=subject_id, completed_at=now,
@@ -142,27 +156,19 @@ async def _joins_through_0015(url: str) -> tuple[dict[str, int], str]:
     from alembic import command
     from sqlalchemy import insert, select, update
 
-    from app.accounts.models import User
     from app.migrate import alembic_config
-    from groupbuy.models import Join, Pool
+    from groupbuy.models import Join
 
-    users, pools, joins = (m.__table__ for m in (User, Pool, Join))  # type: ignore[attr-defined]
+    joins = Join.__table__  # type: ignore[attr-defined]
     now = datetime.now(UTC)
     organizer, member, pool = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     engine = create_engine(url, pool_size=1)
     try:
         await upgrade(engine, "0014")
         async with engine.begin() as conn:
-            for user in (organizer, member):
-                await conn.execute(insert(users).values(
-                    id=user, email=f"{user}@example.com", password_hash="x", display_name="U",
-                    roles="member,organizer", created_at=now, auth_version=0,
-                ))  # fmt: skip
-            await conn.execute(insert(pools).values(
-                id=pool, organizer_id=organizer, title="Rice", description="", currency="CNY",
-                tiers="[]", min_quantity=1, max_quantity=10, deadline=now, status="open",
-                platform_fee_bp=0, created_at=now,
-            ))  # fmt: skip
+            await _users_and_pool(
+                conn, users=[organizer, member], pool=pool, currency="CNY", status="open", now=now
+            )
             await conn.execute(insert(joins).values(
                 id=uuid.uuid4(), pool_id=pool, user_id=member, quantity=3, held_minor=300,
                 hold_id=f"pool:{pool}:join:x:v3", version=3, status="active", charged_minor=0,
