@@ -450,11 +450,12 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 def require_role(
     *roles: Role,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard: the caller needs one of these roles (admin passes every role check)."""
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
+    """A guard: the caller needs one of these roles (admin passes every role check). A coroutine
+    function: Litestar runs a plain function guard in its thread pool."""
     allowed = frozenset(roles) | {Role.ADMIN}
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not principal_of(connection).roles & allowed:
             names = ", ".join(sorted(r.value for r in roles))
             raise PermissionDeniedException(f"this action needs the role: {names}")

@@ -9,9 +9,12 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 
 
-def reject_repeated_parameters(request: Request[Any, Any, Any]) -> None:
+async def reject_repeated_parameters(request: Request[Any, Any, Any]) -> None:
     """A parameter given more than once is a 422 (Litestar would take one of the values and
-    drop the others without a word: `?status=open&status=failed` listed the failed pools)."""
+    drop the others without a word: `?status=open&status=failed` listed the failed pools).
+
+    A coroutine function, as every hook here: Litestar runs a plain function hook in a thread
+    pool, a hop through a thread and back for every request."""
     raw: bytes = request.scope.get("query_string", b"")
     if not raw:
         return

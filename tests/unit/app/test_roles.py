@@ -21,17 +21,17 @@ def principal(*roles: Role) -> Principal:
     return Principal(user_id=uuid.uuid4(), roles=frozenset(roles))
 
 
-def test_a_driver_passes_the_driver_guard_and_a_member_does_not() -> None:
+async def test_a_driver_passes_the_driver_guard_and_a_member_does_not() -> None:
     guard = require_role(Role.DRIVER)
-    guard(connection_of(principal(Role.MEMBER, Role.DRIVER)), None)  # type: ignore[arg-type]
+    await guard(connection_of(principal(Role.MEMBER, Role.DRIVER)), None)  # type: ignore[arg-type]
     with pytest.raises(PermissionDeniedException, match="driver"):
-        guard(connection_of(principal(Role.MEMBER)), None)  # type: ignore[arg-type]
+        await guard(connection_of(principal(Role.MEMBER)), None)  # type: ignore[arg-type]
 
 
-def test_admin_passes_every_role_check() -> None:
-    require_role(Role.ORGANIZER)(connection_of(principal(Role.ADMIN)), None)  # type: ignore[arg-type]
+async def test_admin_passes_every_role_check() -> None:
+    await require_role(Role.ORGANIZER)(connection_of(principal(Role.ADMIN)), None)  # type: ignore[arg-type]
 
 
-def test_no_principal_is_unauthorized() -> None:
+async def test_no_principal_is_unauthorized() -> None:
     with pytest.raises(NotAuthorizedException):
-        require_role(Role.MEMBER)(connection_of(None), None)  # type: ignore[arg-type]
+        await require_role(Role.MEMBER)(connection_of(None), None)  # type: ignore[arg-type]

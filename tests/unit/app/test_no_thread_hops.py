@@ -1,0 +1,41 @@
+"""Nothing on a request's path runs in Litestar's thread pool: a sync hook, handler or dependency
+costs every request a hop through a thread and back (its submit, the wake-ups, the GIL passed to
+and fro), which showed as a fifth of a server's CPU under a flash crowd of joins."""
+
+from __future__ import annotations
+
+from litestar.handlers import HTTPRouteHandler
+from litestar.utils.sync import AsyncCallable
+
+from app.main import create_app
+from app.settings import load_settings
+
+
+def _handlers() -> list[HTTPRouteHandler]:
+    app = create_app(load_settings({}))
+    return [
+        handler
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if isinstance(handler, HTTPRouteHandler)
+    ]
+
+
+def test_no_request_hook_runs_in_a_thread() -> None:
+    handlers = _handlers()
+    assert handlers
+    for handler in handlers:
+        hooks: list[object] = [handler.resolve_before_request(), handler.resolve_after_response()]
+        hooks += [layer.after_request for layer in handler.ownership_layers]
+        hooks += handler.resolve_guards()
+        for hook in hooks:
+            where = getattr(hook, "func", hook)
+            assert not isinstance(hook, AsyncCallable), f"{handler}: {where} runs in a thread"
+    assert any(handler.resolve_before_request() for handler in handlers)
+
+
+def test_no_handler_or_dependency_runs_in_a_thread() -> None:
+    for handler in _handlers():
+        assert not (handler.has_sync_callable and handler.sync_to_thread), handler
+        for name, provide in handler.resolve_dependencies().items():
+            assert not provide.sync_to_thread, f"{handler}: dependency {name} runs in a thread"
