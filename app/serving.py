@@ -13,7 +13,9 @@ whatever supervises the service to restart it whole.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -81,11 +83,26 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="copool-parent-watch", daemon=True).start()
 
 
+def freeze_startup_objects() -> int:
+    """Import the app, then move every object alive (about 160,000: modules, classes, tables,
+    the schema) out of the garbage collector's sight (`gc.freeze`); answers how many.
+
+    They live as long as the process, yet each full collection walked them all: a pause of
+    about 100 ms in the middle of a flash crowd, every request of the worker waiting. A full
+    collection now walks only what was made since startup (about 4 ms)."""
+    import app.main  # noqa: F401 - what the workers' app is built of
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
     """One worker process: uvicorn on a socket of its own."""
     import uvicorn
 
     _end_with_parent()
+    freeze_startup_objects()
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -194,10 +211,60 @@ except ImportError:  # httptools is not installed: uvicorn's pure-Python h11 pro
     from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol  # type: ignore[assignment]
 
 
+class CoalescingTransport:
+    """A connection's transport as its requests' response cycles see it: what they write in
+    one turn of the event loop goes out in one write, in order, before any close.
+
+    uvicorn writes a response's head and its body separately, each a system call and a TCP
+    segment of its own (the socket has TCP_NODELAY), so the client wakes twice for every
+    answer. Here the head waits for the body, which the app sends in the same turn."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class ProblemHTTPProtocol(_HTTPProtocol):
     """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with problem details
-    like every other error (uvicorn's own answer is plain text), then closing the connection."""
+    like every other error (uvicorn's own answer is plain text), then closing the connection;
+    with httptools, its responses go out through a CoalescingTransport."""
+
+    _coalescing: CoalescingTransport | None = None
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # (httptools calls it; h11 has no such step)
+        if self._coalescing is None:
+            self._coalescing = CoalescingTransport(self.transport, self.loop)
+        self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
+        if self._coalescing is not None:
+            self._coalescing.flush()  # what earlier requests were answered goes first
         self.transport.write(_UNPARSABLE_RESPONSE)
         self.transport.close()

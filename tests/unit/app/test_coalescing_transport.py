@@ -1,0 +1,104 @@
+"""`copool serve` writes each answer's head and body in one write (app/serving.py): uvicorn
+writes them apart, two system calls and two TCP segments, the client woken twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from litestar import Litestar, get, post
+from litestar.params import JSONBody
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from app.serving import CoalescingTransport, ProblemHTTPProtocol
+
+pytest.importorskip("httptools")
+
+
+class Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@get("/hello", sync_to_thread=False)
+def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+@post("/echo", sync_to_thread=False)
+def echo(data: JSONBody[dict[str, int]]) -> dict[str, int]:
+    return data
+
+
+async def _served(*requests: bytes, answers: int) -> Recording:
+    config = Config(Litestar([hello, echo]), lifespan="off", log_config=None)
+    protocol = ProblemHTTPProtocol(config, ServerState(), app_state={})
+    transport = Recording()
+    protocol.connection_made(transport)
+    for request in requests:
+        protocol.data_received(request)
+    for _ in range(200):
+        if sum(w.count(b"HTTP/1.1 ") for w in transport.writes) >= answers:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.01)  # nothing more comes
+    protocol.connection_lost(None)
+    return transport
+
+
+async def test_an_answers_head_and_body_go_out_in_one_write() -> None:
+    transport = await _served(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", answers=1)
+    assert len(transport.writes) == 1, transport.writes
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == b'{"hello":"world"}'
+
+
+async def test_keep_alive_answers_go_out_in_order_one_write_each() -> None:
+    first = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+    second = b'POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{"n": 7}'
+    transport = await _served(first, second, answers=2)
+    assert len(transport.writes) == 2, transport.writes
+    assert transport.writes[0].endswith(b'{"hello":"world"}')
+    assert transport.writes[1].startswith(b"HTTP/1.1 201 Created")
+    assert transport.writes[1].endswith(b'{"n":7}')
+
+
+async def test_a_close_sends_what_is_pending_first() -> None:
+    loop = asyncio.get_running_loop()
+    transport = Recording()
+    coalescing = CoalescingTransport(transport, loop)
+    coalescing.write(b"head ")
+    coalescing.write(b"body")
+    assert transport.writes == []
+    coalescing.close()
+    assert transport.writes == [b"head body"]
+    assert transport.closed
+    assert coalescing.is_closing()
+    coalescing.write(b"late")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"head body"]  # nothing is written to a closed transport
