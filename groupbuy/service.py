@@ -10,6 +10,7 @@ pool and the join, so a repeated, concurrent or resumed settlement never pays tw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -495,6 +496,67 @@ class _Reads(msgspec.Struct, frozen=True, kw_only=True):
     available: dict[int, int]
 
 
+#: Each pool's currency, as this process last read it (it never changes): a batch decided on
+#: unlocked reads reads the members' wallets at the same time as the pool itself.
+_currencies: dict[UUID, str] = {}
+_CURRENCIES_KEPT = 10_000
+
+
+async def _read_batch_beside(
+    uow: UnitOfWork,
+    session: AsyncSession,
+    *,
+    pool_id: UUID,
+    members: list[UUID],
+    config: TrustConfig,
+    now: datetime,
+) -> _Reads | None:
+    """`_read_batch` without locks, its three reads at once: the members' standings and their
+    wallets (with the escrow) each on a connection of its own (autocommit) beside `session`'s
+    read of the pool and their joins. A pool this process has not read yet (its currency names
+    the wallets) is read first, one read after the other."""
+    currency = _currencies.get(pool_id)
+    if currency is None:
+        reads = await _read_batch(
+            session, pool_id=pool_id, members=members, config=config, now=now, lock=False
+        )
+        if reads is not None:
+            if len(_currencies) >= _CURRENCIES_KEPT:
+                _currencies.clear()
+            _currencies[pool_id] = reads.pool.currency
+        return reads
+    accounts = [
+        *(wallet_account(member, currency) for member in members),
+        escrow(AccountKind.POOL_ESCROW, pool_id, currency),
+    ]
+    try:  # (a failed read cancels the others, and each ends before its connection is let go)
+        async with (
+            uow.autocommit() as trust_session,
+            uow.autocommit() as ledger_session,
+            asyncio.TaskGroup() as group,
+        ):
+            read_standings = group.create_task(
+                trust.standings_of(trust_session, user_ids=members, params=config.score, now=now)
+            )
+            read_pool = group.create_task(_pool_and_joins(session, pool_id, members, lock=False))
+            read_balances = group.create_task(ledger.balances(ledger_session, accounts))
+    except* Exception as failed:
+        raise failed.exceptions[0] from None
+    standings, (pool, joins), (ids, available) = (
+        read_standings.result(),
+        read_pool.result(),
+        read_balances.result(),
+    )
+    if pool.status != PoolStatus.OPEN or pool.deadline <= now:
+        return None
+    if pool.currency != currency:  # (not this pool after all: a database made anew)
+        _currencies.pop(pool_id, None)
+        return await _read_batch_beside(
+            uow, session, pool_id=pool_id, members=members, config=config, now=now
+        )
+    return _Reads(pool=pool, joins=joins, standings=standings, ids=ids, available=available)
+
+
 async def _read_batch(
     session: AsyncSession,
     *,
@@ -706,8 +768,8 @@ async def _join_batch_unlocked(
     now = max(ticket.now for ticket in tickets)
     members = list(dict.fromkeys(ticket.user_id for ticket in tickets))
     async with uow.autocommit() as session:
-        reads = await _read_batch(
-            session, pool_id=pool_id, members=members, config=config, now=now, lock=False
+        reads = await _read_batch_beside(
+            uow, session, pool_id=pool_id, members=members, config=config, now=now
         )
         if reads is None:
             return [PoolClosed("this pool no longer takes joins") for _ in tickets]

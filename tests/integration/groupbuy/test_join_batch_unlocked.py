@@ -305,3 +305,64 @@ async def test_a_write_that_times_out_is_decided_again_or_answered_unknown(
     assert await _state(world, pool_id, organizer_h) == (1, 1)
     assert await wallet(world.sessionmaker, a) == (FUNDS, 0)
     await ledger_verifies(world.sessionmaker)
+
+
+async def test_a_known_pools_batch_reads_standings_wallets_and_joins_at_once(
+    world: TrustWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, pool_id = await _organizer_and_pool(world)
+    a, a_h = await member(world, FUNDS)
+    b, _ = await member(world, FUNDS)
+    await _join(world, pool_id, a_h, 2)  # this process now knows the pool's currency
+    assert service._currencies[pool_id] == "CNY"
+    config, now = world.client.app.state.trust, world.clock()
+    async with world.uow.autocommit() as session:
+        one_by_one = await service._read_batch(
+            session, pool_id=pool_id, members=[a, b], config=config, now=now, lock=False
+        )
+
+    events: list[str] = []
+
+    def watched(name: str, read: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            events.append(f"{name} sent")
+            answer = await read(*args, **kwargs)
+            events.append(f"{name} answered")
+            return answer
+
+        return run
+
+    monkeypatch.setattr(
+        service.trust, "standings_of", watched("standings", service.trust.standings_of)
+    )
+    monkeypatch.setattr(service, "_pool_and_joins", watched("pool", service._pool_and_joins))
+    monkeypatch.setattr(service.ledger, "balances", watched("wallets", service.ledger.balances))
+    async with world.uow.autocommit() as session:
+        at_once = await service._read_batch_beside(
+            world.uow, session, pool_id=pool_id, members=[a, b], config=config, now=now
+        )
+    assert sorted(events[:3]) == ["pool sent", "standings sent", "wallets sent"], events
+    assert at_once == one_by_one
+    assert at_once is not None
+    assert set(at_once.joins) == {a}
+    assert set(at_once.standings) == {a, b}
+    assert {wallet_account(a, "CNY").key, wallet_account(b, "CNY").key} <= set(at_once.ids)
+
+
+async def test_a_batch_that_knew_the_pool_wrong_reads_it_again(world: TrustWorld) -> None:
+    _, _, pool_id = await _organizer_and_pool(world)
+    a, a_h = await member(world, FUNDS)
+    await _join(world, pool_id, a_h, 2)
+    service._currencies[pool_id] = "USD"  # as if a pool of that id had been read elsewhere
+    answers = await service._join_batch_unlocked(
+        world.uow,
+        pool_id=pool_id,
+        tickets=[_ticket(world, a, 1)],
+        config=world.client.app.state.trust,
+    )
+    assert answers is not None
+    assert isinstance(answers[0], service.Joined)
+    assert answers[0].join.quantity == 3
+    assert service._currencies[pool_id] == "CNY"
+    assert await wallet(world.sessionmaker, a) == (FUNDS - 3_000, 3_000)
+    await ledger_verifies(world.sessionmaker)
