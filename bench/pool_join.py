@@ -243,6 +243,8 @@ class Shot:
     #: Every answer by status, also those that came after the phase ended (the database has
     #: those joins too).
     answers: Counter[int] = field(default_factory=Counter)
+    #: (second of the phase the join was sent in, latency ms) of each 201 within the phase.
+    timeline: list[tuple[int, float]] = field(default_factory=list)
     #: Timeouts, broken connections: by exception name.
     failures: Counter[str] = field(default_factory=Counter)
     #: One body per status that is neither 201 nor 409.
@@ -312,6 +314,9 @@ async def _member(
                 shot.samples.setdefault(status, body[:300])
             if loop.time() <= end:
                 shot.latencies.setdefault(status, []).append(elapsed_ms)
+                if status == 201:
+                    sent_at = loop.time() - elapsed_ms / 1000 - start
+                    shot.timeline.append((int(max(0.0, sent_at)), elapsed_ms))
             if _CLOSE.search(head):
                 writer.close()
                 reader, writer = await _connect(task.port)
@@ -409,6 +414,15 @@ class Phase:
             f"the phase ended (in flight at its end)"
             + (f"; no answer: {dict(failures)}" if failures else "")
         )
+        by_second: dict[int, list[float]] = {}
+        for shot in self.shots:
+            for second, ms in shot.timeline:
+                by_second.setdefault(second, []).append(ms)
+        if by_second:
+            lines.append(
+                "joins' p99 ms by the second they were sent in: "
+                + " ".join(f"{_percentile(by_second[s], 0.99):.0f}" for s in sorted(by_second))
+            )
         samples = {k: v for shot in self.shots for k, v in shot.samples.items()}
         if samples:
             lines.append(f"a body of each other status: {samples}")
