@@ -93,12 +93,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from app.embedded import EmbeddedRedis, EmbeddedRedisError, tcp_listening
     from app.logging import configure_logging
-    from app.serving import (
-        ProblemHTTPProtocol,
-        freeze_startup_objects,
-        reuse_port_supported,
-        run_workers,
-    )
+    from app.serving import ProblemHTTPProtocol, reuse_port_supported, run_workers
 
     settings = _settings()
     configure_logging(settings)
@@ -148,7 +143,6 @@ def serve(host: str, port: int, workers: int) -> None:
             # uvicorn stops on SIGINT/SIGTERM after the app's lifespan has shut down (worker,
             # Redis clients, database), then raises the signal again; only then is the
             # embedded Redis stopped. The re-raised Ctrl+C is the end we asked for.
-            freeze_startup_objects()
             uvicorn.run(
                 "app.main:create_app",
                 factory=True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -83,26 +82,11 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="copool-parent-watch", daemon=True).start()
 
 
-def freeze_startup_objects() -> int:
-    """Import the app, then move every object alive (about 160,000: modules, classes, tables,
-    the schema) out of the garbage collector's sight (`gc.freeze`); answers how many.
-
-    They live as long as the process, yet each full collection walked them all: a pause of
-    about 100 ms in the middle of a flash crowd, every request of the worker waiting. A full
-    collection now walks only what was made since startup (about 4 ms)."""
-    import app.main  # noqa: F401 - what the workers' app is built of
-
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
-
-
 def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
     """One worker process: uvicorn on a socket of its own."""
     import uvicorn
 
     _end_with_parent()
-    freeze_startup_objects()
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
