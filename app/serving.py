@@ -181,8 +181,7 @@ _UNPARSABLE = msgspec.json.encode(
         "detail": "the request is not valid HTTP/1.1 (its request line, headers or body framing)",
     }
 )
-_UNPARSABLE_RESPONSE = (
-    b"HTTP/1.1 400 Bad Request\r\n"
+_UNPARSABLE_TAIL = (
     b"content-type: application/problem+json\r\n"
     b"content-length: " + str(len(_UNPARSABLE)).encode() + b"\r\n"
     b"connection: close\r\n\r\n" + _UNPARSABLE
@@ -250,5 +249,8 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._coalescing is not None:
             self._coalescing.flush()  # what earlier requests were answered goes first
-        self.transport.write(_UNPARSABLE_RESPONSE)
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]  # with uvicorn's date and server headers
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join(head) + _UNPARSABLE_TAIL)
         self.transport.close()

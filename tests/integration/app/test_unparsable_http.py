@@ -59,6 +59,7 @@ def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
             assert lines[0] == b"HTTP/1.1 400 Bad Request", (param.id, head)
             assert b"content-type: application/problem+json" in lines
             assert b"connection: close" in lines
+            assert any(line.startswith(b"date: ") for line in lines), head  # as every answer
             problem = json.loads(body)
             assert problem["type"] == "bad-request"
             assert problem["status"] == 400
