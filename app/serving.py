@@ -194,6 +194,11 @@ except ImportError:  # httptools is not installed: uvicorn's pure-Python h11 pro
     from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol  # type: ignore[assignment]
 
 
+#: A write at least this large goes out at once, after what is pending (the transport's flow
+#: control sees it in time, and it is not copied again).
+LARGE_WRITE = 64 * 1024
+
+
 class CoalescingTransport:
     """A connection's transport as its requests' response cycles see it: what they write in
     one turn of the event loop goes out in one write, in order, before any close.
@@ -210,6 +215,11 @@ class CoalescingTransport:
         self._pending: list[bytes] = []
 
     def write(self, data: bytes) -> None:
+        if len(data) >= LARGE_WRITE:  # (a big chunk gains nothing from waiting: flow control)
+            self.flush()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+            return
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
@@ -236,19 +246,35 @@ class CoalescingTransport:
 class ProblemHTTPProtocol(_HTTPProtocol):
     """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with problem details
     like every other error (uvicorn's own answer is plain text), then closing the connection;
-    with httptools, its responses go out through a CoalescingTransport."""
+    with httptools, its responses go out through a CoalescingTransport, and whatever closes
+    the connection itself (a graceful shutdown, the keep-alive timeout, a 400) sends what is
+    pending first."""
 
     _coalescing: CoalescingTransport | None = None
 
     def on_headers_complete(self) -> None:
+        before = self.cycle
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
+        if self.cycle is None or self.cycle is before:
+            return  # an upgrade (WebSocket): no response cycle of ours
         if self._coalescing is None:
             self._coalescing = CoalescingTransport(self.transport, self.loop)
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
-    def send_400_response(self, msg: str) -> None:
+    def _flush(self) -> None:
         if self._coalescing is not None:
-            self._coalescing.flush()  # what earlier requests were answered goes first
+            self._coalescing.flush()
+
+    def shutdown(self) -> None:
+        self._flush()  # an answer finished in this turn is not dropped by the close
+        super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._flush()
+        super().timeout_keep_alive_handler()
+
+    def send_400_response(self, msg: str) -> None:
+        self._flush()  # what earlier requests were answered goes first
         head = [b"HTTP/1.1 400 Bad Request\r\n"]  # with uvicorn's date and server headers
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

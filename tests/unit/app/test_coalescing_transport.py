@@ -12,7 +12,7 @@ from litestar.params import JSONBody
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.serving import CoalescingTransport, ProblemHTTPProtocol
+from app.serving import LARGE_WRITE, CoalescingTransport, ProblemHTTPProtocol
 
 pytest.importorskip("httptools")
 
@@ -43,6 +43,9 @@ class Recording(asyncio.Transport):
     def resume_reading(self) -> None:
         pass
 
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
 
 @get("/hello", sync_to_thread=False)
 def hello() -> dict[str, str]:
@@ -54,11 +57,16 @@ def echo(data: JSONBody[dict[str, int]]) -> dict[str, int]:
     return data
 
 
-async def _served(*requests: bytes, answers: int) -> Recording:
+def _connected() -> tuple[ProblemHTTPProtocol, Recording]:
     config = Config(Litestar([hello, echo]), lifespan="off", log_config=None)
     protocol = ProblemHTTPProtocol(config, ServerState(), app_state={})
     transport = Recording()
     protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _served(*requests: bytes, answers: int) -> Recording:
+    protocol, transport = _connected()
     for request in requests:
         protocol.data_received(request)
     for _ in range(200):
@@ -102,3 +110,38 @@ async def test_a_close_sends_what_is_pending_first() -> None:
     coalescing.write(b"late")
     await asyncio.sleep(0)
     assert transport.writes == [b"head body"]  # nothing is written to a closed transport
+
+
+async def test_a_graceful_shutdown_sends_an_answer_finished_in_the_same_turn() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    for _ in range(1_000):
+        if protocol.cycle.response_complete:
+            break
+        await asyncio.sleep(0)
+    protocol.shutdown()  # what uvicorn's Server.shutdown calls on every connection
+    await asyncio.sleep(0.01)
+    assert transport.closed
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b'{"hello":"world"}')
+
+
+async def test_a_websocket_upgrade_is_left_to_uvicorn() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    await asyncio.sleep(0.05)
+    assert not any(w.startswith(b"HTTP/1.1 400") for w in transport.writes), transport.writes
+
+
+async def test_a_large_write_goes_out_at_once_after_what_is_pending() -> None:
+    transport = Recording()
+    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+    coalescing.write(b"head")
+    big = b"x" * LARGE_WRITE
+    coalescing.write(big)
+    assert transport.writes == [b"head", big]
+    await asyncio.sleep(0)
+    assert transport.writes == [b"head", big]
