@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from uuid import UUID, uuid4
 import msgspec
 from sqlalchemy import Table, and_, bindparam, case, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import AsyncSession, on_postgres, one_of
 from app.errors import body_errors
@@ -500,6 +502,23 @@ class _Reads(msgspec.Struct, frozen=True, kw_only=True):
 #: unlocked reads reads the members' wallets at the same time as the pool itself.
 _currencies: dict[UUID, str] = {}
 _CURRENCIES_KEPT = 10_000
+#: Per engine, held by the one batch of this process that reads beside its own connection: it
+#: holds one of the engine's connections and takes two more, so two such batches could each
+#: wait for the other's. A batch that finds it held reads one read after another instead, and
+#: so does every batch where the engine's pool has fewer connections than this.
+_reading_beside: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+_BESIDE_MIN_CONNECTIONS = 4
+
+
+def _beside_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """The engine's lock for reading beside, if its pool has room for it at all."""
+    size = getattr(engine.pool, "size", None)
+    if not callable(size) or size() < _BESIDE_MIN_CONNECTIONS:
+        return None
+    lock = _reading_beside.get(engine)
+    if lock is None:
+        lock = _reading_beside[engine] = asyncio.Lock()
+    return lock
 
 
 async def _read_batch_beside(
@@ -514,9 +533,11 @@ async def _read_batch_beside(
     """`_read_batch` without locks, its three reads at once: the members' standings and their
     wallets (with the escrow) each on a connection of its own (autocommit) beside `session`'s
     read of the pool and their joins. A pool this process has not read yet (its currency names
-    the wallets) is read first, one read after the other."""
+    the wallets) is read first, one read after the other, as is any batch while another one
+    of this process reads beside (`_reading_beside`)."""
     currency = _currencies.get(pool_id)
-    if currency is None:
+    lock = _beside_lock(uow.engine)
+    if currency is None or lock is None or lock.locked():
         reads = await _read_batch(
             session, pool_id=pool_id, members=members, config=config, now=now, lock=False
         )
@@ -531,6 +552,7 @@ async def _read_batch_beside(
     ]
     try:  # (a failed read cancels the others, and each ends before its connection is let go)
         async with (
+            lock,  # (never waited for: it was free, and nothing was awaited since)
             uow.autocommit() as trust_session,
             uow.autocommit() as ledger_session,
             asyncio.TaskGroup() as group,
@@ -541,6 +563,9 @@ async def _read_batch_beside(
             read_pool = group.create_task(_pool_and_joins(session, pool_id, members, lock=False))
             read_balances = group.create_task(ledger.balances(ledger_session, accounts))
     except* Exception as failed:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # (cancelled meanwhile: that comes first)
+            raise asyncio.CancelledError from None
         raise failed.exceptions[0] from None
     standings, (pool, joins), (ids, available) = (
         read_standings.result(),

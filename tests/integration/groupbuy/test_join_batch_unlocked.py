@@ -6,6 +6,7 @@ the read and the write, the call writes nothing at all."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -366,3 +367,69 @@ async def test_a_batch_that_knew_the_pool_wrong_reads_it_again(world: TrustWorld
     assert service._currencies[pool_id] == "CNY"
     assert await wallet(world.sessionmaker, a) == (FUNDS - 3_000, 3_000)
     await ledger_verifies(world.sessionmaker)
+
+
+async def test_batches_reading_at_once_never_wait_on_each_others_connections(
+    world: TrustWorld,
+) -> None:
+    """A batch reading beside its connection holds one and takes two more: several at once on
+    a small pool would each wait for the others' (until the pool's timeout). One at a time reads
+    beside; the others read one read after another, and a pool too small reads that way too."""
+    pools = []
+    for _ in range(6):
+        _, _, pool_id = await _organizer_and_pool(world)
+        someone, headers = await member(world, FUNDS)
+        await _join(world, pool_id, headers, 1)  # the process now knows each pool
+        pools.append((pool_id, someone))
+    url = world.uow.engine.url.render_as_string(hide_password=False)
+    config, now = world.client.app.state.trust, world.clock()
+    for pool_size in (3, 1):  # 6 connections; 2
+        engine = create_engine(url, pool_size=pool_size, connect_timeout_s=0.5)
+        uow = UnitOfWork(create_sessionmaker(engine))
+
+        async def batch(pool_id: uuid.UUID, someone: uuid.UUID, uow: UnitOfWork = uow) -> Any:
+            async with uow.autocommit() as session:
+                return await service._read_batch_beside(
+                    uow, session, pool_id=pool_id, members=[someone], config=config, now=now
+                )
+
+        try:
+            async with asyncio.timeout(4):  # (the pool's own timeout is 5.5 s)
+                reads = await asyncio.gather(*(batch(*pool) for pool in pools))
+        finally:
+            await engine.dispose()
+        for read, (pool_id, someone) in zip(reads, pools, strict=True):
+            assert read.pool.id == pool_id
+            assert set(read.standings) == {someone}
+
+
+async def test_a_batch_reads_one_read_after_another_while_another_reads_beside(
+    world: TrustWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, pool_id = await _organizer_and_pool(world)
+    a, a_h = await member(world, FUNDS)
+    await _join(world, pool_id, a_h, 2)
+    events: list[str] = []
+    standings_of = service.trust.standings_of
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        events.append("standings sent")
+        answer = await standings_of(*args, **kwargs)
+        events.append("standings answered")
+        return answer
+
+    monkeypatch.setattr(service.trust, "standings_of", watched)
+    lock = service._beside_lock(world.uow.engine)
+    assert lock is not None
+    async with lock, world.uow.autocommit() as session:  # another batch reads beside
+        reads = await service._read_batch_beside(
+            world.uow,
+            session,
+            pool_id=pool_id,
+            members=[a],
+            config=world.client.app.state.trust,
+            now=world.clock(),
+        )
+    assert reads is not None
+    assert set(reads.joins) == {a}
+    assert events == ["standings sent", "standings answered"]
