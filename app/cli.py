@@ -124,6 +124,10 @@ def serve(host: str, port: int, workers: int) -> None:
     options: dict[str, Any] = {
         # Problem details also for a request that is not HTTP (app/serving.py).
         "http": ProblemHTTPProtocol,
+        # No route takes a WebSocket: an upgrade request is an HTTP request like any other, in
+        # its turn (uvicorn's WebSocket protocol took the connection over at once, dropping the
+        # answers of requests pipelined before it, and refused in plain text).
+        "ws": "none",
         "log_config": None,
         "access_log": False,
         # X-Forwarded-For is believed only from COPOOL_TRUSTED_PROXIES (default: no one).

@@ -181,11 +181,6 @@ _UNPARSABLE = msgspec.json.encode(
         "detail": "the request is not valid HTTP/1.1 (its request line, headers or body framing)",
     }
 )
-_UNPARSABLE_TAIL = (
-    b"content-type: application/problem+json\r\n"
-    b"content-length: " + str(len(_UNPARSABLE)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + _UNPARSABLE
-)
 
 
 try:
@@ -243,16 +238,43 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+#: A request's head (its request line and headers) may take at most this many bytes, counted
+#: over the reads that arrive while it is incomplete (a read is at most 256 KiB): httptools
+#: puts no bound on a header, and its time grew with the square of one (150 MB: 25 s, the
+#: worker's every other request waiting).
+MAX_HEAD_BYTES = 1024 * 1024
+
+_HEAD_TOO_LARGE = msgspec.json.encode(
+    {
+        "type": "request-too-large",
+        "title": "Request Header Fields Too Large",
+        "status": 431,
+        "detail": f"the request line and headers may take at most {MAX_HEAD_BYTES} bytes",
+    }
+)
+
+
 class ProblemHTTPProtocol(_HTTPProtocol):
     """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with problem details
-    like every other error (uvicorn's own answer is plain text), then closing the connection;
-    with httptools, its responses go out through a CoalescingTransport, and whatever closes
-    the connection itself (a graceful shutdown, the keep-alive timeout, a 400) sends what is
-    pending first."""
+    like every other error (uvicorn's own answer is plain text), then closing the connection,
+    but only once the requests before it on the connection have been answered, in order (uvicorn
+    answered the 400 at once, in place of theirs, although they ran); refusing a request head
+    over MAX_HEAD_BYTES (431); with httptools, its responses go out through a
+    CoalescingTransport, and whatever closes the connection itself (a graceful shutdown, the
+    keep-alive timeout, a 400) sends what is pending first."""
 
     _coalescing: CoalescingTransport | None = None
+    #: The refusal to send once the requests before it are answered (status, reason, body).
+    _refusal: tuple[int, bytes, bytes] | None = None
+    _head_open = False
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open, self._head_bytes = True, 0
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
         before = self.cycle
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
         if self.cycle is None or self.cycle is before:
@@ -261,9 +283,54 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             self._coalescing = CoalescingTransport(self.transport, self.loop)
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # the rest of the connection is not read: it is refused once answered
+        super().data_received(data)
+        if self._head_open and self._refusal is None and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE)
+
     def _flush(self) -> None:
         if self._coalescing is not None:
             self._coalescing.flush()
+
+    def _answering(self) -> bool:
+        """Whether a request before the refusal is still running or waiting its turn."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _refuse(self, status: int, reason: bytes, body: bytes) -> None:
+        self._refusal = (status, reason, body)
+        # A request whose body the error broke is the one refused: queued, it must not run;
+        # running, it would wait for the rest of its body for ever (its answer is the refusal).
+        while self.pipeline and self.pipeline[0][0].more_body:
+            self.pipeline.popleft()
+        running = self.cycle is not None and not self.cycle.response_complete
+        if (running and self.cycle.more_body) or not self._answering():
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        assert self._refusal is not None
+        status, reason, body = self._refusal
+        self._flush()  # what earlier requests were answered goes first
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]  # with uvicorn's date and server
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/problem+json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % len(body)
+        )
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is not None and not self._answering() and not self.transport.is_closing():
+            self._send_refusal()
 
     def shutdown(self) -> None:
         self._flush()  # an answer finished in this turn is not dropped by the close
@@ -274,9 +341,5 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         super().timeout_keep_alive_handler()
 
     def send_400_response(self, msg: str) -> None:
-        self._flush()  # what earlier requests were answered goes first
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]  # with uvicorn's date and server headers
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        self.transport.write(b"".join(head) + _UNPARSABLE_TAIL)
-        self.transport.close()
+        if self._refusal is None:
+            self._refuse(400, b"Bad Request", _UNPARSABLE)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import time
@@ -23,6 +24,20 @@ UNPARSABLE = [
     ),
     pytest.param(b"GET /v1/health HTTP/1.1\r\nHo\x00st: t\r\n\r\n", id="header-name"),
 ]
+
+
+def _answers(port: int, requests: bytes, count: int) -> bytes:
+    """What the server answers to these requests sent at once, once `count` answers came (or
+    it closed the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(requests)
+        answer = b""
+        while answer.count(b"HTTP/1.1 ") < count or not answer.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
 
 
 def _exchange(port: int, request: bytes) -> bytes:
@@ -77,6 +92,19 @@ def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
             port, b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
         )
         assert healthy.startswith(b"HTTP/1.1 200")
+        # Requests before a broken one are answered first, in order; a WebSocket upgrade is a
+        # request like any other (no route takes one).
+        upgrade = (
+            b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket"
+            b"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        health = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n"
+        for pipelined, statuses in (
+            (health + health + b"GARBAGE\r\n\r\n", [b"200", b"200", b"400"]),
+            (health + upgrade, [b"200", b"200"]),
+        ):
+            answers = _answers(port, pipelined, len(statuses))
+            assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == statuses, answers
         returncode, output = server.interrupt()
     assert returncode == 0, output
     assert "Traceback" not in output, output

@@ -4,6 +4,7 @@ writes them apart, two system calls and two TCP segments, the client woken twice
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,12 @@ from litestar.params import JSONBody
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.serving import LARGE_WRITE, CoalescingTransport, ProblemHTTPProtocol
+from app.serving import (
+    LARGE_WRITE,
+    MAX_HEAD_BYTES,
+    CoalescingTransport,
+    ProblemHTTPProtocol,
+)
 
 pytest.importorskip("httptools")
 
@@ -145,3 +151,49 @@ async def test_a_large_write_goes_out_at_once_after_what_is_pending() -> None:
     assert transport.writes == [b"head", big]
     await asyncio.sleep(0)
     assert transport.writes == [b"head", big]
+
+
+async def test_a_broken_request_is_refused_after_the_answers_of_those_before_it() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        b'POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{"n": 7}'
+        b"GARBAGE\r\n\r\n"
+    )
+    for _ in range(200):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.005)
+    answers = b"".join(transport.writes)
+    assert transport.closed
+    heads = re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+", answers)
+    assert heads == [b"HTTP/1.1 200 OK", b"HTTP/1.1 201 Created", b"HTTP/1.1 400 Bad Request"]
+    assert answers.startswith(b"HTTP/1.1 200 OK")
+    assert answers.endswith(b"}")
+    assert b"application/problem+json" in answers
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")  # read no more
+    await asyncio.sleep(0.01)
+    assert b"".join(transport.writes) == answers
+
+
+async def test_a_request_whose_body_breaks_is_refused_at_once() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    await asyncio.sleep(0.01)
+    assert transport.closed
+    assert transport.writes[-1].startswith(b"HTTP/1.1 400 Bad Request")
+
+
+async def test_a_head_over_the_limit_is_refused_with_431() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: ")
+    chunk = b"a" * (256 * 1024)
+    for _ in range(MAX_HEAD_BYTES // len(chunk) + 1):
+        protocol.data_received(chunk)
+    assert transport.closed
+    head, _, body = transport.writes[-1].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+    assert b"content-type: application/problem+json" in head
+    assert b'"status":431' in body
