@@ -243,11 +243,22 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         ):
             await app(scope, receive, send)
             return
-        key_raw = next((v for k, v in scope.get("headers", []) if k == HEADER), None)
-        if key_raw is None:
+        keys = [v for k, v in scope.get("headers", []) if k == HEADER]
+        if not keys:
             await app(scope, receive, send)
             return
-        key = key_raw.decode("latin-1")
+        key = keys[0].decode("latin-1")
+        if len(keys) > 1:  # (which one would the retry repeat?)
+            await _send_answer(
+                send,
+                *_problem(
+                    422,
+                    "validation-error",
+                    "Unprocessable Entity",
+                    "Idempotency-Key is given more than once; send one",
+                ),
+            )
+            return
         if not _VALID_KEY.match(key):
             await _send_answer(
                 send,

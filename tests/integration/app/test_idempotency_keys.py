@@ -117,3 +117,27 @@ async def test_a_key_used_again_after_it_was_forgotten_is_a_new_request(settings
         assert "idempotent-replayed" not in second.headers
         assert first.json()["id"] != second.json()["id"]
         assert await balance(client, auth) == 1_000  # it moved money again, once
+
+
+async def test_a_key_given_twice_is_refused_and_moves_nothing(settings: Settings) -> None:
+    """Two Idempotency-Key headers (sent apart: an HTTP client would join them with a comma,
+    which the key's character set refuses already): which would a retry repeat? A 422."""
+    with live_server(settings) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            _, auth = await sign_up(client)  # type: ignore[arg-type]
+            body = b'{"amount_minor": 500, "currency": "CNY"}'
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"POST {TOP_UP} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth['Authorization']}"
+                f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Idempotency-Key: d1\r\nIdempotency-Key: d2\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            answer = await reader.read()
+            writer.close()
+            head, _, problem = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 422"), answer
+            assert b'"type":"validation-error"' in problem
+            assert b"more than once" in problem
+            assert await balance(client, auth) == 0
