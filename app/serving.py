@@ -244,20 +244,6 @@ class CoalescingTransport:
 #: worker's every other request waiting).
 MAX_HEAD_BYTES = 1024 * 1024
 
-#: A request must have come whole within this many seconds of a read that left it incomplete
-#: (a client trickling its head or body a byte at a time held a connection and its request
-#: for as long as it liked); a request read whole in one go starts no timer.
-REQUEST_READ_TIMEOUT_S = 30.0
-
-_READ_TIMED_OUT = msgspec.json.encode(
-    {
-        "type": "request-timeout",
-        "title": "Request Timeout",
-        "status": 408,
-        "detail": f"the request did not arrive whole within {REQUEST_READ_TIMEOUT_S:g} s",
-    }
-)
-
 _HEAD_TOO_LARGE = msgspec.json.encode(
     {
         "type": "request-too-large",
@@ -282,20 +268,10 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
     _head_bytes = 0
-    #: A request has begun and not yet come whole; the timer of an incomplete one.
-    _reading = False
-    _read_timer: asyncio.TimerHandle | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_open, self._head_bytes, self._reading = True, 0, True
-
-    def on_message_complete(self) -> None:
-        self._reading = False
-        if self._read_timer is not None:  # (a request after it starts a timer of its own)
-            self._read_timer.cancel()
-            self._read_timer = None
-        super().on_message_complete()
+        self._head_open, self._head_bytes = True, 0
 
     def on_headers_complete(self) -> None:
         self._head_open = False
@@ -311,26 +287,10 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         if self._refusal is not None:
             return  # the rest of the connection is not read: it is refused once answered
         super().data_received(data)
-        if self._refusal is not None or self.transport.is_closing():
-            return
-        if self._head_open:
+        if self._head_open and self._refusal is None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE)
-                return
-        if self._reading and self._read_timer is None:
-            self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT_S, self._read_timed_out)
-
-    def _read_timed_out(self) -> None:
-        self._read_timer = None
-        if self._reading and self._refusal is None and not self.transport.is_closing():
-            self._refuse(408, b"Request Timeout", _READ_TIMED_OUT)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-        super().connection_lost(exc)
 
     def _flush(self) -> None:
         if self._coalescing is not None:

@@ -13,7 +13,6 @@ from litestar.params import JSONBody
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app import serving
 from app.serving import (
     LARGE_WRITE,
     MAX_HEAD_BYTES,
@@ -198,34 +197,3 @@ async def test_a_head_over_the_limit_is_refused_with_431() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert b"content-type: application/problem+json" in head
     assert b'"status":431' in body
-
-
-async def test_a_request_not_whole_in_time_is_refused_with_408(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(serving, "REQUEST_READ_TIMEOUT_S", 0.05)
-    for partial in (
-        b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: a",  # a head trickled
-        b'POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n{"n"',  # a body
-    ):
-        protocol, transport = _connected()
-        protocol.data_received(partial)
-        await asyncio.sleep(0.2)
-        assert transport.closed, partial
-        assert transport.writes[-1].startswith(b"HTTP/1.1 408 Request Timeout")
-        assert b'"type":"request-timeout"' in transport.writes[-1]
-
-
-async def test_requests_read_whole_start_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serving, "REQUEST_READ_TIMEOUT_S", 0.05)
-    protocol, transport = _connected()
-    protocol.data_received(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert protocol._read_timer is None
-    protocol.data_received(b"GET /hello HTTP/1.1\r\nHo")  # the next one in two reads
-    assert protocol._read_timer is not None
-    protocol.data_received(b"st: t\r\n\r\n")
-    assert protocol._read_timer is None
-    await asyncio.sleep(0.2)
-    assert not transport.closed
-    heads = re.findall(rb"HTTP/1\.1 \d{3}", b"".join(transport.writes))
-    assert heads == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
