@@ -264,6 +264,8 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     keep-alive timeout, a 400) sends what is pending first."""
 
     _coalescing: CoalescingTransport | None = None
+    #: The request whose app runs (or last ran) on this connection.
+    _running: Any = None
     #: The refusal to send once the requests before it are answered (status, reason, body).
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
@@ -278,10 +280,18 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         before = self.cycle
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
         if self.cycle is None or self.cycle is before:
-            return  # an upgrade (WebSocket): no response cycle of ours
+            return  # an upgrade uvicorn takes: no response cycle of ours
+        if self.parser.should_upgrade():
+            # Served as plain HTTP (no WebSocket routes: `ws` is "none"), but httptools reads
+            # nothing after it: the connection ends with its answer, as that answer says.
+            self.cycle.keep_alive = False
         if self._coalescing is None:
             self._coalescing = CoalescingTransport(self.transport, self.loop)
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle  # (`self.cycle` is the newest request, maybe still queued)
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -298,22 +308,28 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def _answering(self) -> bool:
         """Whether a request before the refusal is still running or waiting its turn."""
-        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+        running = self._running
+        return bool(self.pipeline) or (running is not None and not running.response_complete)
 
     def _refuse(self, status: int, reason: bytes, body: bytes) -> None:
         self._refusal = (status, reason, body)
         # A request whose body the error broke is the one refused: queued, it must not run;
         # running, it would wait for the rest of its body for ever (its answer is the refusal).
-        while self.pipeline and self.pipeline[0][0].more_body:
+        if self.pipeline and self.pipeline[0][0].more_body:
             self.pipeline.popleft()
-        running = self.cycle is not None and not self.cycle.response_complete
-        if (running and self.cycle.more_body) or not self._answering():
+        running = self._running
+        broken_running = running is not None and running.more_body
+        if broken_running or not self._answering():
             self._send_refusal()
 
     def _send_refusal(self) -> None:
         assert self._refusal is not None
         status, reason, body = self._refusal
         self._flush()  # what earlier requests were answered goes first
+        running = self._running
+        if running is not None and running.response_started and not running.response_complete:
+            self.transport.close()  # mid-answer: a status line now would corrupt it
+            return
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None

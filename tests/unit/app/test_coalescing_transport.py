@@ -63,8 +63,8 @@ def echo(data: JSONBody[dict[str, int]]) -> dict[str, int]:
     return data
 
 
-def _connected() -> tuple[ProblemHTTPProtocol, Recording]:
-    config = Config(Litestar([hello, echo]), lifespan="off", log_config=None)
+def _connected(ws: str = "auto") -> tuple[ProblemHTTPProtocol, Recording]:
+    config = Config(Litestar([hello, echo]), lifespan="off", log_config=None, ws=ws)  # type: ignore[arg-type]
     protocol = ProblemHTTPProtocol(config, ServerState(), app_state={})
     transport = Recording()
     protocol.connection_made(transport)
@@ -197,3 +197,33 @@ async def test_a_head_over_the_limit_is_refused_with_431() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert b"content-type: application/problem+json" in head
     assert b'"status":431' in body
+
+
+async def _until_closed(transport: Recording) -> list[bytes]:
+    for _ in range(200):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.005)
+    return re.findall(rb"HTTP/1\.1 \d{3}", b"".join(transport.writes))
+
+
+async def test_a_queued_request_whose_body_breaks_is_refused_after_the_one_before() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    assert await _until_closed(transport) == [b"HTTP/1.1 200", b"HTTP/1.1 400"]
+
+
+async def test_an_upgrade_request_served_as_http_ends_its_connection() -> None:
+    protocol, transport = _connected(ws="none")  # as `copool serve` runs it
+    protocol.data_received(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"  # (httptools reads nothing after it)
+    )
+    assert await _until_closed(transport) == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
+    assert transport.closed
+    assert b"connection: close" in transport.writes[-1]
