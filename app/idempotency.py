@@ -248,26 +248,14 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         key = keys[0].decode("latin-1")
-        if len(keys) > 1:  # (which one would the retry repeat?)
+        invalid = None
+        if len(keys) > 1:  # (which one would a retry repeat?)
+            invalid = "Idempotency-Key is given more than once; send one"
+        elif not _VALID_KEY.match(key):
+            invalid = "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -"
+        if invalid is not None:
             await _send_answer(
-                send,
-                *_problem(
-                    422,
-                    "validation-error",
-                    "Unprocessable Entity",
-                    "Idempotency-Key is given more than once; send one",
-                ),
-            )
-            return
-        if not _VALID_KEY.match(key):
-            await _send_answer(
-                send,
-                *_problem(
-                    422,
-                    "validation-error",
-                    "Unprocessable Entity",
-                    "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-                ),
+                send, *_problem(422, "validation-error", "Unprocessable Entity", invalid)
             )
             return
         state = scope["litestar_app"].state

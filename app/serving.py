@@ -212,18 +212,19 @@ class CoalescingTransport:
     def write(self, data: bytes) -> None:
         if len(data) >= LARGE_WRITE:  # (a big chunk gains nothing from waiting: flow control)
             self.flush()
-            if not self._transport.is_closing():
-                self._transport.write(data)
+            self._send(data)
             return
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending = []
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending = []
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         if not self._transport.is_closing():
             self._transport.write(data)
 
@@ -263,13 +264,17 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     CoalescingTransport, and whatever closes the connection itself (a graceful shutdown, the
     keep-alive timeout, a 400) sends what is pending first."""
 
-    _coalescing: CoalescingTransport | None = None
+    _coalescing: CoalescingTransport
     #: The request whose app runs (or last ran) on this connection.
     _running: Any = None
     #: The refusal to send once the requests before it are answered (status, reason, body).
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
     _head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._coalescing = CoalescingTransport(transport, self.loop)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -285,8 +290,6 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             # Served as plain HTTP (no WebSocket routes: `ws` is "none"), but httptools reads
             # nothing after it: the connection ends with its answer, as that answer says.
             self.cycle.keep_alive = False
-        if self._coalescing is None:
-            self._coalescing = CoalescingTransport(self.transport, self.loop)
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -301,10 +304,6 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE)
-
-    def _flush(self) -> None:
-        if self._coalescing is not None:
-            self._coalescing.flush()
 
     def _answering(self) -> bool:
         """Whether a request before the refusal is still running or waiting its turn."""
@@ -325,7 +324,7 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def _send_refusal(self) -> None:
         assert self._refusal is not None
         status, reason, body = self._refusal
-        self._flush()  # what earlier requests were answered goes first
+        self._coalescing.flush()  # what earlier requests were answered goes first
         running = self._running
         if running is not None and running.response_started and not running.response_complete:
             self.transport.close()  # mid-answer: a status line now would corrupt it
@@ -349,11 +348,11 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             self._send_refusal()
 
     def shutdown(self) -> None:
-        self._flush()  # an answer finished in this turn is not dropped by the close
+        self._coalescing.flush()  # an answer finished in this turn is not dropped by the close
         super().shutdown()
 
     def timeout_keep_alive_handler(self) -> None:
-        self._flush()
+        self._coalescing.flush()
         super().timeout_keep_alive_handler()
 
     def send_400_response(self, msg: str) -> None:
