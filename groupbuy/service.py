@@ -19,11 +19,12 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, case, insert, select, update
+from sqlalchemy import Table, Uuid, and_, bindparam, case, func, insert, select, true, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import AsyncSession, on_postgres, one_of
+from app.db import AsyncSession, on_postgres
 from app.errors import body_errors
 from app.text import clean_name, clean_text
 from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
@@ -446,15 +447,32 @@ async def _pool_and_joins(
 ) -> tuple[Pool, dict[UUID, JoinRecord]]:
     """The pool's row, locked (unless `lock` is false), and these members' joins of it, in one
     statement. The joins need no lock of their own: every use case that changes a join holds
-    the pool's row first."""
-    members = and_(JOINS.c.pool_id == POOLS.c.id, one_of(session, JOINS.c.user_id, user_ids))
-    query = (
-        select(POOLS, JOINS)
-        .select_from(POOLS.outerjoin(JOINS, members))
-        .where(POOLS.c.id == pool_id)
-    )
-    if lock and on_postgres(session):
-        query = query.with_for_update(of=POOLS)
+    the pool's row first.
+
+    On PostgreSQL each join is looked up by its whole key, (pool, member) pairs joined to the
+    joins' unique index: given `pool_id = <this pool>`, the planner took a hot pool for an
+    average one and read all of its joins (by the pool and status index) for every batch."""
+    if on_postgres(session):
+        pairs = func.unnest(
+            bindparam(None, [pool_id] * len(user_ids), type_=postgresql.ARRAY(Uuid())),
+            bindparam(None, list(user_ids), type_=postgresql.ARRAY(Uuid())),
+        )
+        wanted = pairs.table_valued("pool_id", "user_id").render_derived()
+        mine = and_(JOINS.c.pool_id == wanted.c.pool_id, JOINS.c.user_id == wanted.c.user_id)
+        query = (
+            select(POOLS, JOINS)
+            .select_from(POOLS.outerjoin(JOINS.join(wanted, mine), true()))
+            .where(POOLS.c.id == pool_id)
+        )
+        if lock:
+            query = query.with_for_update(of=POOLS)
+    else:
+        members = and_(JOINS.c.pool_id == POOLS.c.id, JOINS.c.user_id.in_(user_ids))
+        query = (
+            select(POOLS, JOINS)
+            .select_from(POOLS.outerjoin(JOINS, members))
+            .where(POOLS.c.id == pool_id)
+        )
     rows = (await session.execute(query)).all()
     if not rows:
         raise PoolNotFound(f"no pool {pool_id}")

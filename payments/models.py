@@ -122,11 +122,21 @@ class Transfer(SQLModel, table=True):
             postgresql_where=text("seq IS NULL AND NOT is_hold"),
             sqlite_where=text("seq IS NULL AND NOT is_hold"),
         ),
+        # The expiry sweep's index (migration 0016): a lookup of holds by id that checks
+        # `status = 'pending'` must not match it (it read every pending hold), so its predicate
+        # also asks for an expiry, which the sweep's `expires_at <= now` implies.
         Index(
             "ix_ledger_transfers_pending_expiry",
             "expires_at",
-            postgresql_where=text("status = 'pending'"),
-            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending' AND expires_at IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND expires_at IS NOT NULL"),
+        ),
+        # Only rows with a parent (captures, voids, refunds): not a NULL for every hold.
+        Index(
+            "ix_ledger_transfers_parent_id",
+            "parent_id",
+            postgresql_where=text("parent_id IS NOT NULL"),
+            sqlite_where=text("parent_id IS NOT NULL"),
         ),
     )
 
@@ -153,7 +163,7 @@ class Transfer(SQLModel, table=True):
     status: str = Field(max_length=16)
     is_hold: bool = Field(sa_column=Column(Boolean, nullable=False))
     parent_id: str | None = Field(
-        default=None, sa_column=Column(String(160), ForeignKey("ledger_transfers.id"), index=True)
+        default=None, sa_column=Column(String(160), ForeignKey("ledger_transfers.id"))
     )
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     refunded_minor: int = Field(sa_column=_money("refunded_minor"))
