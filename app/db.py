@@ -9,17 +9,19 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, any_, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError, MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
 
 __all__ = [
     "AsyncSession",
+    "DriverQuery",
     "ReadSession",
     "ReadSessionMaker",
     "SessionMaker",
@@ -186,6 +188,28 @@ async def driver_fetch(session: AsyncSession, query: str, *args: Any) -> list[An
     return rows
 
 
+_ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+class DriverQuery:
+    """A Core statement compiled once for PostgreSQL's driver, then run by `driver_fetch` with
+    its parameters by name: what SQLAlchemy does again on every execution (building the
+    statement, its cache key, a Result and its rows) is skipped, for reads on the hot path.
+    The rows are the driver's (asyncpg records: by position or by column name), its values
+    unprocessed by column types, so the statement's columns must be plain ones (a UTC
+    timestamp comes back as an aware UTC datetime, as UTCDateTime gives it)."""
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled: Any = statement.compile(dialect=_ASYNCPG)
+        self.sql = str(compiled)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+
+    async def fetch(self, session: AsyncSession, **params: Any) -> list[Any]:
+        return await driver_fetch(session, self.sql, *(params[name] for name in self.names))
+
+
 async def _driver_call(session: AsyncSession, method: str, query: str, args: Any) -> Any:
     bind = session.bind
     if (
@@ -195,7 +219,15 @@ async def _driver_call(session: AsyncSession, method: str, query: str, args: Any
     ):
         connection = await session.connection()
         pooled = await connection.get_raw_connection()
+        adapter: Any = pooled.dbapi_connection
         try:
+            if adapter._transaction is None:
+                # What the adapter's cursor does before a statement: BEGIN (unless autocommit),
+                # else a first statement sent past it would run, and lock, outside the
+                # session's transaction.
+                async with adapter._execute_mutex:
+                    if adapter._transaction is None:
+                        await adapter._start_transaction()
             return await getattr(pooled.driver_connection, method)(query, *args)
         except Exception as exc:
             error = _sqlalchemy_error(session.get_bind().dialect, pooled, exc, query, args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import AsyncSession, on_postgres
+from app.db import AsyncSession, DriverQuery, on_postgres
 from app.errors import body_errors
 from app.text import clean_name, clean_text
 from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
@@ -60,6 +60,8 @@ from trust.policy import Action, Standing, Verdict
 
 POOLS: Table = Pool.__table__  # type: ignore[attr-defined]
 JOINS: Table = Join.__table__  # type: ignore[attr-defined]
+_POOL_COLUMNS = tuple(POOLS.c.keys())
+_JOIN_RECORD_COLUMNS = tuple(JOINS.c.keys())
 
 #: A pool's deadline lies between these from its creation.
 MIN_DEADLINE = timedelta(minutes=5)
@@ -442,44 +444,47 @@ async def _join_once(
     )
 
 
+def _pool_and_joins_query(*, lock: bool) -> DriverQuery:
+    """`_pool_and_joins` on PostgreSQL: each join looked up by its whole key, (pool, member)
+    pairs joined to the joins' unique index. Given `pool_id = <this pool>`, the planner took a
+    hot pool for an average one and read all of its joins (by the pool and status index) for
+    every batch."""
+    uuids = postgresql.ARRAY(Uuid())
+    pairs = func.unnest(bindparam("pools", type_=uuids), bindparam("users", type_=uuids))
+    wanted = pairs.table_valued("pool_id", "user_id").render_derived()
+    mine = and_(JOINS.c.pool_id == wanted.c.pool_id, JOINS.c.user_id == wanted.c.user_id)
+    query = (
+        select(POOLS, JOINS)
+        .select_from(POOLS.outerjoin(JOINS.join(wanted, mine), true()))
+        .where(POOLS.c.id == bindparam("pool_id"))
+    )
+    return DriverQuery(query.with_for_update(of=POOLS) if lock else query)
+
+
+_POOL_AND_JOINS = {lock: _pool_and_joins_query(lock=lock) for lock in (False, True)}
+
+
 async def _pool_and_joins(
     session: AsyncSession, pool_id: UUID, user_ids: list[UUID], *, lock: bool = True
 ) -> tuple[Pool, dict[UUID, JoinRecord]]:
     """The pool's row, locked (unless `lock` is false), and these members' joins of it, in one
     statement. The joins need no lock of their own: every use case that changes a join holds
-    the pool's row first.
-
-    On PostgreSQL each join is looked up by its whole key, (pool, member) pairs joined to the
-    joins' unique index: given `pool_id = <this pool>`, the planner took a hot pool for an
-    average one and read all of its joins (by the pool and status index) for every batch."""
+    the pool's row first."""
+    rows: Sequence[Any]
     if on_postgres(session):
-        pairs = func.unnest(
-            bindparam(None, [pool_id] * len(user_ids), type_=postgresql.ARRAY(Uuid())),
-            bindparam(None, list(user_ids), type_=postgresql.ARRAY(Uuid())),
+        rows = await _POOL_AND_JOINS[lock].fetch(
+            session, pool_id=pool_id, pools=[pool_id] * len(user_ids), users=list(user_ids)
         )
-        wanted = pairs.table_valued("pool_id", "user_id").render_derived()
-        mine = and_(JOINS.c.pool_id == wanted.c.pool_id, JOINS.c.user_id == wanted.c.user_id)
-        query = (
-            select(POOLS, JOINS)
-            .select_from(POOLS.outerjoin(JOINS.join(wanted, mine), true()))
-            .where(POOLS.c.id == pool_id)
-        )
-        if lock:
-            query = query.with_for_update(of=POOLS)
     else:
         members = and_(JOINS.c.pool_id == POOLS.c.id, JOINS.c.user_id.in_(user_ids))
-        query = (
-            select(POOLS, JOINS)
-            .select_from(POOLS.outerjoin(JOINS, members))
-            .where(POOLS.c.id == pool_id)
-        )
-    rows = (await session.execute(query)).all()
+        query = select(POOLS, JOINS).select_from(POOLS.outerjoin(JOINS, members))
+        rows = (await session.execute(query.where(POOLS.c.id == pool_id))).all()
     if not rows:
         raise PoolNotFound(f"no pool {pool_id}")
-    width = len(POOLS.c)
-    pool = Pool(**dict(zip(POOLS.c.keys(), rows[0][:width], strict=True)))
+    width = len(_POOL_COLUMNS)
+    pool = Pool(**dict(zip(_POOL_COLUMNS, rows[0][:width], strict=True)))
     joins = [
-        JoinRecord(**dict(zip(JOINS.c.keys(), row[width:], strict=True)))
+        JoinRecord(**dict(zip(_JOIN_RECORD_COLUMNS, row[width:], strict=True)))
         for row in rows
         if row[width] is not None
     ]

@@ -11,10 +11,11 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Table, select
+from sqlalchemy import Table, Uuid, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 
 from app.accounts.models import User
-from app.db import AsyncSession, dialect_insert, one_of
+from app.db import AsyncSession, DriverQuery, dialect_insert, on_postgres
 from trust import score
 from trust.errors import (
     UserNotFound,
@@ -94,16 +95,29 @@ async def reputation_of(
     return _view(user_id, row._mapping, params, now)
 
 
+def _reputations_query(users: Any) -> Any:
+    return (
+        _reputation_query()
+        .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
+        .where(users, USERS.c.deactivated_at.is_(None))
+    )
+
+
+#: `reputations_of` on PostgreSQL, run by the driver (a batch of joins reads it every time).
+_PG_REPUTATIONS = DriverQuery(
+    _reputations_query(USERS.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid()))))
+)
+
+
 async def reputations_of(
     session: AsyncSession, *, user_ids: Sequence[UUID], params: score.ScoreParams, now: datetime
 ) -> dict[UUID, ReputationView]:
     """Several users' reputations in one query; users missing or deactivated are left out."""
-    rows = await session.execute(
-        _reputation_query()
-        .outerjoin(REPUTATIONS, REPUTATIONS.c.user_id == USERS.c.id)
-        .where(one_of(session, USERS.c.id, user_ids), USERS.c.deactivated_at.is_(None))
-    )
-    return {row.user_id_: _view(row.user_id_, row._mapping, params, now) for row in rows.all()}
+    if on_postgres(session):
+        rows: Sequence[Any] = await _PG_REPUTATIONS.fetch(session, ids=list(user_ids))
+        return {row["user_id_"]: _view(row["user_id_"], row, params, now) for row in rows}
+    found = await session.execute(_reputations_query(USERS.c.id.in_(list(user_ids))))
+    return {row.user_id_: _view(row.user_id_, row._mapping, params, now) for row in found.all()}
 
 
 async def require_user(session: AsyncSession, user_id: UUID) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import greenlet_spawn
 
 from app.auth import DECODED_TOKENS, DecodedTokens
-from app.db import create_engine, create_read_sessionmaker, driver_fetchrow
+from app.db import create_engine, create_read_sessionmaker, create_sessionmaker, driver_fetchrow
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.services import migrate, sqlite_url
@@ -235,3 +235,22 @@ async def test_reads_give_back_every_connection_they_take(
                 break
             await asyncio.sleep(0.02)
         assert pool.checkedout() == 0
+
+
+async def test_a_driver_read_first_in_a_transaction_runs_inside_it(postgres_url: str) -> None:
+    # A unit of work's session begins its transaction with its first statement; a driver read
+    # (a batch's `SELECT ... FOR UPDATE` of the pool) may be that statement, and must not run
+    # (and let its locks go) before the BEGIN: it sees the transaction id the session's later
+    # statements see.
+    engine = create_engine(postgres_url, pool_size=1)
+    query = "SELECT pg_current_xact_id()::text"
+    try:
+        async with create_sessionmaker(engine)() as session:
+            (first,) = await driver_fetchrow(session, query)
+            assert (await session.execute(text(query))).scalar_one() == first
+        async with create_read_sessionmaker(engine)() as reader:  # autocommit: no BEGIN
+            (one,) = await driver_fetchrow(reader, query)
+            (other,) = await driver_fetchrow(reader, query)
+            assert one != other
+    finally:
+        await engine.dispose()
