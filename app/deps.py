@@ -11,22 +11,24 @@ from litestar._kwargs.cleanup import DependencyCleanupGroup
 from litestar._kwargs.dependencies import resolve_dependency
 from litestar._kwargs.kwargs_model import KwargsModel
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.auth import Principal, principal_of
 from app.db import AsyncSession, ReadSession, session_scope
 from app.uow import UnitOfWork
 
+# Each takes the request, not `state: State`: Litestar builds a new State (a copy of the app's)
+# for every dependency that asks for one, on every request.
 
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(state.sessionmaker):
+
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(request.app.state.sessionmaker):
         yield session
 
 
-async def provide_reader(state: State) -> AsyncIterator[ReadSession]:
+async def provide_reader(request: Request[Any, Any, Any]) -> AsyncIterator[ReadSession]:
     """A session for reads: takes no write lock (SQLite), no BEGIN/ROLLBACK trips (PostgreSQL)."""
-    session: ReadSession = state.read_sessionmaker()
+    session: ReadSession = request.app.state.read_sessionmaker()
     try:
         yield session
     finally:
@@ -36,14 +38,14 @@ async def provide_reader(state: State) -> AsyncIterator[ReadSession]:
             await session.__aexit__(None, None, None)  # as `async with`: shielded from cancel
 
 
-def provide_uow(state: State) -> UnitOfWork:
+def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     """The unit of work a writing use case opens (it commits; the route never does)."""
-    return UnitOfWork(state.sessionmaker)
+    return UnitOfWork(request.app.state.sessionmaker)
 
 
-def provide_now(state: State) -> datetime:
+def provide_now(request: Request[Any, Any, Any]) -> datetime:
     """The one clock: services get `now` from here, never from the wall clock themselves."""
-    now: datetime = state.clock()
+    now: datetime = request.app.state.clock()
     return now
 
 

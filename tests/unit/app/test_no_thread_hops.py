@@ -43,3 +43,12 @@ def test_no_handler_or_dependency_runs_in_a_thread() -> None:
         assert not (handler.has_sync_callable and handler.sync_to_thread), handler
         for name, provide in handler.resolve_dependencies().items():
             assert not provide.sync_to_thread, f"{handler}: dependency {name} runs in a thread"
+
+
+def test_no_dependency_takes_the_state() -> None:
+    # Litestar gives a dependency that asks for `state` a new State, a copy of the app's, built
+    # on every request: the dependencies read the app's state through the request instead.
+    for handler in _handlers():
+        for name, provide in handler.resolve_dependencies().items():
+            parameters = provide.signature_model.__struct_fields__
+            assert "state" not in parameters, f"{handler}: dependency {name} takes the state"
