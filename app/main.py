@@ -13,6 +13,8 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.asyncio import BlockingConnectionPool
 
 from app.accounts.api import AuthController, MeController
@@ -195,5 +197,19 @@ def create_app(
         debug=False,
     )
     # Wrap the whole handler, not just the routes: 404s and 405s get a request id and a log line.
-    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    app.asgi_handler = request_id_middleware(head_as_get(app.asgi_handler))
     return app
+
+
+def head_as_get(app: ASGIApp) -> ASGIApp:
+    """HEAD is GET without the body (RFC 9110 9.3.2: every general-purpose server supports
+    both): the route is asked for GET, and the HTTP server, which still sees HEAD, sends the
+    answer's head alone, its Content-Length that of the body a GET gets. Litestar answered
+    HEAD on a GET route with 405."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await app(scope, receive, send)
+
+    return handle
