@@ -197,7 +197,9 @@ class DriverQuery:
     statement, its cache key, a Result and its rows) is skipped, for reads on the hot path.
     The rows are the driver's (asyncpg records: by position or by column name), its values
     unprocessed by column types, so the statement's columns must be plain ones (a UTC
-    timestamp comes back as an aware UTC datetime, as UTCDateTime gives it)."""
+    timestamp comes back as an aware UTC datetime, as UTCDateTime gives it). The session's
+    pending changes are not flushed first: for reads of what is in the database (a batch of
+    joins reads before it writes anything)."""
 
     __slots__ = ("names", "sql")
 

@@ -122,9 +122,9 @@ class Transfer(SQLModel, table=True):
             postgresql_where=text("seq IS NULL AND NOT is_hold"),
             sqlite_where=text("seq IS NULL AND NOT is_hold"),
         ),
-        # The expiry sweep's index (migration 0016): a lookup of holds by id that checks
+        # The sweeps' index (migration 0016): a lookup of holds by id that checks
         # `status = 'pending'` must not match it (it read every pending hold), so its predicate
-        # also asks for an expiry, which the sweep's `expires_at <= now` implies.
+        # also asks for an expiry, which the sweeps' queries imply or say.
         Index(
             "ix_ledger_transfers_pending_expiry",
             "expires_at",

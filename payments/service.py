@@ -385,6 +385,9 @@ async def settle_withdrawals(
             .where(
                 TRANSFERS.c.kind == TransferKind.WITHDRAWAL.value,
                 TRANSFERS.c.status == TransferStatus.PENDING.value,
+                # Every withdrawal has an expiry; saying so lets this use the index of pending
+                # holds that expire (its predicate), not a scan of the whole ledger.
+                TRANSFERS.c.expires_at.is_not(None),
                 TRANSFERS.c.ref.startswith(f"funding:{provider.name}:"),
                 TRANSFERS.c.created_at <= now - min_age,
             )

@@ -12,17 +12,21 @@ joined in a nested loop to the ids it voids: 10,325 rows for a batch that voided
 every join of its pool (the index on pool and status, for a batch raising 16): 6.5 ms a call
 of `pool_join_batch`, growing with the crowd, with the pool's row locked all along.
 
-- `ix_ledger_transfers_pending_expiry` is the expiry sweep's index and now says so: pending
-  holds that have an expiry (`expires_at IS NOT NULL`, implied by the sweep's `expires_at <=
-  now`). A lookup of holds by id that checks `status = 'pending'` no longer matches it, so it
-  goes by the id index.
+- `ix_ledger_transfers_pending_expiry` is the sweeps' index and now says so: pending holds
+  that have an expiry (`expires_at IS NOT NULL`, implied by the expiry sweep's `expires_at <=
+  now` and said by the withdrawal sweep: every withdrawal has one). A lookup of holds by id
+  that checks `status = 'pending'` no longer matches it, so it goes by the id index.
 - `ix_ledger_transfers_parent_id` indexes only rows that have a parent (captures, voids,
   refunds): every hold and transfer wrote a NULL into it before.
-- `ledger_replace_set` voids nothing, reading nothing, when it is given no holds to void
-  (`cardinality(p_void_ids) > 0` is a one-time filter of the plan).
+- `ledger_replace_set` reads nothing for its voids when it is given no holds to void
+  (`cardinality(p_void_ids) > 0` is a one-time filter of the plan: the statement runs empty).
 - `pool_join_batch` finds the raised joins by id alone, and checks their pool on the rows it
   updated: `j.pool_id = p_pool` in the WHERE let the planner scan the pool's joins by the pool
-  index. It also skips that statement when no join is raised.
+  index. That statement, too, runs empty when no join is raised.
+
+The two indexes are rebuilt inside the migration's transaction: ledger writes wait until they
+are built (reads of the table too, for the moment each old index is dropped). On a large
+ledger, run this migration in a quiet window.
 """
 
 from __future__ import annotations

@@ -6,18 +6,17 @@ batch read every join of its pool and every pending hold of the database."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from app.db import create_engine, create_sessionmaker
+from app.db import create_sessionmaker
 from app.uow import UnitOfWork
 from groupbuy import service
 from groupbuy.batch import Ticket
 from tests.support.ledger import fund
+from tests.support.plans import explaining_engine, rows_read
 from tests.support.pools import member, open_pool
 from tests.support.trust import TrustWorld
 
@@ -27,17 +26,7 @@ CROWD = 4_000
 #: What a batch of two joins may read of a table in one plan node: its own rows and a few more.
 OWN_ROWS = 10
 BATCHES = 8
-
-_EXPLAIN_EVERYTHING = (
-    "LOAD 'auto_explain'",
-    "SET auto_explain.log_min_duration = 0",
-    "SET auto_explain.sample_rate = 1",
-    "SET auto_explain.log_analyze = on",
-    "SET auto_explain.log_timing = off",
-    "SET auto_explain.log_nested_statements = on",
-    "SET auto_explain.log_format = 'json'",
-    "SET client_min_messages = 'log'",
-)
+_TABLES = ("pool_joins", "ledger_transfers")
 
 
 async def _crowd(world: TrustWorld, pool_id: uuid.UUID, someone: uuid.UUID) -> None:
@@ -86,18 +75,6 @@ async def _disperse(world: TrustWorld) -> None:
         await session.commit()
 
 
-def _rows_read(node: dict[str, Any]) -> list[tuple[str, float]]:
-    """(table, rows the node read from it) for a plan node and those below it."""
-    found = []
-    if node.get("Relation Name") in ("pool_joins", "ledger_transfers"):
-        kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
-        kept += node.get("Rows Removed by Index Recheck", 0)
-        found.append((node["Relation Name"], kept * node.get("Actual Loops", 1)))
-    for child in node.get("Plans", []):
-        found += _rows_read(child)
-    return found
-
-
 async def test_a_batch_reads_its_members_joins_and_holds_not_its_pools(world: TrustWorld) -> None:
     organizer, organizer_h = await world.user(roles=["organizer"])
     await fund(world.sessionmaker, organizer, 10_000_000, "CNY", now=world.clock())
@@ -123,27 +100,9 @@ async def _batches_read(
 ) -> list[tuple[str, float]]:
     """BATCHES batches of a new join and a raise, on a connection that explains every plan:
     (table, rows read) of each plan node that read the joins or the transfers."""
-    plans: list[dict[str, Any]] = []
-
-    def explain_everything(dbapi_connection: Any, _: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        for statement in _EXPLAIN_EVERYTHING:
-            cursor.execute(statement)
-        cursor.close()
-        dbapi_connection.commit()  # (the settings would go with the transaction they began)
-
-        def keep(_: Any, message: Any) -> None:
-            _, _, plan = message.message.partition("plan:")
-            if plan.strip():
-                plans.append(json.loads(plan)["Plan"])
-
-        dbapi_connection.driver_connection.add_log_listener(keep)
-
     url = world.uow.engine.url.render_as_string(hide_password=False)
-    engine = create_engine(url, pool_size=1)
-    event.listen(engine.sync_engine, "connect", explain_everything)
-    uow = UnitOfWork(create_sessionmaker(engine))
-    try:
+    async with explaining_engine(url) as (engine, plans):
+        uow = UnitOfWork(create_sessionmaker(engine))
         # More batches than PostgreSQL plans for their parameters (5) before it may settle on a
         # generic plan, which is where a misjudged hot pool stays.
         for _ in range(BATCHES):
@@ -158,7 +117,14 @@ async def _batches_read(
             )
             assert answers is not None, "the batch was written as decided"
             assert all(isinstance(answer, service.Joined) for answer in answers), answers
-    finally:
-        await engine.dispose()
-
-    return [found for plan in plans for found in _rows_read(plan)]
+            # The same batch decided under the locks (what a batch that fills its pool, or
+            # finds something changed, takes).
+            answers = await service._join_batch(
+                uow,
+                pool_id=pool_id,
+                tickets=[Ticket(user_id=raiser, quantity=1, request_id=None, now=world.clock())],
+                config=world.client.app.state.trust,
+                schedule=None,
+            )
+            assert all(isinstance(answer, service.Joined) for answer in answers), answers
+    return [found for plan in plans for found in rows_read(plan, _TABLES)]

@@ -1,0 +1,76 @@
+"""The withdrawal sweep reads the pending withdrawals by the index of pending holds that expire,
+not the whole ledger (migration 0016 narrowed that index to holds with an expiry; the sweep's
+query says every withdrawal has one). Checked on the plan PostgreSQL ran (auto_explain)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from app.db import create_engine, create_sessionmaker
+from app.uow import UnitOfWork
+from payments import service
+from payments.funding import funding_provider
+from tests.support.ledger import NOW, fund
+from tests.support.plans import explaining_engine, rows_read
+
+LEDGER = 4_000
+_EXPIRING = (
+    "SELECT count(*) FROM ledger_transfers WHERE status = 'pending' AND expires_at IS NOT NULL"
+)
+
+
+async def test_the_withdrawal_sweep_reads_only_pending_withdrawals(postgres_url: str) -> None:
+    engine = create_engine(postgres_url, pool_size=1)
+    sessions = create_sessionmaker(engine)
+    user = uuid.uuid4()
+    try:
+        async with sessions() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, display_name, roles,"
+                    " created_at, auth_version) VALUES (:id, :email, 'x', 'Sweep', 'member',"
+                    " now(), 0)"
+                ),
+                {"id": user, "email": f"sweep-{user.hex}@example.com"},
+            )
+            await session.commit()
+        first = await fund(sessions, user, 1_000, "CNY", now=NOW)
+        # A ledger of other transfers besides: voided holds (as the chain writer, which chains
+        # posted transfers, never touches them), deleted at the end.
+        async with sessions() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id,"
+                    " amount_minor, currency, kind, ref, status, is_hold, refunded_minor,"
+                    " created_at) SELECT 'sweep-plan:' || :user || ':' || i, :debit, :credit,"
+                    " 1, 'CNY', 'top_up', 'sweep-plan', 'voided', true, 0, now()"
+                    " FROM generate_series(1, :n) i"
+                ),
+                {
+                    "user": str(user),
+                    "debit": first.debit_account_id,
+                    "credit": first.credit_account_id,
+                    "n": LEDGER,
+                },
+            )
+            await session.commit()
+        async with explaining_engine(postgres_url) as (explaining, plans):
+            decided = await service.settle_withdrawals(
+                UnitOfWork(create_sessionmaker(explaining)),
+                provider=funding_provider("sandbox"),
+                now=NOW + timedelta(days=1),
+            )
+        assert decided == 0
+        async with sessions() as session:  # (other tests' holds share this database)
+            expiring = (await session.execute(text(_EXPIRING))).scalar_one()
+        read = [found for plan in plans for found in rows_read(plan, ("ledger_transfers",))]
+        assert read, "the sweep's statement was seen"
+        assert max(rows for _, rows in read) <= expiring + 1 < LEDGER, (read, expiring)
+    finally:
+        async with sessions() as session:
+            await session.execute(text("DELETE FROM ledger_transfers WHERE ref = 'sweep-plan'"))
+            await session.commit()
+        await engine.dispose()
