@@ -153,6 +153,12 @@ def one_of(
     return column.in_(list(values))
 
 
+def any_param(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column = ANY (<the array parameter `name`>)`, PostgreSQL: `one_of` for a statement
+    built once (a `DriverQuery`), its values given when it runs."""
+    return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+
+
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 

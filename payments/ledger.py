@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, any_, bindparam, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Table, select, update
 
-from app.db import AsyncSession, DriverQuery, dialect_insert, on_postgres, one_of
+from app.db import AsyncSession, DriverQuery, any_param, dialect_insert, on_postgres, one_of
 from payments import portable, postgres, rules
 from payments.errors import (
     HoldExpired,
@@ -129,11 +128,7 @@ async def open_and_lock(
 
 
 #: `balances` on PostgreSQL, run by the driver (a batch of joins reads it every time).
-_PG_BALANCES = DriverQuery(
-    _balances_query().where(
-        ACCOUNTS.c.key == any_(bindparam("keys", type_=postgresql.ARRAY(ACCOUNTS.c.key.type)))
-    )
-)
+_PG_BALANCES = DriverQuery(_balances_query().where(any_param(ACCOUNTS.c.key, "keys")))
 
 
 async def balances(

@@ -11,11 +11,10 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy import Table, Uuid, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Table, select
 
 from app.accounts.models import User
-from app.db import AsyncSession, DriverQuery, dialect_insert, on_postgres
+from app.db import AsyncSession, DriverQuery, any_param, dialect_insert, on_postgres
 from trust import score
 from trust.errors import (
     UserNotFound,
@@ -104,20 +103,20 @@ def _reputations_query(users: Any) -> Any:
 
 
 #: `reputations_of` on PostgreSQL, run by the driver (a batch of joins reads it every time).
-_PG_REPUTATIONS = DriverQuery(
-    _reputations_query(USERS.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid()))))
-)
+_PG_REPUTATIONS = DriverQuery(_reputations_query(any_param(USERS.c.id, "ids")))
 
 
 async def reputations_of(
     session: AsyncSession, *, user_ids: Sequence[UUID], params: score.ScoreParams, now: datetime
 ) -> dict[UUID, ReputationView]:
     """Several users' reputations in one query; users missing or deactivated are left out."""
+    rows: Sequence[Any]
     if on_postgres(session):
-        rows: Sequence[Any] = await _PG_REPUTATIONS.fetch(session, ids=list(user_ids))
-        return {row["user_id_"]: _view(row["user_id_"], row, params, now) for row in rows}
-    found = await session.execute(_reputations_query(USERS.c.id.in_(list(user_ids))))
-    return {row.user_id_: _view(row.user_id_, row._mapping, params, now) for row in found.all()}
+        rows = await _PG_REPUTATIONS.fetch(session, ids=list(user_ids))
+    else:
+        query = _reputations_query(USERS.c.id.in_(list(user_ids)))
+        rows = (await session.execute(query)).mappings().all()
+    return {row["user_id_"]: _view(row["user_id_"], row, params, now) for row in rows}
 
 
 async def require_user(session: AsyncSession, user_id: UUID) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -17,6 +19,8 @@ import redis
 
 from app.db import create_engine
 from app.migrate import upgrade
+
+T = TypeVar("T")
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "COPOOL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -85,3 +89,17 @@ def flushed_redis(url: str = REDIS_TEST_URL) -> str:
     except redis.RedisError as exc:
         unavailable(f"Redis at {url}: {exc}")
     return url
+
+
+async def on_a_new_postgres_database(run: Callable[[str], Awaitable[T]]) -> T:
+    """`run(url)` on a PostgreSQL database of its own (empty: not migrated), dropped afterwards;
+    the test is skipped as unavailable where PostgreSQL is not."""
+    database = PostgresDatabase()
+    try:
+        await database.create()
+    except Exception as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    try:
+        return await run(database.url)
+    finally:
+        await database.drop()

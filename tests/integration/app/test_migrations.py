@@ -3,8 +3,7 @@ models (nothing left for autogenerate to do)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -14,9 +13,7 @@ from sqlmodel import SQLModel
 
 from app.db import create_engine
 from app.migrate import current_revision, upgrade
-from tests.support.services import PostgresDatabase, sqlite_url, unavailable
-
-T = TypeVar("T")
+from tests.support.services import on_a_new_postgres_database, sqlite_url
 
 
 def _head() -> str:
@@ -60,21 +57,8 @@ async def test_migrations_run_up_from_empty_sqlite(tmp_path: object) -> None:
     assert "users" in tables
 
 
-async def _on_a_new_postgres_database(run: Callable[[str], Awaitable[T]]) -> T:
-    """`run(url)` on a PostgreSQL database of its own, dropped afterwards."""
-    database = PostgresDatabase()
-    try:
-        await database.create()
-    except Exception as exc:
-        unavailable(f"PostgreSQL: {exc}")
-    try:
-        return await run(database.url)
-    finally:
-        await database.drop()
-
-
 async def test_migrations_run_up_from_empty_postgres() -> None:
-    revision, tables = await _on_a_new_postgres_database(_upgrade_and_inspect)
+    revision, tables = await on_a_new_postgres_database(_upgrade_and_inspect)
     assert revision == _head()
     assert "users" in tables
 
@@ -142,7 +126,7 @@ async def test_0014_gives_earlier_transactions_their_pools_currency_on_sqlite(
 
 
 async def test_0014_gives_earlier_transactions_their_pools_currency_on_postgres() -> None:
-    currencies = await _on_a_new_postgres_database(_transactions_before_and_after_0014)
+    currencies = await on_a_new_postgres_database(_transactions_before_and_after_0014)
     assert currencies == {"pool": "JPY", "match": None}
 
 
@@ -213,6 +197,6 @@ async def test_0015_gives_earlier_joins_their_one_hold_and_keeps_several_from_a_
 
 
 async def test_0015_on_postgres() -> None:
-    found, said = await _on_a_new_postgres_database(_joins_through_0015)
+    found, said = await on_a_new_postgres_database(_joins_through_0015)
     assert found == {"version": 3, "first_version": 3}
     assert "several holds" in said

@@ -16,25 +16,17 @@ from payments import service
 from payments.funding import funding_provider
 from tests.support.ledger import NOW, fund
 from tests.support.plans import explaining_engine, rows_read
-from tests.support.services import PostgresDatabase, migrate, unavailable
+from tests.support.services import migrate, on_a_new_postgres_database
 
 LEDGER = 4_000
 
 
 async def test_the_withdrawal_sweep_reads_only_pending_withdrawals() -> None:
-    database = PostgresDatabase()
-    try:
-        await database.create()
-    except Exception as exc:
-        unavailable(f"PostgreSQL: {exc}")
-    try:
-        await migrate(database.url)
-        await _sweep_reads_only_pending_withdrawals(database.url)
-    finally:
-        await database.drop()
+    await on_a_new_postgres_database(_sweep_reads_only_pending_withdrawals)
 
 
 async def _sweep_reads_only_pending_withdrawals(postgres_url: str) -> None:
+    await migrate(postgres_url)
     engine = create_engine(postgres_url, pool_size=1)
     sessions = create_sessionmaker(engine)
     user = uuid.uuid4()
