@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from uuid import UUID
 
@@ -104,6 +105,8 @@ class Admission:
         self._lanes: weakref.WeakValueDictionary[UUID, asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
         )
+        #: The refill under way of each pool whose count is missing.
+        self._refills: dict[UUID, asyncio.Task[bool]] = {}
         self._admit = redis.register_script(_ADMIT)
         self._give_back = redis.register_script(_GIVE_BACK)
 
@@ -147,6 +150,37 @@ class Admission:
             await self._redis.set(key(pool_id), max(left, 0), ex=self._ttl_s, nx=True)
         except RedisError as exc:
             log.warning("admission gate unavailable", error=str(exc))
+
+    async def refill(self, pool_id: UUID, read: Callable[[], Awaitable[int | None]]) -> bool:
+        """Start the pool's missing count from the database: `read` answers what the pool has
+        left, or None once it no longer takes joins (the gate is closed then). Answers whether
+        the pool takes joins.
+
+        One read per pool in this process at a time: the joins that find no count meanwhile
+        wait for the read under way. The count expires every `ttl_s`, under a crowd as
+        anywhere, and each join reading the pool on its own connection made every expiry a
+        burst of new database connections, each a new backend to start and prepare for."""
+        refill = self._refills.get(pool_id)
+        if refill is None:
+            refill = asyncio.create_task(self._refill(pool_id, read))
+            self._refills[pool_id] = refill
+            refill.add_done_callback(lambda done: self._refill_done(pool_id, done))
+        # Shielded: a join that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(refill)
+
+    async def _refill(self, pool_id: UUID, read: Callable[[], Awaitable[int | None]]) -> bool:
+        left = await read()
+        if left is None:
+            await self.close(pool_id)
+            return False
+        await self.seed(pool_id, left)
+        return True
+
+    def _refill_done(self, pool_id: UUID, refill: asyncio.Task[bool]) -> None:
+        if self._refills.get(pool_id) is refill:
+            del self._refills[pool_id]
+        if not refill.cancelled():
+            refill.exception()  # retrieved: every join waiting for it has its own answer
 
     async def close(self, pool_id: UUID) -> None:
         """The pool was decided: refuse joins at the gate from now on."""

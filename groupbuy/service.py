@@ -105,6 +105,10 @@ def _join(row: Any) -> JoinRecord:
     return JoinRecord(**row._mapping)
 
 
+#: What the admission gate's count is started from.
+_LEFT = select(POOLS.c.status, POOLS.c.deadline, POOLS.c.max_quantity, POOLS.c.committed_quantity)
+
+
 async def get_pool(session: AsyncSession, pool_id: UUID, *, lock: bool = False) -> Pool:
     query = select(POOLS).where(POOLS.c.id == pool_id)
     if lock and on_postgres(session):
@@ -1104,12 +1108,18 @@ async def _admit_and_join(
     if admission is not None and verdict is Admit.UNKNOWN:
         # No count (new, expired, flushed): start one from the database's row, then ask again,
         # so a crowd arriving meanwhile does not all queue for the pool's row.
-        async with uow:
-            pool = await get_pool(uow.session, pool_id)
-        if pool.status != PoolStatus.OPEN or pool.deadline <= now:
-            await admission.close(pool_id)
+        async def left_in_pool() -> int | None:
+            reader = uow.fresh()  # the read is shared: not tied to this request's session
+            async with reader:
+                row = (await reader.session.execute(_LEFT.where(POOLS.c.id == pool_id))).first()
+            if row is None:
+                raise PoolNotFound(f"no pool {pool_id}")
+            if row.status != PoolStatus.OPEN or row.deadline <= now:
+                return None
+            return int(row.max_quantity - row.committed_quantity)
+
+        if not await admission.refill(pool_id, left_in_pool):
             raise PoolClosed("this pool no longer takes joins")
-        await admission.seed(pool_id, pool.max_quantity - pool.committed_quantity)
         verdict, left = await admission.admit(pool_id, quantity)
     if verdict is Admit.FULL:
         raise PoolFull(f"only {left} left in this pool", available_quantity=left)
