@@ -391,7 +391,9 @@ async def settle_withdrawals(
                 TRANSFERS.c.ref.startswith(f"funding:{provider.name}:"),
                 TRANSFERS.c.created_at <= now - min_age,
             )
-            .order_by(TRANSFERS.c.row_id)
+            # Oldest first, in the index's own order: ordered by row id, PostgreSQL could
+            # walk the whole ledger by its primary key looking for the first few withdrawals.
+            .order_by(TRANSFERS.c.expires_at, TRANSFERS.c.row_id)
             .limit(limit)
         )
         pending = [record(row._mapping) for row in rows.all()]

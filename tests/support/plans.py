@@ -26,14 +26,16 @@ _EXPLAIN_EVERYTHING = (
 
 
 @asynccontextmanager
-async def explaining_engine(url: str) -> AsyncIterator[tuple[AsyncEngine, list[dict[str, Any]]]]:
+async def explaining_engine(
+    url: str, *settings: str
+) -> AsyncIterator[tuple[AsyncEngine, list[dict[str, Any]]]]:
     """An engine of one connection whose every statement's plan (as run) is appended to the
-    list yielded with it."""
+    list yielded with it; `settings` (SET statements) are run on its connection first."""
     plans: list[dict[str, Any]] = []
 
     def explain_everything(dbapi_connection: Any, _: Any) -> None:
         cursor = dbapi_connection.cursor()
-        for statement in _EXPLAIN_EVERYTHING:
+        for statement in (*_EXPLAIN_EVERYTHING, *settings):
             cursor.execute(statement)
         cursor.close()
         dbapi_connection.commit()  # (the settings would go with the transaction they began)
