@@ -155,6 +155,7 @@ def create_app(
                 await asyncio.gather(*jobs, return_exceptions=True)
                 worker.tasks.clear()
                 await worker.close()
+            await app.state.admission.aclose()
             await redis.aclose()
             await engine.dispose()
 

@@ -22,12 +22,16 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 from uuid import UUID
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from app.errors import ServiceBusy
 
 log = structlog.get_logger("copool.groupbuy.admission")
 
@@ -58,6 +62,14 @@ local left = redis.call('GET', KEYS[1])
 if left and tonumber(left) >= 0 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return -1
 """
+
+
+class Room(NamedTuple):
+    """What the database says of a pool, for the gate: what it has left (None once it takes no
+    more joins) and its deadline."""
+
+    left: int | None
+    deadline: datetime
 
 
 class Admit(StrEnum):
@@ -106,7 +118,7 @@ class Admission:
             weakref.WeakValueDictionary()
         )
         #: The refill under way of each pool whose count is missing.
-        self._refills: dict[UUID, asyncio.Task[bool]] = {}
+        self._refills: dict[UUID, asyncio.Task[Room | None]] = {}
         self._admit = redis.register_script(_ADMIT)
         self._give_back = redis.register_script(_GIVE_BACK)
 
@@ -151,10 +163,12 @@ class Admission:
         except RedisError as exc:
             log.warning("admission gate unavailable", error=str(exc))
 
-    async def refill(self, pool_id: UUID, read: Callable[[], Awaitable[int | None]]) -> bool:
-        """Start the pool's missing count from the database: `read` answers what the pool has
-        left, or None once it no longer takes joins (the gate is closed then). Answers whether
-        the pool takes joins.
+    async def refill(
+        self, pool_id: UUID, read: Callable[[], Awaitable[Room | None]]
+    ) -> Room | None:
+        """Start the pool's missing count from the database: `read` answers the pool's Room (None:
+        no such pool); a pool that takes no more joins closes the gate instead. Answers the Room,
+        whose deadline each join checks against its own clock.
 
         One read per pool in this process at a time: the joins that find no count meanwhile
         wait for the read under way. The count expires every `ttl_s`, under a crowd as
@@ -165,22 +179,39 @@ class Admission:
             refill = asyncio.create_task(self._refill(pool_id, read))
             self._refills[pool_id] = refill
             refill.add_done_callback(lambda done: self._refill_done(pool_id, done))
-        # Shielded: a join that goes away does not cancel the read the others wait for.
-        return await asyncio.shield(refill)
+        try:
+            # Shielded: a join that goes away does not cancel the read the others wait for.
+            return await asyncio.shield(refill)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this join itself was cancelled
+            # The read was (the app is stopping): the join is refused, to be retried.
+            raise ServiceBusy("the join was interrupted; retry it") from None
 
-    async def _refill(self, pool_id: UUID, read: Callable[[], Awaitable[int | None]]) -> bool:
-        left = await read()
-        if left is None:
-            await self.close(pool_id)
-            return False
-        await self.seed(pool_id, left)
-        return True
+    async def _refill(
+        self, pool_id: UUID, read: Callable[[], Awaitable[Room | None]]
+    ) -> Room | None:
+        room = await read()
+        if room is not None:
+            if room.left is None:
+                await self.close(pool_id)
+            else:
+                await self.seed(pool_id, room.left)
+        return room
 
-    def _refill_done(self, pool_id: UUID, refill: asyncio.Task[bool]) -> None:
+    def _refill_done(self, pool_id: UUID, refill: asyncio.Task[Room | None]) -> None:
         if self._refills.get(pool_id) is refill:
             del self._refills[pool_id]
         if not refill.cancelled():
             refill.exception()  # retrieved: every join waiting for it has its own answer
+
+    async def aclose(self) -> None:
+        """Stop the refills under way (before Redis and the database are closed)."""
+        refills = list(self._refills.values())
+        for refill in refills:
+            refill.cancel()
+        await asyncio.gather(*refills, return_exceptions=True)
 
     async def close(self, pool_id: UUID) -> None:
         """The pool was decided: refuse joins at the gate from now on."""

@@ -29,7 +29,7 @@ from app.errors import body_errors
 from app.text import clean_name, clean_text
 from app.uow import UnitOfWork, commit_outcome_unknown, is_retryable, sqlstate, use_case
 from groupbuy import pricing
-from groupbuy.admission import Admission, Admit
+from groupbuy.admission import Admission, Admit, Room
 from groupbuy.batch import Fallback, JoinOutcomeUnknown, OutcomeUnknown, Ticket, queue_for
 from groupbuy.errors import (
     InvalidPool,
@@ -106,7 +106,7 @@ def _join(row: Any) -> JoinRecord:
 
 
 #: What the admission gate's count is started from.
-_LEFT = select(POOLS.c.status, POOLS.c.deadline, POOLS.c.max_quantity, POOLS.c.committed_quantity)
+_ROOM = select(POOLS.c.status, POOLS.c.deadline, POOLS.c.max_quantity, POOLS.c.committed_quantity)
 
 
 async def get_pool(session: AsyncSession, pool_id: UUID, *, lock: bool = False) -> Pool:
@@ -1108,17 +1108,21 @@ async def _admit_and_join(
     if admission is not None and verdict is Admit.UNKNOWN:
         # No count (new, expired, flushed): start one from the database's row, then ask again,
         # so a crowd arriving meanwhile does not all queue for the pool's row.
-        async def left_in_pool() -> int | None:
+        async def room() -> Room | None:
             reader = uow.fresh()  # the read is shared: not tied to this request's session
             async with reader:
-                row = (await reader.session.execute(_LEFT.where(POOLS.c.id == pool_id))).first()
+                row = (await reader.session.execute(_ROOM.where(POOLS.c.id == pool_id))).first()
             if row is None:
-                raise PoolNotFound(f"no pool {pool_id}")
-            if row.status != PoolStatus.OPEN or row.deadline <= now:
                 return None
-            return int(row.max_quantity - row.committed_quantity)
+            open_ = row.status == PoolStatus.OPEN
+            return Room(row.max_quantity - row.committed_quantity if open_ else None, row.deadline)
 
-        if not await admission.refill(pool_id, left_in_pool):
+        found = await admission.refill(pool_id, room)
+        if found is None:
+            raise PoolNotFound(f"no pool {pool_id}")
+        if found.left is None or found.deadline <= now:
+            if found.left is not None:  # past its deadline, not yet settled
+                await admission.close(pool_id)
             raise PoolClosed("this pool no longer takes joins")
         verdict, left = await admission.admit(pool_id, quantity)
     if verdict is Admit.FULL:
