@@ -376,36 +376,57 @@ async def settle_withdrawals(
     """Ask the provider about withdrawals still pending; capture or void what it decided.
 
     Only holds older than `min_age`: a younger one may still be in its request, whose provider
-    call has not reached the provider (which would then answer "not found"). Returns how many
-    were decided.
+    call has not reached the provider (which would then answer "not found"). Every such
+    withdrawal is asked once a sweep, `limit` at a time in the index's order (a page of ones the
+    provider has not decided yet never hides the rest). Returns how many were decided.
     """
-    async with uow:
-        rows = await uow.session.execute(
-            select(*TRANSFERS.c)
-            .where(
-                TRANSFERS.c.kind == TransferKind.WITHDRAWAL.value,
-                TRANSFERS.c.status == TransferStatus.PENDING.value,
-                # Every withdrawal has an expiry; saying so lets this use the index of pending
-                # holds that expire (its predicate), not a scan of the whole ledger.
-                TRANSFERS.c.expires_at.is_not(None),
-                TRANSFERS.c.ref.startswith(f"funding:{provider.name}:"),
-                TRANSFERS.c.created_at <= now - min_age,
-            )
-            # Oldest first, in the index's own order: ordered by row id, PostgreSQL could
-            # walk the whole ledger by its primary key looking for the first few withdrawals.
-            .order_by(TRANSFERS.c.expires_at, TRANSFERS.c.row_id)
-            .limit(limit)
-        )
-        pending = [record(row._mapping) for row in rows.all()]
     decided = 0
-    for held in pending:
-        result = await _ask(provider.status(reference=held.id))
-        if result.status is FundingStatus.UNKNOWN:
-            continue
-        with contextlib.suppress(PaymentDeclined):  # voided: the money is back in the wallet
-            await _settle_withdrawal(uow, held, result, provider=provider, now=now)
-        decided += 1
-    return decided
+    after: tuple[datetime, int] | None = None
+    while True:
+        pending = await _pending_withdrawals(uow, provider, now - min_age, after, limit)
+        for held in pending:
+            result = await _ask(provider.status(reference=held.id))
+            if result.status is FundingStatus.UNKNOWN:
+                continue
+            with contextlib.suppress(PaymentDeclined):  # voided: the money is back in the wallet
+                await _settle_withdrawal(uow, held, result, provider=provider, now=now)
+            decided += 1
+        if len(pending) < limit:
+            return decided
+        last = pending[-1]
+        assert last.expires_at is not None  # the query asks for it
+        after = (last.expires_at, last.row_id)
+
+
+async def _pending_withdrawals(
+    uow: UnitOfWork,
+    provider: FundingProvider,
+    created_by: datetime,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[TransferRecord]:
+    query = select(*TRANSFERS.c).where(
+        TRANSFERS.c.kind == TransferKind.WITHDRAWAL.value,
+        TRANSFERS.c.status == TransferStatus.PENDING.value,
+        # Every withdrawal has an expiry; saying so lets this use the index of pending holds
+        # that expire (its predicate), not a scan of the whole ledger.
+        TRANSFERS.c.expires_at.is_not(None),
+        TRANSFERS.c.ref.startswith(f"funding:{provider.name}:"),
+        TRANSFERS.c.created_at <= created_by,
+    )
+    if after is not None:
+        expires_at, row_id = after
+        query = query.where(  # spelled so that the index (on expires_at alone) bounds the scan
+            TRANSFERS.c.expires_at >= expires_at,
+            or_(TRANSFERS.c.expires_at > expires_at, TRANSFERS.c.row_id > row_id),
+        )
+    async with uow:
+        # In the index's own order: ordered by row id, PostgreSQL could walk the whole ledger
+        # by its primary key looking for the first few withdrawals.
+        rows = await uow.session.execute(
+            query.order_by(TRANSFERS.c.expires_at, TRANSFERS.c.row_id).limit(limit)
+        )
+        return [record(row._mapping) for row in rows.all()]
 
 
 # --- reads ---------------------------------------------------------------------------------------

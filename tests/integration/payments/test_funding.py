@@ -88,6 +88,31 @@ async def test_the_job_asks_the_provider_until_it_decides(
     assert await jobs.settle_withdrawals({**ctx, "funding": bank}) == 0  # nothing left to ask
 
 
+async def test_undecided_withdrawals_do_not_hide_the_rest(sessionmaker: SessionMaker) -> None:
+    """A page's worth of withdrawals the provider has not decided does not starve the ones after
+    it: one sweep asks about every withdrawal, a page at a time."""
+
+    class SlowBank(LateBank):
+        undecided: set[str] = set()
+
+        async def status(self, *, reference: str) -> FundingResult:
+            self.asked.append(reference)
+            if reference in self.undecided:
+                return FundingResult(FundingStatus.UNKNOWN, f"out:{reference}")
+            return FundingResult(FundingStatus.SUCCEEDED, f"out:{reference}")
+
+    bank, user = SlowBank(), uuid.uuid4()
+    await fund(sessionmaker, user, 1_000)
+    uow = UnitOfWork(sessionmaker)
+    held = [await withdraw(uow, bank, user, 100) for _ in range(5)]
+    bank.undecided = set(held[:3])  # the oldest three, more than a page
+    later = NOW + timedelta(minutes=15)
+
+    assert await service.settle_withdrawals(uow, provider=bank, now=later, limit=2) == 2
+    assert sorted(bank.asked) == sorted(held)  # each asked once
+    assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 500, 300, 800)
+
+
 async def test_no_write_lock_is_held_while_the_provider_is_asked(tmp_path: object) -> None:
     """On SQLite another writer gets the database while a withdrawal waits for its provider."""
     from app.db import create_engine, create_sessionmaker

@@ -14,12 +14,33 @@ from sqlalchemy import text
 from app.db import create_engine, create_sessionmaker
 from app.uow import UnitOfWork
 from payments import service
-from payments.funding import funding_provider
+from payments.funding import FundingResult, FundingStatus
 from tests.support.ledger import NOW, fund
 from tests.support.plans import explaining_engine, rows_read
 from tests.support.services import migrate, on_a_new_postgres_database
 
 LEDGER = 4_000
+PENDING = 10
+PAGE = 2
+
+
+class StuckBank:
+    """A provider that has not decided any payout yet."""
+
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def top_up(self, *, reference: str, amount_minor: int, currency: str) -> FundingResult:
+        raise AssertionError("the sweep only asks")
+
+    async def withdraw(self, *, reference: str, amount_minor: int, currency: str) -> FundingResult:
+        raise AssertionError("the sweep only asks")
+
+    async def status(self, *, reference: str) -> FundingResult:
+        self.asked.append(reference)
+        return FundingResult(FundingStatus.UNKNOWN, "")
 
 
 @pytest.mark.parametrize(
@@ -32,14 +53,18 @@ LEDGER = 4_000
     ],
     ids=["default", "sorting-dear"],
 )
-async def test_the_withdrawal_sweep_reads_only_pending_withdrawals(planner: tuple[str]) -> None:
+async def test_the_withdrawal_sweep_reads_only_pending_withdrawals(
+    planner: tuple[str, ...],
+) -> None:
     async def sweep(postgres_url: str) -> None:
         await _sweep_reads_only_pending_withdrawals(postgres_url, planner)
 
     await on_a_new_postgres_database(sweep)
 
 
-async def _sweep_reads_only_pending_withdrawals(postgres_url: str, planner: tuple[str]) -> None:
+async def _sweep_reads_only_pending_withdrawals(
+    postgres_url: str, planner: tuple[str, ...]
+) -> None:
     await migrate(postgres_url)
     engine = create_engine(postgres_url, pool_size=1)
     sessions = create_sessionmaker(engine)
@@ -73,16 +98,41 @@ async def _sweep_reads_only_pending_withdrawals(postgres_url: str, planner: tupl
                     "n": LEDGER,
                 },
             )
+            # Withdrawals the provider has not decided, each expiring a minute after the last:
+            # the sweep pages through them, and each page starts where the last one ended.
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id,"
+                    " amount_minor, currency, kind, ref, status, is_hold, refunded_minor,"
+                    " created_at, expires_at) SELECT 'sweep-plan-out:' || :user || ':' || i,"
+                    " :debit, :credit, 1, 'CNY', 'withdrawal', 'funding:stuck:' || i,"
+                    " 'pending', true, 0, CAST(:now AS timestamptz),"
+                    " CAST(:now AS timestamptz) + i * interval '1 minute'"
+                    " FROM generate_series(1, :n) i"
+                ),
+                {
+                    "user": str(user),
+                    "debit": first.debit_account_id,
+                    "credit": first.credit_account_id,
+                    "n": PENDING,
+                    "now": NOW,
+                },
+            )
             await session.commit()
+        stuck = StuckBank()
         async with explaining_engine(postgres_url, *planner) as (explaining, plans):
             decided = await service.settle_withdrawals(
                 UnitOfWork(create_sessionmaker(explaining)),
-                provider=funding_provider("sandbox"),
+                provider=stuck,
                 now=NOW + timedelta(days=1),
+                min_age=timedelta(0),
+                limit=PAGE,
             )
         assert decided == 0
+        assert len(stuck.asked) == PENDING  # every one asked, once
         read = [found for plan in plans for found in rows_read(plan, ("ledger_transfers",))]
-        assert read, "the sweep's statement was seen"
-        assert max(rows for _, rows in read) <= 1, read
+        assert len(read) >= PENDING // PAGE, "the sweep's statements were seen"
+        # Pending holds that expire at most, never the ledger's settled rows.
+        assert max(rows for _, rows in read) <= PENDING, read
     finally:
         await engine.dispose()
