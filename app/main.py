@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
 import structlog
@@ -14,7 +14,7 @@ from arq.worker import Worker
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.asyncio import BlockingConnectionPool
 
 from app.accounts.api import AuthController, MeController
@@ -198,19 +198,48 @@ def create_app(
         debug=False,
     )
     # Wrap the whole handler, not just the routes: 404s and 405s get a request id and a log line.
-    app.asgi_handler = request_id_middleware(head_as_get(app.asgi_handler))
+    methods = {route.path: frozenset(route.methods) for route in app.routes}
+    app.asgi_handler = request_id_middleware(head_as_get(app.asgi_handler, methods))
     return app
 
 
-def head_as_get(app: ASGIApp) -> ASGIApp:
+def head_as_get(app: ASGIApp, methods: Mapping[str, frozenset[str]]) -> ASGIApp:
     """HEAD is GET without the body (RFC 9110 9.3.2: every general-purpose server supports
     both): the route is asked for GET, and the HTTP server, which still sees HEAD, sends the
     answer's head alone, its Content-Length that of the body a GET gets. Litestar answered
-    HEAD on a GET route with 405."""
+    HEAD on a GET route with 405.
+
+    So the Allow header of an OPTIONS or 405 answer names HEAD wherever it names GET. An OPTIONS
+    answer names every method of its route (`methods`, by path template): Litestar's named
+    only those of the route's first handlers when a controller added more to the same path."""
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["method"] == "HEAD":
-            scope = {**scope, "method": "GET"}
+        if scope["type"] == ScopeType.HTTP:
+            if scope["method"] == "HEAD":
+                scope = {**scope, "method": "GET"}
+            elif scope["method"] != "GET":  # OPTIONS, or a method the route may not allow
+                send = _allowing_head(scope, send, methods, options=scope["method"] == "OPTIONS")
         await app(scope, receive, send)
 
     return handle
+
+
+def _allowing_head(
+    scope: Scope, send: Send, methods: Mapping[str, frozenset[str]], *, options: bool
+) -> Send:
+    async def send_allowing_head(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(name, value) for name, value in message.get("headers", ())]
+            allow = next((value for name, value in headers if name.lower() == b"allow"), None)
+            if allow is not None:
+                allowed = set(allow.decode("latin-1").replace(" ", "").split(","))
+                if options:
+                    allowed |= methods.get(scope.get("path_template", ""), frozenset())
+                if "GET" in allowed:
+                    allowed.add("HEAD")
+                header = ", ".join(sorted(allowed)).encode("latin-1")
+                headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", header)]}
+        await send(message)
+
+    return send_allowing_head

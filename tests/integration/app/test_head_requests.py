@@ -64,3 +64,33 @@ async def test_head_is_get_without_the_body(settings: Settings) -> None:
     assert missing.startswith(b"HTTP/1.1 404 "), missing
     assert post_only.startswith(b"HTTP/1.1 405 "), post_only
     assert again.startswith(b"HTTP/1.1 200 "), again
+
+
+async def test_allow_names_head_wherever_it_names_get(settings: Settings) -> None:
+    """OPTIONS and 405 answers say what the route allows, HEAD included where GET is; OPTIONS
+    names every method of a path that a controller serves with several handlers."""
+    with live_server(settings) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            answers = {
+                (method, path): await client.request(method, path)
+                for method, path in (
+                    ("OPTIONS", "/v1/pools"),  # POST creates, GET lists
+                    ("DELETE", "/v1/pools"),
+                    ("OPTIONS", "/v1/me"),
+                    ("PUT", "/v1/me"),
+                    ("OPTIONS", "/v1/auth/login"),  # POST only
+                    ("PUT", "/v1/auth/login"),
+                )
+            }
+    allowed = {
+        key: (answer.status_code, answer.headers["allow"]) for key, answer in answers.items()
+    }
+    assert allowed == {
+        ("OPTIONS", "/v1/pools"): (204, "GET, HEAD, OPTIONS, POST"),
+        ("DELETE", "/v1/pools"): (405, "GET, HEAD, OPTIONS, POST"),
+        ("OPTIONS", "/v1/me"): (204, "GET, HEAD, OPTIONS"),
+        ("PUT", "/v1/me"): (405, "GET, HEAD, OPTIONS"),
+        ("OPTIONS", "/v1/auth/login"): (204, "OPTIONS, POST"),
+        ("PUT", "/v1/auth/login"): (405, "OPTIONS, POST"),
+    }
+    assert answers["DELETE", "/v1/pools"].json()["status"] == 405
