@@ -82,11 +82,12 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="copool-parent-watch", daemon=True).start()
 
 
-def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
+def _serve_worker(options: dict[str, Any], host: str, port: int, read_timeout_s: float) -> None:
     """One worker process: uvicorn on a socket of its own."""
     import uvicorn
 
     _end_with_parent()
+    ProblemHTTPProtocol.read_timeout_s = read_timeout_s
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -101,19 +102,23 @@ def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
         uvicorn.Server(config).run(sockets=[bind_reuse_port(host, port)])
 
 
-def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) -> int:
+def run_workers(
+    options: dict[str, Any], *, host: str, port: int, workers: int, read_timeout_s: float
+) -> int:
     """Serve with `workers` processes until a stop signal (0) or a worker's death (1).
 
-    `options`: uvicorn.Config's keyword arguments besides the app, host and port. The port is
-    bound once here first, so that a port taken by another program fails before any worker
-    starts."""
+    `options`: uvicorn.Config's keyword arguments besides the app, host and port;
+    `read_timeout_s`: ProblemHTTPProtocol's. The port is bound once here first, so that a port
+    taken by another program fails before any worker starts."""
     # Without SO_REUSEPORT: this bind fails if anything listens on the port, another copool's
     # workers included (theirs would share it).
     _bind(host, port, reuse_port=False).close()
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = [
         context.Process(
-            target=_serve_worker, args=(options, host, port), name=f"copool-web-{index}"
+            target=_serve_worker,
+            args=(options, host, port, read_timeout_s),
+            name=f"copool-web-{index}",
         )
         for index in range(workers)
     ]
@@ -254,6 +259,15 @@ _HEAD_TOO_LARGE = msgspec.json.encode(
     }
 )
 
+_READ_TIMED_OUT = msgspec.json.encode(
+    {
+        "type": "request-timeout",
+        "title": "Request Timeout",
+        "status": 408,
+        "detail": "the request did not arrive in time: its head, or its body, stopped coming",
+    }
+)
+
 
 class ProblemHTTPProtocol(_HTTPProtocol):
     """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with problem details
@@ -262,7 +276,18 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     answered the 400 at once, in place of theirs, although they ran); refusing a request head
     over MAX_HEAD_BYTES (431); with httptools, its responses go out through a
     CoalescingTransport, and whatever closes the connection itself (a graceful shutdown, the
-    keep-alive timeout, a 400) sends what is pending first."""
+    keep-alive timeout, a 400) sends what is pending first.
+
+    A client must send its request in time (uvicorn waits for ever): a new connection that
+    sends nothing for `read_timeout_s` is closed, and a request (head and body) not whole within
+    that time of its first byte is answered 408 and its connection closed, so that slow senders
+    cannot hold the server's connections (slowloris). Time the server itself stops reading (a
+    request waiting behind the one before it) does not count."""
+
+    #: Set from COPOOL_HTTP_READ_TIMEOUT_S by `copool serve`, in each worker process.
+    read_timeout_s: float = 30.0
+    _read_timer: asyncio.TimerHandle | None = None
+    _requests_begun = 0
 
     _coalescing: CoalescingTransport
     #: The request whose app runs (or last ran) on this connection.
@@ -275,10 +300,42 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._coalescing = CoalescingTransport(transport, self.loop)
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def _arm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing() or self._refusal is not None:
+            return
+        if self.flow.read_paused:
+            self._arm_read_timer()  # the server is not reading: the client is not late
+        elif self._requests_begun == 0:
+            self.transport.close()  # a connection that never sent a byte: nothing to answer
+        else:
+            self._refuse(408, b"Request Timeout", _READ_TIMED_OUT)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._head_bytes = True, 0
+        self._requests_begun += 1
+        self._arm_read_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm_read_timer()
 
     def on_headers_complete(self) -> None:
         self._head_open = False

@@ -67,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds to wait for PostgreSQL to accept a connection, and for one statement to answer.
     db_connect_timeout_s: int = 5
     db_statement_timeout_s: int = 15
+    #: Seconds a client may take to send a whole request, head and body, from its first byte.
+    http_read_timeout_s: int = 30
     #: How long a request in progress owns its Idempotency-Key; a retry after it runs again.
     idempotency_lease_s: int = 60
     #: A withdrawal's hold expires after this (the provider's answer settles it before).
@@ -277,6 +279,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(environ, "COPOOL_DB_POOL_SIZE", 10, 1, 500),
         db_connect_timeout_s=_int(environ, "COPOOL_DB_CONNECT_TIMEOUT_S", 5, 1, 300),
         db_statement_timeout_s=_int(environ, "COPOOL_DB_STATEMENT_TIMEOUT_S", 15, 1, 3600),
+        http_read_timeout_s=_int(environ, "COPOOL_HTTP_READ_TIMEOUT_S", 30, 1, 3600),
         idempotency_lease_s=_int(environ, "COPOOL_IDEMPOTENCY_LEASE_S", 60, 1, 3600),
         withdrawal_hold_ttl_s=_int(
             environ, "COPOOL_WITHDRAWAL_HOLD_TTL_S", 24 * 3600, 60, 30 * 24 * 3600

@@ -147,3 +147,53 @@ def test_a_keyed_request_cut_off_mid_body_leaves_its_key_for_the_retry(tmp_path:
         )
         assert wallet.json()["balance_minor"] == 500
         server.interrupt()
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_slow_senders_cannot_hold_a_connection(tmp_path: Path, workers: str) -> None:
+    """A request not whole within the read timeout of its first byte (its head or its body stops
+    coming) is answered 408, after the answers before it, and its connection closed; a
+    connection that sends nothing is closed; a slow request that is whole in time is served."""
+    env = {
+        "_COPOOL_LOCAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "COPOOL_HTTP_READ_TIMEOUT_S": "2",
+    }
+    with serving(tmp_path, env, "--workers", workers) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        health = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n"
+        login = b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as silent,
+            socket.create_connection(("127.0.0.1", port), timeout=10) as slow_head,
+            socket.create_connection(("127.0.0.1", port), timeout=10) as slow_body,
+            socket.create_connection(("127.0.0.1", port), timeout=10) as trickle,
+        ):
+            started = time.monotonic()
+            slow_head.sendall(health + b"GET /v1/health HTTP/1.1\r\nHo")  # one answered first
+            slow_body.sendall(login + b'Content-Length: 40\r\n\r\n{"email":')
+            for piece in (b"GET /v1/health HTTP/1.1\r\n", b"Host: t\r\n", b"\r\n"):
+                time.sleep(0.4)  # slowly, but the whole request within the timeout
+                trickle.sendall(piece)
+            assert _until_closed(silent) == b""
+            head_answers = _until_closed(slow_head)
+            body_answer = _until_closed(slow_body)
+            assert time.monotonic() - started < 10
+            trickled = trickle.recv(65536)
+        assert re.findall(rb"HTTP/1\.1 (\d{3})", head_answers) == [b"200", b"408"], head_answers
+        for answer in (head_answers, body_answer):
+            last = answer[answer.rindex(b"HTTP/1.1 ") :]
+            head, _, body = last.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+            assert b"connection: close" in head.split(b"\r\n")
+            assert json.loads(body)["type"] == "request-timeout"
+        assert trickled.startswith(b"HTTP/1.1 200 "), trickled
+        returncode, output = server.interrupt()
+    assert returncode == 0, output
+    assert "Traceback" not in output, output
