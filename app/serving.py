@@ -177,14 +177,16 @@ def _join_all(processes: list[BaseProcess]) -> None:
             process.join()
 
 
+def _problem(type_: str, title: str, status: int, detail: str) -> bytes:
+    return msgspec.json.encode({"type": type_, "title": title, "status": status, "detail": detail})
+
+
 #: What a request that is not HTTP at all is answered (uvicorn's own answer is plain text).
-_UNPARSABLE = msgspec.json.encode(
-    {
-        "type": "bad-request",
-        "title": "Bad Request",
-        "status": 400,
-        "detail": "the request is not valid HTTP/1.1 (its request line, headers or body framing)",
-    }
+_UNPARSABLE = _problem(
+    "bad-request",
+    "Bad Request",
+    400,
+    "the request is not valid HTTP/1.1 (its request line, headers or body framing)",
 )
 
 
@@ -250,23 +252,33 @@ class CoalescingTransport:
 #: worker's every other request waiting).
 MAX_HEAD_BYTES = 1024 * 1024
 
-_HEAD_TOO_LARGE = msgspec.json.encode(
-    {
-        "type": "request-too-large",
-        "title": "Request Header Fields Too Large",
-        "status": 431,
-        "detail": f"the request line and headers may take at most {MAX_HEAD_BYTES} bytes",
-    }
+_HEAD_TOO_LARGE = _problem(
+    "request-too-large",
+    "Request Header Fields Too Large",
+    431,
+    f"the request line and headers may take at most {MAX_HEAD_BYTES} bytes",
 )
 
-_READ_TIMED_OUT = msgspec.json.encode(
-    {
-        "type": "request-timeout",
-        "title": "Request Timeout",
-        "status": 408,
-        "detail": "the request did not arrive in time: its head, or its body, stopped coming",
-    }
+_READ_TIMED_OUT = _problem(
+    "request-timeout",
+    "Request Timeout",
+    408,
+    "the request did not arrive in time: its head, or its body, stopped coming",
 )
+
+_VERSION_NOT_SUPPORTED = _problem(
+    "http-version-not-supported",
+    "HTTP Version Not Supported",
+    505,
+    "this server speaks HTTP versions 1.1 and 1.0",
+)
+_CODING_NOT_IMPLEMENTED = _problem(
+    "not-implemented", "Not Implemented", 501, "the only transfer coding served is chunked"
+)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback, to stop reading a connection whose request is refused."""
 
 
 class ProblemHTTPProtocol(_HTTPProtocol):
@@ -339,6 +351,12 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        refusal = self._unsupported()
+        if refusal is not None:
+            self._refuse(*refusal)
+            raise _Refused  # stops the parser: nothing after this head is read
+        if self.expect_100_continue and self.parser.get_http_version() == "1.0":
+            self.expect_100_continue = False  # RFC 9110 10.1.1: HTTP/1.0 knows no 100
         before = self.cycle
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
         if self.cycle is None or self.cycle is before:
@@ -348,6 +366,17 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             # nothing after it: the connection ends with its answer, as that answer says.
             self.cycle.keep_alive = False
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
+
+    def _unsupported(self) -> tuple[int, bytes, bytes] | None:
+        """The refusal of a head this server cannot serve: an HTTP version other than 1.0 and
+        1.1 (httptools parses "HTTP/2.0" like 1.1), or a transfer coding other than chunked
+        (the body would be read as if it were not compressed)."""
+        if self.parser.get_http_version() not in ("1.0", "1.1"):
+            return 505, b"HTTP Version Not Supported", _VERSION_NOT_SUPPORTED
+        for name, value in self.headers:
+            if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+                return 501, b"Not Implemented", _CODING_NOT_IMPLEMENTED
+        return None
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle  # (`self.cycle` is the newest request, maybe still queued)

@@ -197,3 +197,37 @@ def test_slow_senders_cannot_hold_a_connection(tmp_path: Path, workers: str) -> 
         returncode, output = server.interrupt()
     assert returncode == 0, output
     assert "Traceback" not in output, output
+
+
+def test_what_this_server_does_not_speak_is_refused_with_a_problem(tmp_path: Path) -> None:
+    """Another HTTP version is 505 and a transfer coding other than chunked 501 (httptools read
+    "HTTP/2.0" as 1.1, and a gzip body as if it were plain), after the answers before them; an
+    HTTP/1.0 client is never sent 100 Continue (it cannot know it)."""
+    env = {"_COPOOL_LOCAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    health = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n"
+    login = b"POST /v1/auth/login HTTP/%s\r\nHost: t\r\nContent-Type: application/json\r\n"
+    with serving(tmp_path, env) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        refused = {
+            "version": _exchange(port, health + b"GET /v1/health HTTP/2.0\r\nHost: t\r\n\r\n"),
+            "coding": _exchange(
+                port,
+                health
+                + login % b"1.1"
+                + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            ),
+        }
+        expect = _exchange(
+            port, login % b"1.0" + b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        server.interrupt()
+    for kind, (status, problem_type) in {
+        "version": (b"505", "http-version-not-supported"),
+        "coding": (b"501", "not-implemented"),
+    }.items():
+        answers = refused[kind]
+        assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", status], answers
+        head, _, body = answers[answers.rindex(b"HTTP/1.1 ") :].partition(b"\r\n\r\n")
+        assert b"connection: close" in head.split(b"\r\n")
+        assert json.loads(body)["type"] == problem_type
+    assert expect.startswith(b"HTTP/1.1 422 "), expect  # answered, with no 100 before it
