@@ -25,5 +25,10 @@ def clean_name(text: str, *, max_chars: int) -> str:
     unless something visible is left (a letter, number, mark, symbol or punctuation, not a
     joiner or a filler alone)."""
     name = " ".join(clean_text(text, max_chars=max_chars * 4).split())[:max_chars]
-    visible = any(unicodedata.category(ch)[0] in "LNMSP" and ch not in _FILLERS for ch in name)
-    return name if visible else ""
+    return name if shows_something(name) else ""
+
+
+def shows_something(text: str) -> bool:
+    """Whether the text has a visible character (a letter, number, mark, symbol or
+    punctuation, not a joiner or a filler alone)."""
+    return any(unicodedata.category(ch)[0] in "LNMSP" and ch not in _FILLERS for ch in text)

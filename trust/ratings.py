@@ -25,7 +25,7 @@ from trust.models import (
 )
 from trust.registry import counterparties
 from trust.reputation import add_to_reputation, require_user
-from trust.text import clean_text
+from trust.text import optional_text
 
 RATINGS: Table = Rating.__table__  # type: ignore[attr-defined]
 USERS: Table = User.__table__  # type: ignore[attr-defined]
@@ -58,7 +58,7 @@ async def rate(
 ) -> Rating:
     """Rate a counterparty once, within the window. Double-blind: the rating stays hidden until
     the counterparty rated back (both are revealed at once) or the window closed (the sweep)."""
-    comment = clean_text(comment, max_chars=COMMENT_MAX_CHARS) if comment else None
+    comment = optional_text(comment, max_chars=COMMENT_MAX_CHARS)
     async with uow:
         session = uow.session
         transaction, role = await counterparties(

@@ -277,8 +277,11 @@ async def test_a_payout_is_only_for_members_of_protected_pools_and_admins_never_
     assert_problem(
         await world.client.post(decide, json=payout, headers=admin_h), 422, "invalid-decision"
     )
-    blank = {"outcome": "upheld", "reason": "\u200b\u202e"}
-    assert_problem(await world.client.post(decide, json=blank, headers=admin_h), 422, "blank-text")
+    for invisible in ("\u200b\u202e", "\u200d", "\u3164 \u2800"):  # a lone joiner, fillers
+        blank = {"outcome": "upheld", "reason": invisible}
+        assert_problem(
+            await world.client.post(decide, json=blank, headers=admin_h), 422, "blank-text"
+        )
 
     # The admin's own complaint, and banning themselves: someone else has to decide.
     own = await world.completed(

@@ -173,6 +173,19 @@ async def test_comments_are_stored_without_control_characters(world: TrustWorld)
     assert shown[0]["comment"] == "Great driver!"
 
 
+async def test_a_comment_with_nothing_visible_is_no_comment(world: TrustWorld) -> None:
+    driver, driver_h = await world.user()
+    rider, rider_h = await world.user()
+    match = await world.completed((driver, DRIVER), (rider, RIDER))
+    invisible = "\u200d\u200b \u3164\u202e\u2800"  # a joiner, a filler, blanks: nothing shows
+    await world.client.post(
+        "/v1/ratings", json=rating(match, driver, 4, comment=invisible), headers=rider_h
+    )
+    await world.client.post("/v1/ratings", json=rating(match, rider, 5), headers=driver_h)
+    shown = await public_ratings(world, driver, driver_h)
+    assert [(r["stars"], r["comment"]) for r in shown] == [(4, None)]
+
+
 async def test_public_ratings_page_newest_first_and_unknown_users_are_404(
     world: TrustWorld,
 ) -> None:
