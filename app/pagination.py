@@ -50,7 +50,9 @@ def decode_cursor(cursor: str | None) -> int | None:
         if version != "v1":
             raise ValueError(version)
         value = int(position)
-        if not MIN_POSITION <= value <= MAX_POSITION:
+        # Only the very text encode_cursor makes: int() also reads "+1", " 1", "1_0", other
+        # scripts' digits, and base64 decoding skips stray characters.
+        if not MIN_POSITION <= value <= MAX_POSITION or encode_cursor(value) != cursor:
             raise ValueError(position)
         return value
     except (ValueError, binascii.Error, UnicodeDecodeError):

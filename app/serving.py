@@ -266,6 +266,14 @@ _READ_TIMED_OUT = _problem(
     "the request did not arrive in time: its head, or its body, stopped coming",
 )
 
+#: httptools reads no longer URL (its parts are 16-bit offsets).
+MAX_URL_BYTES = 65535
+_URL_TOO_LONG = _problem(
+    "uri-too-long",
+    "URI Too Long",
+    414,
+    f"the path and query may take at most {MAX_URL_BYTES} bytes",
+)
 _VERSION_NOT_SUPPORTED = _problem(
     "http-version-not-supported",
     "HTTP Version Not Supported",
@@ -308,6 +316,7 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
     _head_bytes = 0
+    _head_size = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -341,13 +350,29 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_open, self._head_bytes = True, 0
+        self._head_open, self._head_bytes, self._head_size = True, 0, 0
         self._requests_begun += 1
         self._arm_read_timer()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm_read_timer()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._count_head(len(name) + len(value) + 4)  # with ": " and the line's end
+
+    def _count_head(self, size: int) -> None:
+        """The head's size, exactly, as the parser reads its parts (data_received's count only
+        sees reads that end with the head still open)."""
+        self._head_size += size
+        if self._head_size > MAX_HEAD_BYTES:
+            self._refuse(431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE)
+            raise _Refused
 
     def on_headers_complete(self) -> None:
         self._head_open = False
@@ -373,6 +398,8 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         (the body would be read as if it were not compressed)."""
         if self.parser.get_http_version() not in ("1.0", "1.1"):
             return 505, b"HTTP Version Not Supported", _VERSION_NOT_SUPPORTED
+        if len(self.url) > MAX_URL_BYTES:
+            return 414, b"URI Too Long", _URL_TOO_LONG
         for name, value in self.headers:
             if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
                 return 501, b"Not Implemented", _CODING_NOT_IMPLEMENTED

@@ -20,15 +20,21 @@ def clean_text(text: str, *, max_chars: int) -> str:
     return kept.strip()[:max_chars]
 
 
+def has_hidden_characters(text: str) -> bool:
+    """Whether the text holds a control or format character (a joiner included), which
+    clean_text would drop (but for line breaks, tabs and joiners)."""
+    return any(unicodedata.category(ch) in _DROPPED for ch in text)
+
+
 def clean_name(text: str, *, max_chars: int) -> str:
     """clean_text for a name shown on one line: every run of white space one space; empty
-    unless something visible is left (a letter, number, mark, symbol or punctuation, not a
-    joiner or a filler alone)."""
+    unless something visible is left (shows_something)."""
     name = " ".join(clean_text(text, max_chars=max_chars * 4).split())[:max_chars]
     return name if shows_something(name) else ""
 
 
 def shows_something(text: str) -> bool:
-    """Whether the text has a visible character (a letter, number, mark, symbol or
-    punctuation, not a joiner or a filler alone)."""
-    return any(unicodedata.category(ch)[0] in "LNMSP" and ch not in _FILLERS for ch in text)
+    """Whether the text has a visible character: a letter, number, symbol or punctuation that
+    is not a filler (marks only decorate one: alone, joiners and variation selectors among
+    them, they show nothing)."""
+    return any(unicodedata.category(ch)[0] in "LNSP" and ch not in _FILLERS for ch in text)

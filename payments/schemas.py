@@ -24,7 +24,7 @@ Direction = Literal["credit", "debit"]
 AmountMinor = Annotated[int, Meta(gt=0, le=MAX_AMOUNT_MINOR, description="integer minor units")]
 
 
-class FundingIn(msgspec.Struct):
+class FundingIn(msgspec.Struct, forbid_unknown_fields=True):
     amount_minor: AmountMinor
     currency: Currency
 

@@ -59,3 +59,12 @@ class EmailTooLong(DomainError):
     category = Category.INVALID
     code = "email-too-long"
     title = "The email address is too long"
+
+
+class InvalidEmail(DomainError):
+    """The address holds control or format characters (bidi overrides, zero widths), which
+    would show one address as another wherever it is shown."""
+
+    category = Category.INVALID
+    code = "invalid-email"
+    title = "The email address is not valid"

@@ -33,7 +33,7 @@ DisplayName = Annotated[
 SelfServiceRole = Literal["member", "organizer"]
 
 
-class RegisterIn(msgspec.Struct):
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
     password: Password
     display_name: DisplayName
@@ -48,7 +48,7 @@ class RegisterOut(msgspec.Struct):
     token: str
 
 
-class LoginIn(msgspec.Struct):
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
     email: Annotated[str, Meta(min_length=1, max_length=EMAIL_MAX_CHARS, pattern=r"^[^\x00]*$")]
     password: Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
 

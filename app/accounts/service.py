@@ -27,13 +27,14 @@ from app.accounts.errors import (
     EmailTaken,
     EmailTooLong,
     InvalidCredentials,
+    InvalidEmail,
     MemberRoleRequired,
     UserNotFound,
 )
 from app.accounts.models import DISPLAY_NAME_MAX_CHARS, EMAIL_MAX_CHARS, Role, User
 from app.db import AsyncSession, driver_fetch, on_postgres
 from app.errors import ServiceBusy
-from app.text import clean_name
+from app.text import clean_name, has_hidden_characters
 from app.uow import UnitOfWork
 
 #: Called with a user's id once a change to their roles or standing is committed.
@@ -72,6 +73,12 @@ async def register_user(
             errors=[{"field": "display_name", "message": "no visible characters"}],
         )
     address = email.strip().lower()
+    if has_hidden_characters(address):
+        raise InvalidEmail(
+            "the email address holds control or format characters (such as bidi overrides or "
+            "zero-width spaces)",
+            errors=[{"field": "email", "message": "control or format characters"}],
+        )
     if len(address) > EMAIL_MAX_CHARS:
         raise EmailTooLong(
             f"the email address is {len(address)} characters once lower-cased; at most "

@@ -138,13 +138,21 @@ async def test_a_display_name_loses_bidi_control_and_zero_width_characters(
     assert one_line.status_code == 201, one_line.text
     headers = {"Authorization": f"Bearer {one_line.json()['token']}"}
     assert (await client.get("/v1/me", headers=headers)).json()["display_name"] == "Ada Admin"
-    for invisible in ("\u200b\u202e", "\u200d", " \u200d\u200b ", "\u3164", "\u2800"):
+    marks_alone = ("\u3164\u034f", "\u180b\u180c", "\ufe00\ufe0f", "\u034f\u17b4", "\u0301")
+    for invisible in ("\u200b\u202e", "\u200d", " \u200d\u200b ", "\u3164", "\u2800", *marks_alone):
         blank = await client.post(
             "/v1/auth/register",
             json={"email": unique_email(), "password": PASSWORD, "display_name": invisible},
         )
         assert blank.status_code == 422, (invisible, blank.text)
         assert blank.json()["type"] == "blank-display-name"
+    for hidden in ("a\u202e@example.com", "a\u200b@example.com", "a@exam\u2060ple.com"):
+        spoofing = await client.post(
+            "/v1/auth/register",
+            json={"email": hidden, "password": PASSWORD, "display_name": "Ada"},
+        )
+        assert spoofing.status_code == 422, (hidden, spoofing.text)
+        assert spoofing.json()["type"] == "invalid-email"
         assert blank.json()["errors"] == [
             {"field": "display_name", "message": "no visible characters"}
         ]

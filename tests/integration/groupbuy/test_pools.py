@@ -345,7 +345,7 @@ async def test_a_pool_answers_utc_shows_clean_text_and_counts_its_premium_in_its
         assert answer["title"] == "Tea leaves"
         assert answer["description"] == "Line one\nline two"
         assert answer["pickup"]["label"] == "North gate"
-    for title in ("\u200b\u200d\u2060", "\u202e\u3164"):
+    for title in ("\u200b\u200d\u2060", "\u202e\u3164", "\u034f\u17b4\u17b5"):
         assert_problem(
             await world.client.post(
                 "/v1/pools", json=pool_body(soon, title=title), headers=organizer_h

@@ -16,6 +16,7 @@ from uvicorn.server import ServerState
 from app.serving import (
     LARGE_WRITE,
     MAX_HEAD_BYTES,
+    MAX_URL_BYTES,
     CoalescingTransport,
     ProblemHTTPProtocol,
 )
@@ -197,6 +198,33 @@ async def test_a_head_over_the_limit_is_refused_with_431() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert b"content-type: application/problem+json" in head
     assert b'"status":431' in body
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # Whole in one read, just over the limit: counted as the parser reads its parts.
+        (b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
+        (b"GET /hello HTTP/1.1\r\nHost: t\r\n" + b"X-Many: 0123456789\r\n" * 60_000 + b"\r\n", 431),
+        (b"GET /hello?q=" + b"a" * MAX_URL_BYTES + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    ],
+    ids=["one-header", "many-headers", "url"],
+)
+async def test_a_head_too_large_in_one_read_is_refused(head: bytes, status: int) -> None:
+    protocol, transport = _connected()
+    protocol.data_received(head)
+    assert transport.closed
+    answer, _, body = transport.writes[-1].partition(b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:40]
+    assert b'"status":%d' % status in body
+
+
+async def test_a_head_just_under_the_limit_is_served() -> None:
+    filler = b"a" * (MAX_HEAD_BYTES - 1000)
+    transport = await _served(
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + filler + b"\r\n\r\n", answers=1
+    )
+    assert b"".join(transport.writes).startswith(b"HTTP/1.1 200 ")
 
 
 async def _until_closed(transport: Recording) -> list[bytes]:
