@@ -134,19 +134,12 @@ def serve(host: str, port: int, workers: int) -> None:
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or None,
     }
-    ProblemHTTPProtocol.read_timeout_s = settings.http_read_timeout_s  # (one process)
     code = 0
     try:
         if workers > 1 and reuse_port_supported():
             # A socket per worker, so that connections spread evenly (app/serving.py).
             try:
-                code = run_workers(
-                    options,
-                    host=host,
-                    port=port,
-                    workers=workers,
-                    read_timeout_s=settings.http_read_timeout_s,
-                )
+                code = run_workers(options, host=host, port=port, workers=workers)
             except OSError as exc:  # the port is taken, or the address is not ours
                 click.echo(f"copool: cannot listen on {host}:{port}: {exc}", err=True)
                 code = 1

@@ -36,6 +36,7 @@ from app.logging import configure_logging, request_id_middleware
 from app.openapi import openapi_config
 from app.problems import exception_handlers
 from app.query import reject_repeated_parameters
+from app.serving import ProblemHTTPProtocol
 from app.settings import Env, Settings, load_settings
 from groupbuy.admission import Admission
 from groupbuy.api import MyJoinsController, PoolController
@@ -83,6 +84,8 @@ def create_app(
     """Build the app; engines and Redis clients are created in its lifespan, on its own loop."""
     settings = settings or load_settings()
     configure_logging(settings)
+    # The HTTP protocol of `copool serve` runs in this process (each worker builds its app).
+    ProblemHTTPProtocol.read_timeout_s = settings.http_read_timeout_s
     jwt_auth = create_jwt_auth(settings)
 
     @contextlib.asynccontextmanager
@@ -198,9 +201,15 @@ def create_app(
         debug=False,
     )
     # Wrap the whole handler, not just the routes: 404s and 405s get a request id and a log line.
-    methods = {route.path: frozenset(route.methods) for route in app.routes}
+    methods = methods_by_template(app)
     app.asgi_handler = request_id_middleware(head_as_get(app.asgi_handler, methods))
     return app
+
+
+def methods_by_template(app: Litestar) -> dict[str, frozenset[str]]:
+    """Each path's methods, by the template routing puts in the scope (`{id}`, where a route's
+    path says `{id:uuid}`)."""
+    return {route.path_format: frozenset(route.methods) for route in app.routes}
 
 
 def head_as_get(app: ASGIApp, methods: Mapping[str, frozenset[str]]) -> ASGIApp:

@@ -82,12 +82,11 @@ def _end_with_parent() -> None:
     threading.Thread(target=watch, name="copool-parent-watch", daemon=True).start()
 
 
-def _serve_worker(options: dict[str, Any], host: str, port: int, read_timeout_s: float) -> None:
+def _serve_worker(options: dict[str, Any], host: str, port: int) -> None:
     """One worker process: uvicorn on a socket of its own."""
     import uvicorn
 
     _end_with_parent()
-    ProblemHTTPProtocol.read_timeout_s = read_timeout_s
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -102,14 +101,12 @@ def _serve_worker(options: dict[str, Any], host: str, port: int, read_timeout_s:
         uvicorn.Server(config).run(sockets=[bind_reuse_port(host, port)])
 
 
-def run_workers(
-    options: dict[str, Any], *, host: str, port: int, workers: int, read_timeout_s: float
-) -> int:
+def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) -> int:
     """Serve with `workers` processes until a stop signal (0) or a worker's death (1).
 
-    `options`: uvicorn.Config's keyword arguments besides the app, host and port;
-    `read_timeout_s`: ProblemHTTPProtocol's. The port is bound once here first, so that a port
-    taken by another program fails before any worker starts."""
+    `options`: uvicorn.Config's keyword arguments besides the app, host and port. The port is
+    bound once here first, so that a port taken by another program fails before any worker
+    starts."""
     # Without SO_REUSEPORT: this bind fails if anything listens on the port, another copool's
     # workers included (theirs would share it).
     _bind(host, port, reuse_port=False).close()
@@ -117,7 +114,7 @@ def run_workers(
     processes: list[BaseProcess] = [
         context.Process(
             target=_serve_worker,
-            args=(options, host, port, read_timeout_s),
+            args=(options, host, port),
             name=f"copool-web-{index}",
         )
         for index in range(workers)
@@ -304,7 +301,7 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     cannot hold the server's connections (slowloris). Time the server itself stops reading (a
     request waiting behind the one before it) does not count."""
 
-    #: Set from COPOOL_HTTP_READ_TIMEOUT_S by `copool serve`, in each worker process.
+    #: Set from COPOOL_HTTP_READ_TIMEOUT_S by app.main.create_app, in each worker process.
     read_timeout_s: float = 30.0
     _read_timer: asyncio.TimerHandle | None = None
     _requests_begun = 0
@@ -316,7 +313,6 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
     _head_bytes = 0
-    _head_size = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -341,16 +337,25 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         self._read_timer = None
         if self.transport.is_closing() or self._refusal is not None:
             return
-        if self.flow.read_paused:
-            self._arm_read_timer()  # the server is not reading: the client is not late
-        elif self._requests_begun == 0:
+        if self._requests_begun == 0:
             self.transport.close()  # a connection that never sent a byte: nothing to answer
+            return
+        if self.flow.write_paused:
+            self.transport.abort()  # nor does it read its answers: nothing can reach it
+            return
+        cycle = None if self._head_open else self.cycle  # the request whose body is awaited
+        if cycle is not None and cycle.response_complete:
+            self.transport.close()  # answered already: the rest of its body is not wanted
+        elif self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            # The server is not reading, or has not asked for the body yet: not the client's
+            # delay.
+            self._arm_read_timer()
         else:
             self._refuse(408, b"Request Timeout", _READ_TIMED_OUT)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_open, self._head_bytes, self._head_size = True, 0, 0
+        self._head_open, self._head_bytes = True, 0
         self._requests_begun += 1
         self._arm_read_timer()
 
@@ -360,19 +365,9 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._count_head(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._count_head(len(name) + len(value) + 4)  # with ": " and the line's end
-
-    def _count_head(self, size: int) -> None:
-        """The head's size, exactly, as the parser reads its parts (data_received's count only
-        sees reads that end with the head still open)."""
-        self._head_size += size
-        if self._head_size > MAX_HEAD_BYTES:
-            self._refuse(431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE)
-            raise _Refused
+        if len(self.url) > MAX_URL_BYTES:
+            self._refuse(414, b"URI Too Long", _URL_TOO_LONG)
+            raise _Refused  # stops the parser: nothing after this is read
 
     def on_headers_complete(self) -> None:
         self._head_open = False
@@ -395,15 +390,29 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def _unsupported(self) -> tuple[int, bytes, bytes] | None:
         """The refusal of a head this server cannot serve: an HTTP version other than 1.0 and
         1.1 (httptools parses "HTTP/2.0" like 1.1), or a transfer coding other than chunked
-        (the body would be read as if it were not compressed)."""
+        (the body would be read as if it were not compressed; 400 where chunked is not the
+        last coding, as the body's length is then unknown), or a head over MAX_HEAD_BYTES."""
         if self.parser.get_http_version() not in ("1.0", "1.1"):
             return 505, b"HTTP Version Not Supported", _VERSION_NOT_SUPPORTED
-        if len(self.url) > MAX_URL_BYTES:
-            return 414, b"URI Too Long", _URL_TOO_LONG
-        for name, value in self.headers:
-            if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
-                return 501, b"Not Implemented", _CODING_NOT_IMPLEMENTED
+        if self._head_bytes and self._head_size() > MAX_HEAD_BYTES:
+            # A head over several reads (a read is at most 256 KiB) that data_received's count
+            # missed: the read that completed it is not counted there.
+            return 431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE
+        codings = [
+            coding.strip()
+            for name, value in self.headers
+            if name == b"transfer-encoding"
+            for coding in value.lower().split(b",")
+        ]
+        if codings and codings[-1] != b"chunked":
+            return 400, b"Bad Request", _UNPARSABLE  # RFC 9112 6.3: its length is unknown
+        if len(codings) > 1:
+            return 501, b"Not Implemented", _CODING_NOT_IMPLEMENTED
         return None
+
+    def _head_size(self) -> int:
+        """The head's size as parsed: its request line (near enough) and header lines."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle  # (`self.cycle` is the newest request, maybe still queued)

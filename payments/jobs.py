@@ -32,10 +32,19 @@ async def chain_ledger(ctx: dict[str, Any]) -> int:
     return chained
 
 
+#: A withdrawal sweep stops asking after this long (its job's timeout is 120 s); the next one,
+#: half a minute later, goes on from there.
+SETTLE_WITHDRAWALS_BUDGET_S = 60.0
+
+
 async def settle_withdrawals(ctx: dict[str, Any]) -> int:
     """Ask the provider about withdrawals whose outcome was unknown; capture or void them."""
     decided = await service.settle_withdrawals(
-        UnitOfWork(ctx["sessionmaker"]), provider=ctx["funding"], now=ctx["clock"]()
+        UnitOfWork(ctx["sessionmaker"]),
+        provider=ctx["funding"],
+        now=ctx["clock"](),
+        place=ctx.setdefault("withdrawal_sweep_place", service.SweepPlace()),
+        budget_s=SETTLE_WITHDRAWALS_BUDGET_S,
     )
     if decided:
         log.info("settled withdrawals", count=decided)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -365,6 +366,13 @@ async def _pay_out_late(
         await uow.commit()
 
 
+class SweepPlace(msgspec.Struct):
+    """Where a sweep that ran out of time stopped, for the next one to go on from (kept by the
+    worker process; None: start at the oldest)."""
+
+    after: tuple[datetime, int] | None = None
+
+
 async def settle_withdrawals(
     uow: UnitOfWork,
     *,
@@ -372,30 +380,37 @@ async def settle_withdrawals(
     now: datetime,
     limit: int = SETTLE_BATCH,
     min_age: timedelta = SETTLE_GRACE,
+    place: SweepPlace | None = None,
+    budget_s: float | None = None,
 ) -> int:
     """Ask the provider about withdrawals still pending; capture or void what it decided.
 
     Only holds older than `min_age`: a younger one may still be in its request, whose provider
     call has not reached the provider (which would then answer "not found"). Every such
     withdrawal is asked once a sweep, `limit` at a time in the index's order (a page of ones the
-    provider has not decided yet never hides the rest). Returns how many were decided.
+    provider has not decided yet never hides the rest). A sweep given `budget_s` stops once it
+    has asked for that long (a provider answering slowly) and leaves in `place` where the next
+    one goes on, so the ones after never wait behind the same slow ones. Returns how many were
+    decided.
     """
+    place = place or SweepPlace()
+    stop_at = None if budget_s is None else time.monotonic() + budget_s
     decided = 0
-    after: tuple[datetime, int] | None = None
     while True:
-        pending = await _pending_withdrawals(uow, provider, now - min_age, after, limit)
+        pending = await _pending_withdrawals(uow, provider, now - min_age, place.after, limit)
         for held in pending:
             result = await _ask(provider.status(reference=held.id))
-            if result.status is FundingStatus.UNKNOWN:
-                continue
-            with contextlib.suppress(PaymentDeclined):  # voided: the money is back in the wallet
-                await _settle_withdrawal(uow, held, result, provider=provider, now=now)
-            decided += 1
+            assert held.expires_at is not None  # the query asks for it
+            place.after = (held.expires_at, held.row_id)
+            if result.status is not FundingStatus.UNKNOWN:
+                with contextlib.suppress(PaymentDeclined):  # voided: the money is back
+                    await _settle_withdrawal(uow, held, result, provider=provider, now=now)
+                decided += 1
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return decided
         if len(pending) < limit:
+            place.after = None  # all asked: the next sweep starts at the oldest again
             return decided
-        last = pending[-1]
-        assert last.expires_at is not None  # the query asks for it
-        after = (last.expires_at, last.row_id)
 
 
 async def _pending_withdrawals(

@@ -79,6 +79,7 @@ async def test_allow_names_head_wherever_it_names_get(settings: Settings) -> Non
                     ("OPTIONS", "/v1/me"),
                     ("PUT", "/v1/me"),
                     ("OPTIONS", "/v1/auth/login"),  # POST only
+                    ("OPTIONS", "/v1/pools/00000000-0000-4000-8000-000000000000"),  # a parameter
                     ("PUT", "/v1/auth/login"),
                 )
             }
@@ -91,6 +92,7 @@ async def test_allow_names_head_wherever_it_names_get(settings: Settings) -> Non
         ("OPTIONS", "/v1/me"): (204, "GET, HEAD, OPTIONS"),
         ("PUT", "/v1/me"): (405, "GET, HEAD, OPTIONS"),
         ("OPTIONS", "/v1/auth/login"): (204, "OPTIONS, POST"),
+        ("OPTIONS", "/v1/pools/00000000-0000-4000-8000-000000000000"): (204, "GET, HEAD, OPTIONS"),
         ("PUT", "/v1/auth/login"): (405, "OPTIONS, POST"),
     }
     assert answers["DELETE", "/v1/pools"].json()["status"] == 405

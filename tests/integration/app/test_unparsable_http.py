@@ -26,6 +26,18 @@ UNPARSABLE = [
 ]
 
 
+#: `copool serve` with one worker, and with several (a socket per worker: Linux only).
+WORKERS = [
+    "1",
+    pytest.param(
+        "2",
+        marks=pytest.mark.skipif(
+            not sys.platform.startswith("linux"), reason="a socket per worker: Linux"
+        ),
+    ),
+]
+
+
 def _answers(port: int, requests: bytes, count: int) -> bytes:
     """What the server answers to these requests sent at once, once `count` answers came (or
     it closed the connection)."""
@@ -49,18 +61,7 @@ def _exchange(port: int, request: bytes) -> bytes:
     return answer
 
 
-@pytest.mark.parametrize(
-    "workers",
-    [
-        "1",
-        pytest.param(
-            "2",
-            marks=pytest.mark.skipif(
-                not sys.platform.startswith("linux"), reason="a socket per worker: Linux"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("workers", WORKERS)
 def test_a_request_that_is_not_http_gets_a_problem_and_a_closed_connection(
     tmp_path: Path, workers: str
 ) -> None:
@@ -156,7 +157,7 @@ def _until_closed(sock: socket.socket) -> bytes:
     return answer
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("workers", WORKERS)
 def test_slow_senders_cannot_hold_a_connection(tmp_path: Path, workers: str) -> None:
     """A request not whole within the read timeout of its first byte (its head or its body stops
     coming) is answered 408, after the answers before it, and its connection closed; a

@@ -102,6 +102,7 @@ async def test_undecided_withdrawals_do_not_hide_the_rest(sessionmaker: SessionM
             return FundingResult(FundingStatus.SUCCEEDED, f"out:{reference}")
 
     bank, user = SlowBank(), uuid.uuid4()
+    bank.name = f"slowbank-{user.hex[:12]}"  # its own withdrawals only, whatever tests left
     await fund(sessionmaker, user, 1_000)
     uow = UnitOfWork(sessionmaker)
     held = [await withdraw(uow, bank, user, 100) for _ in range(5)]
@@ -111,6 +112,26 @@ async def test_undecided_withdrawals_do_not_hide_the_rest(sessionmaker: SessionM
     assert await service.settle_withdrawals(uow, provider=bank, now=later, limit=2) == 2
     assert sorted(bank.asked) == sorted(held)  # each asked once
     assert await wallet(sessionmaker, user) == service.WalletBalance("EUR", 500, 300, 800)
+
+
+async def test_a_sweep_out_of_time_leaves_the_rest_to_the_next_one(
+    sessionmaker: SessionMaker,
+) -> None:
+    """A slow provider spends a sweep's budget: the next sweep goes on after the last one asked,
+    not at the oldest again, and starts over once every withdrawal was asked."""
+    bank, user = LateBank(), uuid.uuid4()
+    bank.name = f"latebank-{user.hex[:12]}"  # its own withdrawals only, whatever tests left
+    await fund(sessionmaker, user, 1_000)
+    uow = UnitOfWork(sessionmaker)
+    held = [await withdraw(uow, bank, user, 100) for _ in range(3)]
+    place, later = service.SweepPlace(), NOW + timedelta(minutes=15)
+    for _ in range(5):  # a budget of nothing: one withdrawal asked a sweep
+        await service.settle_withdrawals(uow, provider=bank, now=later, place=place, budget_s=0)
+    # The fourth found none after the last and left the fifth to start at the oldest again.
+    assert bank.asked == [*held, held[0]]
+    bank.decided = FundingStatus.SUCCEEDED
+    assert await service.settle_withdrawals(uow, provider=bank, now=later, place=place) == 2
+    assert place.after is None  # every one asked: the next sweep starts at the oldest
 
 
 async def test_no_write_lock_is_held_while_the_provider_is_asked(tmp_path: object) -> None:

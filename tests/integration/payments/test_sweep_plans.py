@@ -134,5 +134,9 @@ async def _sweep_reads_only_pending_withdrawals(
         assert len(read) >= PENDING // PAGE, "the sweep's statements were seen"
         # Pending holds that expire at most, never the ledger's settled rows.
         assert max(rows for _, rows in read) <= PENDING, read
+        if planner:
+            # Walking the index in order, each page starts where the last one ended (about a
+            # page and its boundary row each), not at the oldest withdrawal again.
+            assert sum(rows for _, rows in read) <= 2 * PENDING + len(read), read
     finally:
         await engine.dispose()

@@ -203,16 +203,21 @@ async def test_a_head_over_the_limit_is_refused_with_431() -> None:
 @pytest.mark.parametrize(
     ("head", "status"),
     [
-        # Whole in one read, just over the limit: counted as the parser reads its parts.
+        # Just over the limit, its last read completing it (data_received's count of reads
+        # with the head still open missed that one).
         (b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
         (b"GET /hello HTTP/1.1\r\nHost: t\r\n" + b"X-Many: 0123456789\r\n" * 60_000 + b"\r\n", 431),
         (b"GET /hello?q=" + b"a" * MAX_URL_BYTES + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
     ],
     ids=["one-header", "many-headers", "url"],
 )
-async def test_a_head_too_large_in_one_read_is_refused(head: bytes, status: int) -> None:
+async def test_a_head_too_large_is_refused_in_the_read_that_completes_it(
+    head: bytes, status: int
+) -> None:
     protocol, transport = _connected()
-    protocol.data_received(head)
+    read = 256 * 1024  # the most one socket read gives
+    for start in range(0, len(head), read):
+        protocol.data_received(head[start : start + read])
     assert transport.closed
     answer, _, body = transport.writes[-1].partition(b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:40]
@@ -255,3 +260,27 @@ async def test_an_upgrade_request_served_as_http_ends_its_connection() -> None:
     assert await _until_closed(transport) == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
     assert transport.closed
     assert b"connection: close" in transport.writes[-1]
+
+
+@pytest.mark.parametrize(
+    ("codings", "status"),
+    [
+        (b"gzip, chunked", b"501"),  # a coding this server does not decode
+        (b"chunked\r\nTransfer-Encoding: gzip", b"400"),  # chunked not last: length unknown
+        (b"gzip", b"400"),
+        (b" Chunked ", b"201"),  # served (echo creates)
+    ],
+)
+async def test_transfer_codings_other_than_chunked_are_refused(
+    codings: bytes, status: bytes
+) -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b'Transfer-Encoding: %s\r\n\r\n8\r\n{"n": 7}\r\n0\r\n\r\n' % codings
+    )
+    for _ in range(200):
+        if b"".join(transport.writes).count(b"HTTP/1.1 "):
+            break
+        await asyncio.sleep(0.005)
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", b"".join(transport.writes)) == [status]
