@@ -202,6 +202,21 @@ def _problems_of(
     return statuses
 
 
+_OUR_PACKAGES = frozenset({"app", "groupbuy", "matching", "payments", "rides", "trust", "workers"})
+
+
+def _closed_structs() -> set[str]:
+    """The names of the request bodies that refuse unknown fields (forbid_unknown_fields)."""
+    names, seen = set(), [msgspec.Struct]
+    while seen:
+        for struct in seen.pop().__subclasses__():
+            seen.append(struct)
+            ours = struct.__module__.partition(".")[0] in _OUR_PACKAGES
+            if ours and struct.__struct_config__.forbid_unknown_fields:
+                names.add(struct.__name__)
+    return names
+
+
 def document_api(schema: dict[str, Any], app: Litestar) -> dict[str, Any]:
     """A copy of Litestar's OpenAPI document with the headers and problems copool really has."""
     schema = copy.deepcopy(schema)
@@ -209,6 +224,9 @@ def document_api(schema: dict[str, Any], app: Litestar) -> dict[str, Any]:
     components["ProblemDetail"] = _PROBLEM_SCHEMA
     components["FieldError"] = _FIELD_ERROR_SCHEMA
     components["ValidationProblem"] = _VALIDATION_PROBLEM_SCHEMA
+    for name, component in components.items():
+        if name in _closed_structs():
+            component["additionalProperties"] = False  # an unknown field is 422
     paths: dict[str, dict[str, Any]] = schema.get("paths", {})
     for method, path, handler in _http_routes(app):
         operation = paths.get(path, {}).get(method)

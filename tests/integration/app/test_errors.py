@@ -63,6 +63,24 @@ async def test_openapi_documents_routes_and_problems(client: AsyncTestClient[Any
     assert "/v1/me" in spec["paths"]
 
 
+async def test_openapi_says_every_request_body_refuses_unknown_fields(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Every request body is 422 with a field it does not know: the document says so, so that
+    a generated client is told."""
+    spec = (await client.get("/schema/openapi.json")).json()
+    components = spec["components"]["schemas"]
+    bodies = {
+        operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+        for item in spec["paths"].values()
+        for operation in item.values()
+        if "requestBody" in operation
+    }
+    assert {"RegisterIn", "LoginIn", "FundingIn", "PoolIn", "OfferIn"} <= bodies
+    for body in sorted(bodies):
+        assert components[body].get("additionalProperties") is False, body
+
+
 async def test_openapi_tells_the_truth_about_headers_and_problems(
     client: AsyncTestClient[Any],
 ) -> None:
