@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
@@ -271,6 +272,14 @@ _URL_TOO_LONG = _problem(
     414,
     f"the path and query may take at most {MAX_URL_BYTES} bytes",
 )
+#: A Host header: a name, an IPv4 or [IPv6] address, and a port (RFC 3986 reg-name characters).
+_HOST = re.compile(rb"[A-Za-z0-9._~!$&'()*+,;=%-]*(:[0-9]*)?|\[[0-9A-Fa-f:.]+\](:[0-9]*)?")
+_BAD_HOST = _problem(
+    "bad-request",
+    "Bad Request",
+    400,
+    "an HTTP/1.1 request names one host in one Host header (RFC 9112 3.2)",
+)
 _VERSION_NOT_SUPPORTED = _problem(
     "http-version-not-supported",
     "HTTP Version Not Supported",
@@ -313,6 +322,8 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     _refusal: tuple[int, bytes, bytes] | None = None
     _head_open = False
     _head_bytes = 0
+    #: A request's head or body is being read.
+    _message_open = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -335,33 +346,56 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
-        if self.transport.is_closing() or self._refusal is not None:
+        if self.transport.is_closing():
             return
+        if self.flow.write_paused:
+            self.transport.abort()  # it reads none of its answers: nothing can reach it
+            return
+        if self._refusal is not None:
+            return  # answered once the requests before it are
         if self._requests_begun == 0:
             self.transport.close()  # a connection that never sent a byte: nothing to answer
             return
-        if self.flow.write_paused:
-            self.transport.abort()  # nor does it read its answers: nothing can reach it
-            return
-        cycle = None if self._head_open else self.cycle  # the request whose body is awaited
-        if cycle is not None and cycle.response_complete:
-            self.transport.close()  # answered already: the rest of its body is not wanted
-        elif self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
-            # The server is not reading, or has not asked for the body yet: not the client's
-            # delay.
-            self._arm_read_timer()
-        else:
-            self._refuse(408, b"Request Timeout", _READ_TIMED_OUT)
+        if self._message_open:
+            cycle = None if self._head_open else self.cycle  # the request whose body is awaited
+            if cycle is not None and cycle.response_complete:
+                self.transport.close()  # answered already: the rest of its body is not wanted
+            elif self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+                # The server is not reading, or has not asked for the body yet: not the
+                # client's delay.
+                self._arm_read_timer()
+            else:
+                self._refuse(408, b"Request Timeout", _READ_TIMED_OUT)
+        elif not self._answering():
+            self._coalescing.flush()
+            self.transport.close()  # idle, though bytes came after its last request
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_open, self._head_bytes = True, 0
+        self._head_open, self._head_bytes, self._message_open = True, 0, True
         self._requests_begun += 1
         self._arm_read_timer()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._disarm_read_timer()
+        self._message_open = False
+        if self.flow.write_paused:
+            self._arm_read_timer()  # its answers are not being read
+        else:
+            self._disarm_read_timer()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._read_timer is None:
+            self._arm_read_timer()  # a client that stops reading its answers is dropped
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """A client that has sent its last request (half-closed) still gets its answers: the
+        connection closes after the newest one. One that stopped mid-request is closed now."""
+        if self._message_open or not self._answering() or self.cycle is None:
+            return None
+        self.cycle.keep_alive = False
+        return True
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -381,6 +415,10 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
         if self.cycle is None or self.cycle is before:
             return  # an upgrade uvicorn takes: no response cycle of ours
+        if self.expect_100_continue:
+            # Answered before its body was asked for (a 401, say), the client may send its next
+            # request instead of the body: its connection ends with its answer.
+            self.cycle.keep_alive = False
         if self.parser.should_upgrade():
             # Served as plain HTTP (no WebSocket routes: `ws` is "none"), but httptools reads
             # nothing after it: the connection ends with its answer, as that answer says.
@@ -398,6 +436,11 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             # A head over several reads (a read is at most 256 KiB) that data_received's count
             # missed: the read that completed it is not counted there.
             return 431, b"Request Header Fields Too Large", _HEAD_TOO_LARGE
+        hosts = [value for name, value in self.headers if name == b"host"]
+        if len(hosts) > 1 or not all(_HOST.fullmatch(host) for host in hosts):
+            return 400, b"Bad Request", _BAD_HOST
+        if not hosts and self.parser.get_http_version() == "1.1":
+            return 400, b"Bad Request", _BAD_HOST  # RFC 9112 3.2: HTTP/1.1 names its host
         codings = [
             coding.strip()
             for name, value in self.headers
@@ -421,7 +464,16 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # the rest of the connection is not read: it is refused once answered
-        super().data_received(data)
+        super().data_received(data)  # (which stops uvicorn's keep-alive timer)
+        if (
+            self._read_timer is None
+            and self.timeout_keep_alive_task is None
+            and not self._answering()
+            and not self.transport.is_closing()
+        ):
+            # Bytes that began no request (line breaks between requests), or the end of a body
+            # whose request was answered: idle again, and timed as such.
+            self._arm_read_timer()
         if self._head_open and self._refusal is None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:

@@ -25,6 +25,8 @@ class Transport(Recording):
     def abort(self) -> None:
         self.aborted = True
         self.closed = True
+        # As asyncio does: the protocol learns the connection is gone (its writers stop waiting).
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -48,6 +50,7 @@ def _connected() -> tuple[ProblemHTTPProtocol, Transport]:
     config = Config(app, lifespan="off", log_config=None)
     protocol = ProblemHTTPProtocol(config, ServerState(), app_state={})
     transport = Transport()
+    transport.set_protocol(protocol)
     protocol.connection_made(transport)
     return protocol, transport
 
@@ -105,3 +108,96 @@ async def test_a_client_that_reads_no_answers_is_dropped() -> None:
     protocol.pause_writing()  # its answers no longer drain
     await asyncio.sleep(3 * TIMEOUT_S)
     assert transport.aborted
+
+
+async def test_bytes_after_the_last_answer_do_not_hold_the_connection() -> None:
+    """Line breaks after a request, or the end of a body whose request was answered, stopped
+    every timer: the connection then stayed open for ever."""
+    for late in (b"\r\n", b"ab"):
+        protocol, transport = _connected()
+        length = b"2" if late == b"ab" else b"0"
+        protocol.data_received(
+            b"POST /no-body HTTP/1.1\r\nHost: t\r\nContent-Length: %s\r\n\r\n" % length
+        )
+        await asyncio.sleep(TIMEOUT_S / 5)  # answered
+        protocol.data_received(late)
+        await asyncio.sleep(3 * TIMEOUT_S)
+        assert transport.closed, late
+        assert _statuses(transport) == [b"200"]
+
+
+async def test_a_client_that_reads_no_answers_to_whole_requests_is_dropped() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /no-body HTTP/1.1\r\nHost: t\r\n\r\n")
+    protocol.pause_writing()  # its answers no longer drain, and no request is being read
+    await asyncio.sleep(3 * TIMEOUT_S)
+    assert transport.aborted
+
+
+async def test_a_half_closed_client_gets_its_answers() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /no-body HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+    assert protocol.eof_received() is True  # its write side is done: the transport stays open
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.005)
+    assert transport.closed  # after the newest answer
+    assert _statuses(transport) == [b"200", b"200"]
+
+
+async def test_a_client_that_stops_mid_request_is_closed_at_its_eof() -> None:
+    protocol, _ = _connected()
+    protocol.data_received(b"POST /no-body HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nab")
+    assert protocol.eof_received() is None  # asyncio closes the transport
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /no-body HTTP/1.1\r\n\r\n",  # no host
+        b"GET /no-body HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /no-body HTTP/1.1\r\nHost: a b/c@\r\n\r\n",
+    ],
+    ids=["missing", "twice", "malformed"],
+)
+async def test_a_request_must_name_one_host(head: bytes) -> None:
+    protocol, transport = _connected()
+    protocol.data_received(head)
+    assert transport.closed
+    assert _statuses(transport) == [b"400"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /no-body HTTP/1.0\r\n\r\n",  # HTTP/1.0 need not name one
+        b"GET /no-body HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n",
+        b"GET /no-body HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+        b"GET /no-body HTTP/1.1\r\nHost: \r\n\r\n",  # empty: a target with no authority
+    ],
+)
+async def test_hosts_that_are_fine(head: bytes) -> None:
+    protocol, transport = _connected()
+    protocol.data_received(head)
+    for _ in range(100):
+        if _statuses(transport):
+            break
+        await asyncio.sleep(0.005)
+    assert _statuses(transport) == [b"200"]
+
+
+async def test_an_early_answer_to_a_request_expecting_100_ends_the_connection() -> None:
+    """Answered before its body was asked for, the client may skip the body: what it sends
+    next must not be read as that body."""
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"POST /no-body HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.005)
+    head = b"".join(transport.writes)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head.split(b"\r\n\r\n")[0].split(b"\r\n")
