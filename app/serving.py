@@ -272,8 +272,9 @@ _URL_TOO_LONG = _problem(
     414,
     f"the path and query may take at most {MAX_URL_BYTES} bytes",
 )
-#: A Host header: a name, an IPv4 or [IPv6] address, and a port (RFC 3986 reg-name characters).
-_HOST = re.compile(rb"[A-Za-z0-9._~!$&'()*+,;=%-]*(:[0-9]*)?|\[[0-9A-Fa-f:.]+\](:[0-9]*)?")
+#: A Host header: a name, an IPv4 or [IPv6] address, and a port (RFC 3986 reg-name characters,
+#: but for the comma, which would let one header name two hosts).
+_HOST = re.compile(rb"[A-Za-z0-9._~!$&'()*+;=%-]*(:[0-9]*)?|\[[0-9A-Fa-f:.]+\](:[0-9]*)?")
 _BAD_HOST = _problem(
     "bad-request",
     "Bad Request",
@@ -324,6 +325,10 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     _head_bytes = 0
     #: A request's head or body is being read.
     _message_open = False
+    #: The request expecting 100 Continue whose body is awaited, and its keep-alive.
+    _expecting: tuple[Any, bool] | None = None
+    #: The write buffer's size when the read timer was armed (progress is its shrinking).
+    _buffered_at_arm = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -338,6 +343,7 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         if self._read_timer is not None:
             self._read_timer.cancel()
         self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+        self._buffered_at_arm = self.transport.get_write_buffer_size()
 
     def _disarm_read_timer(self) -> None:
         if self._read_timer is not None:
@@ -346,10 +352,14 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
-        if self.transport.is_closing():
+        buffered = self.transport.get_write_buffer_size()
+        if buffered:  # answers the client has yet to read
+            if buffered >= self._buffered_at_arm:
+                self.transport.abort()  # it read nothing of them meanwhile: nothing reaches it
+            else:
+                self._arm_read_timer()  # it reads them, slowly: a long download is no stall
             return
-        if self.flow.write_paused:
-            self.transport.abort()  # it reads none of its answers: nothing can reach it
+        if self.transport.is_closing():
             return
         if self._refusal is not None:
             return  # answered once the requests before it are
@@ -379,6 +389,9 @@ class ProblemHTTPProtocol(_HTTPProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._message_open = False
+        expecting, self._expecting = self._expecting, None
+        if expecting is not None and expecting[0] is self.cycle and not self.cycle.response_started:
+            self.cycle.keep_alive = expecting[1]  # its body came whole before any answer
         if self.flow.write_paused:
             self._arm_read_timer()  # its answers are not being read
         else:
@@ -391,8 +404,12 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         """A client that has sent its last request (half-closed) still gets its answers: the
-        connection closes after the newest one. One that stopped mid-request is closed now."""
+        connection closes after the newest one (or after a refusal waiting its turn). One
+        that stopped mid-request is closed now, after what is answered already."""
+        if self._refusal is not None and self._answering():
+            return True  # the refusal closes the connection once the answers before it are out
         if self._message_open or not self._answering() or self.cycle is None:
+            self._coalescing.flush()  # an answer finished this turn goes before the close
             return None
         self.cycle.keep_alive = False
         return True
@@ -417,7 +434,9 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             return  # an upgrade uvicorn takes: no response cycle of ours
         if self.expect_100_continue:
             # Answered before its body was asked for (a 401, say), the client may send its next
-            # request instead of the body: its connection ends with its answer.
+            # request instead of the body: its connection ends with its answer, unless the
+            # body came whole first.
+            self._expecting = (self.cycle, self.cycle.keep_alive)
             self.cycle.keep_alive = False
         if self.parser.should_upgrade():
             # Served as plain HTTP (no WebSocket routes: `ws` is "none"), but httptools reads

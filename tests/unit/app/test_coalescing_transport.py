@@ -29,6 +29,7 @@ class Recording(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.buffered = 0  # bytes written but not yet taken by the peer
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
@@ -38,6 +39,9 @@ class Recording(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(

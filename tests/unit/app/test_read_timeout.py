@@ -105,6 +105,7 @@ async def test_a_client_that_reads_no_answers_is_dropped() -> None:
     protocol, transport = _connected()
     protocol.data_received(b"GET /no-body HTTP/1.1\r\nHo")
     protocol.flow.pause_reading()
+    transport.buffered = 100_000
     protocol.pause_writing()  # its answers no longer drain
     await asyncio.sleep(3 * TIMEOUT_S)
     assert transport.aborted
@@ -129,6 +130,7 @@ async def test_bytes_after_the_last_answer_do_not_hold_the_connection() -> None:
 async def test_a_client_that_reads_no_answers_to_whole_requests_is_dropped() -> None:
     protocol, transport = _connected()
     protocol.data_received(b"GET /no-body HTTP/1.1\r\nHost: t\r\n\r\n")
+    transport.buffered = 100_000
     protocol.pause_writing()  # its answers no longer drain, and no request is being read
     await asyncio.sleep(3 * TIMEOUT_S)
     assert transport.aborted
@@ -201,3 +203,53 @@ async def test_an_early_answer_to_a_request_expecting_100_ends_the_connection() 
     head = b"".join(transport.writes)
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in head.split(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+async def test_a_slow_download_is_not_a_stall() -> None:
+    """A client that reads its answers slower than they are written is not dropped while it
+    makes progress; one that stops reading is, a timeout later."""
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /no-body HTTP/1.1\r\nHost: t\r\n\r\n")
+    transport.buffered = 100_000
+    protocol.pause_writing()
+    for _ in range(16):  # it reads a little, several times between the timer's looks
+        await asyncio.sleep(TIMEOUT_S / 4)
+        transport.buffered -= 5_000
+        assert not transport.aborted
+    await asyncio.sleep(3 * TIMEOUT_S)  # then nothing
+    assert transport.aborted
+
+
+async def test_an_answer_finished_as_the_client_half_closes_is_sent() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(b"GET /no-body HTTP/1.1\r\nHost: t\r\n\r\n")
+    for _ in range(100):  # answered, the answer still in the coalescing buffer or just out
+        if protocol.cycle is not None and protocol.cycle.response_complete:
+            break
+        await asyncio.sleep(0)
+    assert protocol.eof_received() is None  # nothing left to answer: asyncio closes
+    assert _statuses(transport) == [b"200"]
+
+
+async def test_a_refusal_waiting_its_turn_is_sent_after_a_half_close() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"GET /slow-reader HTTP/1.1\r\nHost: t\r\n\r\nGET /no-body HTTP/1.1\r\nHost: a b\r\n\r\n"
+    )
+    assert protocol.eof_received() is True
+    await asyncio.sleep(6 * TIMEOUT_S)
+    assert transport.closed
+    assert _statuses(transport) == [b"200", b"400"]
+
+
+async def test_a_request_expecting_100_whose_body_came_whole_keeps_its_connection() -> None:
+    protocol, transport = _connected()
+    protocol.data_received(
+        b"POST /slow-reader HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 2\r\n\r\nab"  # sent without waiting for the 100, as it may
+    )
+    await asyncio.sleep(6 * TIMEOUT_S)
+    answers = b"".join(transport.writes)
+    assert _statuses(transport) == [b"100", b"200"]  # (uvicorn still says 100)
+    assert b"connection: close" not in answers.lower()
+    assert not transport.closed
