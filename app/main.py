@@ -237,7 +237,8 @@ def _allowing_head(
     scope: Scope, send: Send, methods: Mapping[str, frozenset[str]], *, options: bool
 ) -> Send:
     async def send_allowing_head(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        # Only OPTIONS and 405 answers say what is allowed (every other POST passes untouched).
+        if message["type"] == "http.response.start" and (options or message["status"] == 405):
             headers = [(name, value) for name, value in message.get("headers", ())]
             allow = next((value for name, value in headers if name.lower() == b"allow"), None)
             if allow is not None:

@@ -224,9 +224,8 @@ def document_api(schema: dict[str, Any], app: Litestar) -> dict[str, Any]:
     components["ProblemDetail"] = _PROBLEM_SCHEMA
     components["FieldError"] = _FIELD_ERROR_SCHEMA
     components["ValidationProblem"] = _VALIDATION_PROBLEM_SCHEMA
-    for name, component in components.items():
-        if name in _closed_structs():
-            component["additionalProperties"] = False  # an unknown field is 422
+    for name in _closed_structs() & components.keys():
+        components[name]["additionalProperties"] = False  # an unknown field is 422
     paths: dict[str, dict[str, Any]] = schema.get("paths", {})
     for method, path, handler in _http_routes(app):
         operation = paths.get(path, {}).get(method)

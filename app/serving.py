@@ -114,9 +114,7 @@ def run_workers(options: dict[str, Any], *, host: str, port: int, workers: int) 
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = [
         context.Process(
-            target=_serve_worker,
-            args=(options, host, port),
-            name=f"copool-web-{index}",
+            target=_serve_worker, args=(options, host, port), name=f"copool-web-{index}"
         )
         for index in range(workers)
     ]
@@ -422,11 +420,12 @@ class ProblemHTTPProtocol(_HTTPProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
-        refusal = self._unsupported()
+        version = self.parser.get_http_version()
+        refusal = self._unsupported(version)
         if refusal is not None:
             self._refuse(*refusal)
             raise _Refused  # stops the parser: nothing after this head is read
-        if self.expect_100_continue and self.parser.get_http_version() == "1.0":
+        if self.expect_100_continue and version == "1.0":
             self.expect_100_continue = False  # RFC 9110 10.1.1: HTTP/1.0 knows no 100
         before = self.cycle
         super().on_headers_complete()  # (httptools calls it; h11 has no such step)
@@ -444,12 +443,12 @@ class ProblemHTTPProtocol(_HTTPProtocol):
             self.cycle.keep_alive = False
         self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
-    def _unsupported(self) -> tuple[int, bytes, bytes] | None:
+    def _unsupported(self, version: str) -> tuple[int, bytes, bytes] | None:
         """The refusal of a head this server cannot serve: an HTTP version other than 1.0 and
         1.1 (httptools parses "HTTP/2.0" like 1.1), or a transfer coding other than chunked
         (the body would be read as if it were not compressed; 400 where chunked is not the
         last coding, as the body's length is then unknown), or a head over MAX_HEAD_BYTES."""
-        if self.parser.get_http_version() not in ("1.0", "1.1"):
+        if version not in ("1.0", "1.1"):
             return 505, b"HTTP Version Not Supported", _VERSION_NOT_SUPPORTED
         if self._head_bytes and self._head_size() > MAX_HEAD_BYTES:
             # A head over several reads (a read is at most 256 KiB) that data_received's count
@@ -458,7 +457,7 @@ class ProblemHTTPProtocol(_HTTPProtocol):
         hosts = [value for name, value in self.headers if name == b"host"]
         if len(hosts) > 1 or not all(_HOST.fullmatch(host) for host in hosts):
             return 400, b"Bad Request", _BAD_HOST
-        if not hosts and self.parser.get_http_version() == "1.1":
+        if not hosts and version == "1.1":
             return 400, b"Bad Request", _BAD_HOST  # RFC 9112 3.2: HTTP/1.1 names its host
         codings = [
             coding.strip()

@@ -18,5 +18,5 @@ def required_text(text: str, *, max_chars: int, field: str) -> str:
 
 def optional_text(text: str | None, *, max_chars: int) -> str | None:
     """clean_text, or None where nothing visible is left."""
-    cleaned = clean_text(text, max_chars=max_chars) if text else None
-    return cleaned if cleaned and shows_something(cleaned) else None
+    cleaned = clean_text(text or "", max_chars=max_chars)
+    return cleaned if shows_something(cleaned) else None
